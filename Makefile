@@ -1,0 +1,41 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test bench chaos dist bundle clean venv
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# the dev install (editable, with test tools and the optional Sage extra)
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[dev,sage]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/dsage gui
+
+test: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:randomly
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+chaos: $(STAMP)
+	DSAGE_CHAOS=full QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q tests/chaos -s
+
+dist: $(STAMP)
+	rm -rf dist
+	$(PY) -m build --sdist --wheel --outdir dist .
+
+bundle: $(STAMP)
+	$(PY) -m pip install -q 'pyinstaller>=6'
+	$(VENV)/bin/pyinstaller --noconfirm --distpath dist/bundle --workpath build/pyinstaller packaging/dsage.spec
+
+clean:
+	rm -rf build dist *.egg-info

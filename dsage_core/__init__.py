@@ -1,0 +1,38 @@
+"""dsage: distributed computing for Python and Sage users.
+
+Quick start::
+
+    import dsage_core as dsage
+    D = dsage.start_all(workers=2)
+    j = D('2+2'); j.wait(); print(j.result)
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = ["start_all", "connect", "as_completed", "wait", "progress", "Client", "Job",
+           "DistributedFunction", "TaskQueue",
+           "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED", "__version__"]
+
+from dsage_core.waiting import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
+
+
+def __getattr__(name: str) -> Any:  # lazy: importing dsage_core must not import Twisted
+    if name in ("start_all", "connect", "Client"):
+        from dsage_core.client import api
+        return getattr(api, name)
+    if name == "Job":
+        from dsage_core.client.job import Job
+        return Job
+    if name == "DistributedFunction":
+        from dsage_core.distributed import DistributedFunction
+        return DistributedFunction
+    if name == "TaskQueue":
+        from dsage_core.client.taskqueue import TaskQueue
+        return TaskQueue
+    if name == "progress":
+        from dsage_core.progress import progress
+        return progress
+    raise AttributeError(name)

@@ -1,0 +1,536 @@
+"""The ``dsage`` command. Imports are lazy so ``dsage --help`` is instant and no reactor starts early."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from dsage_core import __version__
+
+
+def _home(args: argparse.Namespace) -> Path:
+    from dsage_core.home import resolve_home
+    return resolve_home(getattr(args, "home", None))
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from dsage_core.client.api import connect
+    return connect(args.server, key=getattr(args, "key", None), home=_home(args), timeout=args.connect_timeout)
+
+
+def _fail(msg: str, code: int = 1) -> int:
+    print(f"dsage: error: {msg}", file=sys.stderr)
+    return code
+
+
+# ---------------------------------------------------------------------- long-running services
+def _run_reactor(start: Any, stop: Any) -> int:
+    """Run *start(reactor)* on a fresh reactor until SIGINT/SIGTERM, then *stop()*."""
+    from twisted.internet import reactor
+    from twisted.internet.defer import ensureDeferred, maybeDeferred
+    status = {"code": 0}
+
+    def begin() -> None:
+        d = maybeDeferred(start, reactor)
+
+        def failed(f: Any) -> None:
+            print(f"dsage: error: {f.getErrorMessage()}", file=sys.stderr)
+            status["code"] = 1
+            reactor.stop()
+        d.addErrback(failed)
+    reactor.callWhenRunning(begin)
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: maybeDeferred(stop))
+    reactor.run()
+    return status["code"]
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from dsage_core.limits import Limits
+    from dsage_core.server.service import ServerConfig, create_server
+    limits = Limits()
+    if args.max_queued:
+        limits.max_queued_per_user = args.max_queued
+    cfg = ServerConfig(home=_home(args), port=args.port, listen=args.listen, location=args.location,
+                       allow_anonymous=args.allow_anonymous, lease_timeout=args.lease_timeout,
+                       max_failures=args.max_failures, limits=limits)
+    if not args.quiet:
+        _log_to_stderr()
+    holder: dict[str, Any] = {}
+
+    def start(reactor: Any) -> Any:
+        svc = create_server(cfg, reactor)
+        holder["svc"] = svc
+        return svc.start().addCallback(lambda furl: print(furl, flush=True))
+    return _run_reactor(start, lambda: holder["svc"].stop() if "svc" in holder else None)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from dsage_core.protocol.connect import read_furl
+    from dsage_core.worker.service import WorkerConfig, WorkerService
+    home = _home(args)
+    try:
+        furl = _worker_furl(args, home)
+    except Exception as e:
+        return _fail(str(e))
+    key = None if args.anonymous else Path(args.key).expanduser() if args.key else home / "dsage_key"
+    if key is not None and not key.exists():
+        from dsage_core.keys import ensure_keypair
+        ensure_keypair(home)
+    cfg = WorkerConfig(home=home, furl=furl, slots=args.workers, key_path=key, anonymous=args.anonymous,
+                       mem_limit=args.mem_limit * 1024 * 1024 if args.mem_limit else None,
+                       cpu_limit=args.cpu_limit, nice=args.nice)
+    if not args.quiet:
+        _log_to_stderr()
+    holder: dict[str, Any] = {}
+
+    def start(reactor: Any) -> None:
+        w = WorkerService(cfg, reactor)
+        holder["w"] = w
+
+        def state(s: str) -> None:
+            if s == "error":
+                print(f"dsage: worker error: {w.error}", file=sys.stderr)
+                reactor.stop()
+            elif not args.quiet:
+                print(f"dsage worker: {s}", file=sys.stderr, flush=True)
+        w.on_state(state)
+        w.start()
+    return _run_reactor(start, lambda: holder["w"].stop() if "w" in holder else None)
+
+
+def _worker_furl(args: argparse.Namespace, home: Path) -> str:
+    from dsage_core.protocol.connect import read_furl
+    if getattr(args, "invite", None):
+        return _redeem(args.invite, home)
+    return read_furl(args.server or home / "server.furl")
+
+
+def _redeem(code: str, home: Path) -> str:
+    """Use an invite code once: register this machine's key; returns the server furl."""
+    from dsage_core import keys
+    from dsage_core.client import reactor_thread as rt
+    from dsage_core.protocol import tubs
+    from dsage_core.protocol.connect import redeem_invite
+    furl, invite_id, secret = keys.parse_invite_code(code)
+    _, pub = keys.ensure_keypair(home)
+    rt.ensure_running()
+
+    def go() -> Any:
+        tub = tubs.peer_tub(home)
+        tub.startService()
+        d = redeem_invite(tub, furl, f"{invite_id}:{secret}", pub)
+        return d.addBoth(lambda r: tub.stopService().addCallback(lambda _: r))
+    from dsage_core.client.core import translate
+    try:
+        rt.blocking(lambda: go().addErrback(translate), timeout=30)
+    except Exception as e:
+        raise RuntimeError(f"invite refused: {e}") from None
+    (home / "server.furl").write_text(furl + "\n")
+    return furl
+
+
+def cmd_start_all(args: argparse.Namespace) -> int:
+    from dsage_core.client.api import start_all
+    D = start_all(workers=args.workers, home=_home(args))
+    print(f"dsage: server {D.furl}\ndsage: worker with {args.workers} slots; Ctrl+C stops both", flush=True)
+    try:
+        if args.demo:
+            _demo(D)
+        else:
+            import threading
+            threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        D.shutdown()
+    return 0
+
+
+def _demo(D: Any) -> None:
+    from dsage_core import as_completed
+    jobs = [D(f"sum(i*i for i in range({n}))", name=f"squares<{n}") for n in (10, 1000, 10**5, 10**6)]
+    jobs.append(D.eval("import math\nDSAGE_RESULT = math.factorial(30)", name="factorial(30)"))
+    jobs.append(D("1/0", name="fails on purpose"))
+    for j in as_completed(jobs):
+        print(f"  job {j.id:>4} {j.name:<18} {j.status:<10} {j!r}")
+    print(f"dsage: stats {D.stats()}")
+
+
+def _wait_jobs(D: Any, jobs: list[Any], quiet: bool) -> int:
+    from dsage_core import as_completed
+    n = len(jobs)
+    done = 0
+    bad = 0
+    for j in as_completed(jobs):
+        done += 1
+        if j.status != "completed":
+            bad += 1
+        if n > 1 and not quiet and sys.stderr.isatty():
+            bar = "#" * int(30 * done / n)
+            print(f"\r[{bar:<30}] {done}/{n}", end="", file=sys.stderr, flush=True)
+    if n > 1 and not quiet and sys.stderr.isatty():
+        print(file=sys.stderr)
+    for j in jobs:
+        if j.status == "completed":
+            print(repr(j.result) if n == 1 else f"{j.id}: {j.result!r}")
+        else:
+            print(f"{j.id}: {j.status}\n{j.error or ''}".rstrip(), file=sys.stderr)
+    return 0 if bad == 0 else 2
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    D = _client(args)
+    try:
+        j = D.eval(args.code, _mode="expr", kind="sage" if args.sage else "python", name=args.name,
+                   timeout=args.timeout, priority=args.priority, trusted_only=args.trusted_only)
+        if not args.wait:
+            print(j.id)
+            return 0
+        return _wait_jobs(D, [j], True)
+    finally:
+        D.shutdown()
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from dsage_core.client.payload import SubmitError
+    D = _client(args)
+    try:
+        jobs = []
+        for f in args.files:
+            try:
+                jobs.append(D.eval_file(f, timeout=args.timeout, priority=args.priority,
+                                        trusted_only=args.trusted_only))
+            except SubmitError as e:
+                return _fail(str(e))
+        if not args.wait:
+            for j in jobs:
+                print(f"{j.id}\t{j.name}")
+            return 0
+        return _wait_jobs(D, jobs, False)
+    finally:
+        D.shutdown()
+
+
+def _fmt_time(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    D = _client(args)
+    try:
+        infos = D._sync(D.aclient.list_jobs, status=args.status, limit=args.limit, newest_first=True,
+                        all_users=args.all)
+        print(f"{'ID':>7}  {'STATUS':<10} {'NAME':<28} {'CREATED':<19}  RESULT")
+        for i in reversed(infos):
+            prev = (i.result_preview or (i.error or "").strip().splitlines()[-1:] and
+                    (i.error or "").strip().splitlines()[-1] or "")[:60]
+            print(f"{i.id:>7}  {i.status:<10} {i.name[:28]:<28} {_fmt_time(i.created):<19}  {prev}")
+        return 0
+    finally:
+        D.shutdown()
+
+
+def cmd_job(args: argparse.Namespace) -> int:
+    from dsage_core.protocol.errors import NotFound
+    from dsage_core import codec
+    D = _client(args)
+    try:
+        try:
+            rec = D._sync(D.aclient.get_record, args.id, True)
+        except NotFound as e:
+            return _fail(str(e))
+        for k in ("id", "name", "status", "owner", "worker", "priority", "attempts"):
+            print(f"{k:>10}: {rec.get(k)}")
+        for k in ("created", "started", "finished"):
+            print(f"{k:>10}: {_fmt_time(rec.get(k))}")
+        if rec.get("progress") is not None:
+            print(f"{'progress':>10}: {rec['progress'] * 100:.0f}% {rec.get('progress_message') or ''}")
+        if rec.get("output"):
+            print("---- output ----\n" + rec["output"].rstrip())
+        if rec.get("status") == "completed" and rec.get("result") is not None:
+            try:
+                print("---- result ----\n" + repr(codec.decode_value(rec["result"])))
+            except Exception as e:
+                print(f"---- result ----\n(not decodable here: {e}) {rec.get('result_preview')}")
+        if rec.get("error"):
+            print("---- error ----\n" + rec["error"].rstrip())
+        return 0
+    finally:
+        D.shutdown()
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    D = _client(args)
+    try:
+        ok = D.kill(args.id)
+        if not ok:
+            return _fail(f"job {args.id} is unknown or already finished")
+        print(f"killed {args.id}")
+        return 0
+    finally:
+        D.shutdown()
+
+
+def cmd_workers(args: argparse.Namespace) -> int:
+    D = _client(args)
+    try:
+        ws = D.workers()
+        print(f"{'WORKER':<32} {'SLOTS':>7} {'CPUS':>4} {'MEM GiB':>7} {'DONE':>7}  IDENTITY")
+        for w in ws:
+            ident = "anonymous" if w["anonymous"] else f"keyed ({w['user']})"
+            mem = (w.get("memory") or 0) / 2**30
+            print(f"{w['id'][:32]:<32} {w['busy']:>3}/{w['slots']:<3} {w.get('cpus') or '?':>4} {mem:>7.1f} "
+                  f"{w['jobs_done']:>7}  {ident}{' paused' if w.get('paused') else ''}")
+        if not ws:
+            print("(no workers connected)")
+        return 0
+    finally:
+        D.shutdown()
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    D = _client(args)
+    try:
+        s = D.stats()
+        if args.json:
+            print(json.dumps(s, indent=1))
+        else:
+            for k in ("queued", "running", "completed", "failed", "killed", "timed_out", "lost"):
+                print(f"{k:>12}: {s.get(k, 0)}")
+            print(f"{'jobs/s (1m)':>12}: {s['rate_1m']:.2f}")
+            print(f"{'slots':>12}: {s['busy_slots']} busy / {s['total_slots']} total, {s['workers']} workers")
+        return 0
+    finally:
+        D.shutdown()
+
+
+def cmd_setup(args: argparse.Namespace) -> int:
+    from dsage_core.setup import ensure_setup
+    home = _home(args)
+    if not args.yes and sys.stdin.isatty():
+        ans = input(f"Set up dsage in {home}? [Y/n] ").strip().lower()
+        if ans not in ("", "y", "yes"):
+            return 1
+    info = ensure_setup(home)
+    _init_db(home)
+    print(f"dsage home:  {info['home']}\nyour key:    {info['key']} ({info['fingerprint']})\n"
+          f"server cert: {info['server_cert']}")
+    return 0
+
+
+def _init_db(home: Path) -> None:
+    """Create the database and register the owner's key as the first admin (idempotent)."""
+    from dsage_core.client import reactor_thread as rt
+    from dsage_core.home import DATABASE
+    from dsage_core.server.service import ensure_owner
+    from dsage_core.store import InlineRunner, SqliteStore
+    store = SqliteStore(home / DATABASE, InlineRunner())
+    store.open()
+    ensure_owner(store, home)
+    store.close()
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    D = _client(args)
+    try:
+        if args.user_cmd == "add":
+            from dsage_core import keys
+            pub = keys.load_public_key(args.key_value)
+            r = D.admin("user_add", args.name, pub, args.role)
+            print(f"added {r['name']} ({r['role']}, {r['fingerprint']})")
+        elif args.user_cmd == "list":
+            for u in D.admin("user_list"):
+                print(f"{u['name']:<24} {u['role']:<7} {u['fingerprint']}")
+        elif args.user_cmd == "remove":
+            if not D.admin("user_remove", args.name):
+                return _fail(f"no such user: {args.name}")
+            print(f"removed {args.name}")
+        return 0
+    finally:
+        D.shutdown()
+
+
+def cmd_invite(args: argparse.Namespace) -> int:
+    from dsage_core import keys
+    D = _client(args)
+    try:
+        if args.invite_cmd == "list":
+            for i in D.admin("invite_list"):
+                state = "revoked" if i.get("revoked") else f"{i.get('uses_left')} uses left"
+                print(f"{i['id']:<14} {i['role']:<7} expires {_fmt_time(i.get('expires'))}  {state}")
+        elif args.invite_cmd == "revoke":
+            if not D.admin("invite_revoke", args.id):
+                return _fail(f"no such invite: {args.id}")
+            print(f"revoked {args.id}")
+        else:
+            r = D.admin("invite_add", args.role, _duration(args.expires), args.uses)
+            print(keys.make_invite_code(D.furl, r["id"], r["secret"]))
+        return 0
+    finally:
+        D.shutdown()
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    t = text.strip().lower()
+    try:
+        if t[-1] in units:
+            return float(t[:-1]) * units[t[-1]]
+        return float(t)
+    except (ValueError, IndexError):
+        raise SystemExit(f"dsage: error: bad duration {text!r} (e.g. 30m, 12h, 1d)")
+
+
+def cmd_gui(args: argparse.Namespace) -> int:
+    from dsage_gui.__main__ import main as gui_main
+    return gui_main(args.gui_args) or 0
+
+
+def cmd_tray(args: argparse.Namespace) -> int:
+    from dsage_gui.tray.__main__ import main as tray_main  # type: ignore[import-not-found]
+    return tray_main(args.tray_args) or 0
+
+
+def cmd_desktop(args: argparse.Namespace) -> int:
+    from dsage_core import desktop
+    paths = desktop.desktop_install() if args.cmd == "desktop-install" else desktop.desktop_uninstall()
+    for p in paths:
+        print(p)
+    return 0
+
+
+def _log_to_stderr() -> None:
+    from twisted.logger import globalLogBeginner, textFileLogObserver, FilteringLogObserver, \
+        LogLevelFilterPredicate, LogLevel
+    pred = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
+    globalLogBeginner.beginLoggingTo([FilteringLogObserver(textFileLogObserver(sys.stderr), [pred])],
+                                     redirectStandardIO=False)
+
+
+# ---------------------------------------------------------------------- argument parsing
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dsage", description="Distributed SAGE: run many computations on "
+                                "every spare core you have.")
+    p.add_argument("--version", action="version", version=f"dsage {__version__}")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+
+    def cmd(name: str, fn: Any, help: str, client: bool = False) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.add_argument("--home", help="dsage home (default: $DSAGE_HOME or the user data dir)")
+        if client:
+            sp.add_argument("--server", help="server furl or furl file (default: HOME/server.furl)")
+            sp.add_argument("--key", help="private key (default: HOME/dsage_key)")
+            sp.add_argument("--connect-timeout", type=float, default=10.0, help=argparse.SUPPRESS)
+        sp.set_defaults(func=fn)
+        return sp
+
+    s = cmd("setup", cmd_setup, "create keys, the server certificate and the database")
+    s.add_argument("--yes", action="store_true", help="do not ask")
+
+    s = cmd("server", cmd_server, "run a server (prints its furl)")
+    s.add_argument("--port", type=int, default=0, help="TCP port (0: reuse this home's last port)")
+    s.add_argument("--listen", default="127.0.0.1", help="interface (0.0.0.0 for workers on other hosts)")
+    s.add_argument("--location", help="host name other machines use to reach this server")
+    s.add_argument("--allow-anonymous", action="store_true", help="accept anonymous workers")
+    s.add_argument("--lease-timeout", type=float, default=15.0, help="seconds before a silent worker's "
+                   "jobs are requeued")
+    s.add_argument("--max-failures", type=int, default=3, help="worker deaths before a job is 'lost'")
+    s.add_argument("--max-queued", type=int, default=0, help="queued jobs per user (quota)")
+    s.add_argument("--quiet", action="store_true")
+
+    s = cmd("worker", cmd_worker, "run a worker with N slots (child processes)")
+    s.add_argument("--server", help="server furl or furl file (default: HOME/server.furl)")
+    s.add_argument("--workers", "-n", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="slots")
+    s.add_argument("--key", help="private key (default: HOME/dsage_key)")
+    s.add_argument("--anonymous", action="store_true", help="join without a key (if the server allows)")
+    s.add_argument("--invite", help="join with an invite code (registers this machine's key)")
+    s.add_argument("--mem-limit", type=int, help="memory limit per job, MiB")
+    s.add_argument("--cpu-limit", type=float, help="CPU-time limit per job, seconds")
+    s.add_argument("--nice", type=int, default=10, help="niceness of job processes")
+    s.add_argument("--quiet", action="store_true")
+
+    s = cmd("start-all", cmd_start_all, "start a server and a local worker, until Ctrl+C")
+    s.add_argument("--workers", "-n", type=int, default=2)
+    s.add_argument("--demo", action="store_true", help="run a small demo batch and exit")
+
+    s = cmd("eval", cmd_eval, "evaluate an expression remotely", client=True)
+    s.add_argument("code")
+    s.add_argument("--wait", action="store_true", help="wait and print the result")
+    s.add_argument("--sage", action="store_true", help="run as Sage code")
+    for sp in (s, None):
+        pass
+    s.add_argument("--name")
+    s.add_argument("--timeout", type=float)
+    s.add_argument("--priority", type=int, default=0)
+    s.add_argument("--trusted-only", action="store_true")
+
+    s = cmd("submit", cmd_submit, "submit .py/.sage files as jobs", client=True)
+    s.add_argument("files", nargs="+")
+    s.add_argument("--wait", action="store_true", help="wait (progress bar) and print results")
+    s.add_argument("--timeout", type=float)
+    s.add_argument("--priority", type=int, default=0)
+    s.add_argument("--trusted-only", action="store_true")
+
+    s = cmd("jobs", cmd_jobs, "list your jobs", client=True)
+    s.add_argument("--status")
+    s.add_argument("--limit", type=int, default=50)
+    s.add_argument("--all", action="store_true", help="all users' jobs (admin)")
+
+    s = cmd("job", cmd_job, "show one job: status, output, result or error", client=True)
+    s.add_argument("id", type=int)
+
+    s = cmd("kill", cmd_kill, "kill a job", client=True)
+    s.add_argument("id", type=int)
+
+    cmd("workers", cmd_workers, "list connected workers", client=True)
+    s = cmd("stats", cmd_stats, "counts, throughput, slots", client=True)
+    s.add_argument("--json", action="store_true")
+
+    s = cmd("user", cmd_user, "manage users (admin)", client=True)
+    us = s.add_subparsers(dest="user_cmd", required=True)
+    a = us.add_parser("add", help="add a user with a public key")
+    a.add_argument("name")
+    a.add_argument("--key", dest="key_value", required=True, help="public key file or 'ssh-ed25519 ...'")
+    a.add_argument("--role", choices=["client", "worker", "admin"], default="client")
+    us.add_parser("list", help="list users")
+    r = us.add_parser("remove", help="remove a user")
+    r.add_argument("name")
+
+    s = cmd("invite", cmd_invite, "make, list or revoke invite codes (admin)", client=True)
+    s.add_argument("invite_cmd", nargs="?", choices=["new", "list", "revoke"], default="new")
+    s.add_argument("id", nargs="?")
+    s.add_argument("--role", choices=["worker", "client"], default="worker")
+    s.add_argument("--expires", default="1d", help="e.g. 30m, 12h, 1d")
+    s.add_argument("--uses", type=int, default=1)
+
+    s = cmd("gui", cmd_gui, "start the desktop app")
+    s.add_argument("gui_args", nargs=argparse.REMAINDER)
+    s = cmd("tray", cmd_tray, "start the system-tray worker")
+    s.add_argument("tray_args", nargs=argparse.REMAINDER)
+    cmd("desktop-install", cmd_desktop, "install the .desktop files, icons and MIME type for this user")
+    cmd("desktop-uninstall", cmd_desktop, "remove what desktop-install installed")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from dsage_core.protocol.errors import DsageError
+    from dsage_core.client.payload import SubmitError
+    try:
+        return args.func(args) or 0
+    except (DsageError, SubmitError, FileNotFoundError, ValueError, TimeoutError, RuntimeError) as e:
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

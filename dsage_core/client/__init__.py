@@ -1,0 +1,1 @@
+"""The client: ``AsyncClient`` on the reactor, ``Client`` for plain threads, ``Job`` handles."""

@@ -1,0 +1,209 @@
+"""The user-facing client: ``D = dsage.start_all()`` or ``D = dsage.connect(furl)``, then ``D('2+2')``.
+
+Works from a plain prompt or Jupyter (the reactor runs on a background thread); every call here
+blocks the calling thread only, never the reactor.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from dsage_core.client import reactor_thread as rt
+from dsage_core.client.job import Job, JobState
+from dsage_core.client.payload import Options, SubmitError, code_job, file_job, func_job, function_blob
+
+
+class Client:
+    """A blocking facade over :class:`AsyncClient` for one user on one server."""
+
+    def __init__(self, aclient: Any, cluster: Any = None) -> None:
+        self.aclient = aclient
+        self.cluster = cluster
+        self._closed = False
+
+    # ------------------------------------------------------------------ plumbing
+    def _sync(self, fn: Any, *args: Any, timeout: float | None = 60.0, **kw: Any) -> Any:
+        return rt.blocking(fn, *args, timeout=timeout, **kw)
+
+    def _check_not_reactor_thread(self, what: str) -> None:
+        if rt.in_reactor_thread():
+            raise RuntimeError(f"{what} would block the reactor thread; use 'await job' or job.deferred()")
+
+    def _submit(self, subs: list[Any]) -> list[Job]:
+        states = self._sync(self.aclient.submit_many, subs, timeout=None)
+        return [Job(self, s) for s in states]
+
+    @property
+    def furl(self) -> str:
+        return self.aclient.furl
+
+    @property
+    def user(self) -> str:
+        return self.aclient.user
+
+    # ------------------------------------------------------------------ submitting
+    def __call__(self, expr: str, **options: Any) -> Job:
+        """Evaluate an expression remotely; the job's result is its value. ``kind="sage"`` for Sage."""
+        return self.eval(expr, _mode="expr", **options)
+
+    def eval(self, code: str, user_vars: dict[str, Any] | None = None,
+             load_files: Iterable[str | os.PathLike[str]] = (), *, kind: str = "python",
+             _mode: str = "exec", **options: Any) -> Job:
+        """Run code remotely; the result is the value the code assigns to ``DSAGE_RESULT``."""
+        opts = Options.pop_from(options)
+        _no_extra(options)
+        sage = _sage_kind(kind)
+        return self._submit([code_job(code, _mode, opts, user_vars=user_vars, load_files=load_files,
+                                      sage=sage)])[0]
+
+    def eval_file(self, path: str | os.PathLike[str], name: str | None = None, **options: Any) -> Job:
+        """Run a file's content remotely (the content travels, not the path); result: ``DSAGE_RESULT``."""
+        opts = Options.pop_from(options)
+        _no_extra(options)
+        opts.name = name or opts.name
+        sub = file_job(path, opts)
+        if "sage" in sub.needs:
+            _sage_kind("sage")
+        return self._submit([sub])[0]
+
+    def submit(self, fn: Any, *args: Any, **kwargs: Any) -> Job:
+        """Run ``fn(*args, **kwargs)`` remotely (cloudpickle). Job options go in ``dsage_options={...}``."""
+        opts = Options.pop_from(dict(kwargs.pop("dsage_options", {}) or {}))
+        return self._submit([func_job(fn, args, kwargs, opts)])[0]
+
+    def map(self, fn: Any, *iterables: Iterable[Any], **options: Any) -> list[Job]:
+        """One job per element (like builtin map); the function is pickled and sent once."""
+        opts = Options.pop_from(options)
+        _no_extra(options)
+        blob = function_blob(fn)
+        subs = []
+        for args in zip(*iterables):
+            o = Options(**vars(opts))
+            subs.append(func_job(fn, args, {}, o, blob=blob))
+        return self._submit(subs)
+
+    # ------------------------------------------------------------------ standard interfaces
+    def executor(self, **options: Any) -> Any:
+        """A ``concurrent.futures.Executor`` whose work runs as dsage jobs."""
+        from dsage_core.client.executor import DsageExecutor
+        return DsageExecutor(self, **options)
+
+    def scatter(self, fn: Any, tasks: Iterable[Any] = (), **options: Any) -> Any:
+        """A scatter-gather :class:`TaskQueue` of calls of *fn*; add more tasks at any time."""
+        from dsage_core.client.taskqueue import TaskQueue
+        return TaskQueue(self, fn, tasks, **options)
+
+    async def eval_async(self, code: str, **options: Any) -> Job:
+        """Submit without blocking the running asyncio loop; awaits the finished job."""
+        import asyncio
+        job = await asyncio.get_running_loop().run_in_executor(None, lambda: self.eval(code, **options))
+        return await job
+
+    async def submit_async(self, fn: Any, *args: Any, **kwargs: Any) -> Job:
+        """``submit`` for asyncio code: awaits the finished job."""
+        import asyncio
+        job = await asyncio.get_running_loop().run_in_executor(None, lambda: self.submit(fn, *args, **kwargs))
+        return await job
+
+    # ------------------------------------------------------------------ looking at jobs
+    def get_job(self, job_id: int) -> Job:
+        """A handle on an existing job (e.g. from an earlier session); KeyError if unknown."""
+        states = self._sync(self.aclient.watch, [int(job_id)])
+        if job_id not in states:
+            raise KeyError(f"no such job: {job_id}")
+        return Job(self, states[job_id])
+
+    def jobs(self, status: str | None = None, limit: int = 1000) -> list[Job]:
+        """This user's jobs (oldest first), as live handles."""
+        infos = self._sync(self.aclient.list_jobs, status=status, limit=limit)
+        ids = [i.id for i in infos]
+        states: dict[int, JobState] = {}
+        for k in range(0, len(ids), 10_000):
+            states.update(self._sync(self.aclient.watch, ids[k:k + 10_000]))
+        return [Job(self, states[i]) for i in ids if i in states]
+
+    def kill(self, job_id: int) -> bool:
+        return self._sync(self.aclient.kill, int(job_id))
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Connected workers: host, slots, busy, cpus, memory, anonymous, last heartbeat, jobs done."""
+        return self._sync(self.aclient.workers)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts by status, jobs/s over the last minute, busy/free slots."""
+        s = self._sync(self.aclient.stats)
+        s["free_slots"] = max(0, s.get("total_slots", 0) - s.get("busy_slots", 0))
+        return s
+
+    def admin(self, command: str, *args: Any) -> Any:
+        return self._sync(self.aclient.admin, command, *args)
+
+    # ------------------------------------------------------------------ life cycle
+    def shutdown(self) -> None:
+        """Close the connection; with ``start_all``, also stop the server and worker it started."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._sync(self.aclient.close, timeout=10)
+        except Exception:
+            pass
+        if self.cluster is not None:
+            self.cluster.stop()
+
+    close = shutdown
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        return f"<dsage Client {self.aclient.user}@{self.aclient.server_label}>"
+
+
+def _no_extra(options: dict[str, Any]) -> None:
+    if options:
+        raise TypeError(f"unknown job option(s): {', '.join(sorted(options))}")
+
+
+def _sage_kind(kind: str) -> bool:
+    if kind not in ("python", "sage"):
+        raise SubmitError(f"kind must be 'python' or 'sage', not {kind!r}")
+    if kind == "sage":
+        from dsage_core.client.sage_check import require_sage_extra
+        require_sage_extra()
+        return True
+    return False
+
+
+def connect(server: str | os.PathLike[str] | None = None, key: str | os.PathLike[str] | None = None,
+            home: str | os.PathLike[str] | None = None, timeout: float = 10.0) -> Client:
+    """Connect to a running server (furl or furl file; default ``DSAGE_HOME/server.furl``)."""
+    from dsage_core.client.core import connect_async
+    from dsage_core.home import SERVER_FURL, resolve_home
+    h = resolve_home(home)
+    srv = str(server) if server is not None else str(h / SERVER_FURL)
+    rt.ensure_running()
+    ac = rt.blocking(connect_async, srv, str(key) if key else None, str(h), rt.get_reactor(),
+                     timeout, timeout=timeout + 5)
+    return Client(ac)
+
+
+def start_all(workers: int = 2, home: str | os.PathLike[str] | None = None, *,
+              timeout: float = 60.0) -> Client:
+    """Start a server and one worker with *workers* slots as child processes, and connect to them.
+
+    Both stop at ``D.shutdown()`` or when this interpreter exits.
+    """
+    from dsage_core.client.launch import LocalCluster
+    cluster = LocalCluster.start(home, workers)
+    try:
+        D = connect(cluster.furl, home=cluster.home, timeout=timeout)
+    except BaseException:
+        cluster.stop()
+        raise
+    D.cluster = cluster
+    return D

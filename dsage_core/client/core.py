@@ -1,0 +1,331 @@
+"""``AsyncClient``: the client on the reactor thread; every method returns a Deferred.
+
+The desktop app uses it directly; :class:`dsage_core.client.api.Client` wraps it for plain threads.
+
+Events (``subscribe(callback)``, ``callback(kind, payload)``):
+  ``("connection", "connected" | "reconnecting" | "disconnected")``
+  ``("jobs", list[JobInfo])``  jobs of this session that are new or changed, batched
+  ``("stats", dict)``          server counters, pushed once per second
+  ``("workers", list[dict])``  connected workers, on change
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from foolscap.api import Referenceable
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from dsage_core.client.job import JobState
+from dsage_core.client.payload import Options, Submission, code_job, file_job
+from dsage_core.model.job import TERMINAL, JobInfo
+from dsage_core.protocol import envelope, tubs
+from dsage_core.protocol.batcher import Batcher
+from dsage_core.protocol.connect import ServerConnection
+from dsage_core.protocol.errors import (BadRequest, DsageError, LoginFailed, NotFound, PermissionDenied,
+                                        QuotaExceeded, ServerUnavailable)
+from dsage_core.protocol.interfaces import RIClientListener
+
+log = Logger(namespace="dsage.client")
+
+_ERRORS = {c.__name__: c for c in (BadRequest, NotFound, PermissionDenied, LoginFailed, ServerUnavailable,
+                                    QuotaExceeded)}
+
+
+def translate(f: Any) -> Any:
+    """Turn a Foolscap remote failure into the matching local dsage exception."""
+    from foolscap.api import DeadReferenceError, RemoteException
+    exc = f.value
+    if isinstance(exc, RemoteException):
+        cf = exc.failure
+        tname = str(getattr(cf, "type", "")).rsplit(".", 1)[-1].strip("'>")
+        msg = str(getattr(cf, "value", cf))
+        cls = _ERRORS.get(tname)
+        if cls is None and tname == "Violation":
+            cls, msg = BadRequest, f"the server refused the call: {msg}"
+        raise (cls or DsageError)(msg) from None
+    if isinstance(exc, DeadReferenceError):
+        raise ServerUnavailable("connection to the server was lost") from None
+    return f
+
+
+@implementer(RIClientListener)
+class _Listener(Referenceable):
+    def __init__(self, client: "AsyncClient") -> None:
+        self.client = client
+
+    def remote_jobs_changed(self, updates: bytes) -> None:
+        self.client._on_updates(envelope.unpack(updates))
+
+    def remote_stats(self, counters: bytes) -> None:
+        self.client._emit("stats", envelope.unpack(counters))
+
+    def remote_workers_changed(self, workers: bytes) -> None:
+        self.client._emit("workers", envelope.unpack(workers))
+
+
+class AsyncClient:
+    """A connection to one server as one user. Create with :func:`connect_async`."""
+
+    def __init__(self, reactor: Any, home: Path, furl: str, key_path: Path | None) -> None:
+        self.reactor = reactor
+        self.home = home
+        self.furl = furl
+        self.key_path = key_path
+        self.server_label = furl.split("@", 1)[-1].rsplit("/", 1)[0]
+        self.user = ""
+        self.role = ""
+        self.limits: dict[str, Any] = {}
+        self.states: dict[int, JobState] = {}
+        self.session: Any = None
+        self.connection_state = "connecting"
+        self._subscribers: list[Callable[[str, Any], None]] = []
+        self._ready: list[Deferred] = []
+        self._error: Exception | None = None
+        self._uploaded: set[str] = set()
+        self._submits = Batcher(None, max_items=500, max_in_flight=2, on_failure=self._submit_failed)
+        self._listener = _Listener(self)
+        self.conn: ServerConnection | None = None
+
+    # ------------------------------------------------------------------ connection
+    def start(self) -> None:
+        self.tub = tubs.peer_tub(self.home)
+        self.tub.startService()
+        self.conn = ServerConnection(self.tub, self.furl, "client", key_path=self.key_path,
+                                     on_session=self._got_session, on_lost=self._lost,
+                                     on_error=self._login_error)
+        self.conn.start()
+
+    def when_connected(self, timeout: float) -> Deferred:
+        """Fires with self once logged in; fails with ServerUnavailable/LoginFailed otherwise."""
+        if self.session is not None:
+            return succeed(self)
+        if self._error is not None:
+            from twisted.internet.defer import fail
+            return fail(self._error)
+        d: Deferred = Deferred()
+        self._ready.append(d)
+
+        def too_late() -> None:
+            if not d.called:
+                self._ready.remove(d)
+                d.errback(ServerUnavailable(f"cannot reach the dsage server at {self.server_label} "
+                                            f"within {timeout:g} s (is it running?)"))
+        call = self.reactor.callLater(timeout, too_late)
+        d.addBoth(lambda r: (call.active() and call.cancel(), r)[1])
+        return d
+
+    @inlineCallbacks
+    def _got_session(self, session: Any) -> Any:
+        version = yield session.callRemote("get_version")
+        yield session.callRemote("subscribe", self._listener)
+        self.user, self.role = version.get("user", ""), version.get("role", "")
+        self.limits = version.get("limits", {})
+        self.session = session
+        self._uploaded.clear()
+        # re-watch unfinished jobs after a reconnect so waits finish normally
+        pending = [jid for jid, s in self.states.items() if s.status not in TERMINAL]
+        if pending:
+            for i in range(0, len(pending), 10_000):
+                ans = yield session.callRemote("watch", envelope.pack(pending[i:i + 10_000]))
+                self._on_updates(envelope.unpack(ans))
+        self._submits.attach(self._send_submits)
+        self._set_connection("connected")
+        ready, self._ready = self._ready, []
+        for d in ready:
+            d.callback(self)
+
+    def _lost(self) -> None:
+        self.session = None
+        self._submits.attach(None)
+        self._set_connection("reconnecting")
+
+    def _login_error(self, e: Exception) -> None:
+        self._error = e
+        self._set_connection("disconnected")
+        ready, self._ready = self._ready, []
+        for d in ready:
+            d.errback(e)
+
+    def _set_connection(self, state: str) -> None:
+        self.connection_state = state
+        self._emit("connection", state)
+
+    def subscribe(self, callback: Callable[[str, Any], None]) -> Callable[[], None]:
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
+
+    def _emit(self, kind: str, payload: Any) -> None:
+        for cb in list(self._subscribers):
+            try:
+                cb(kind, payload)
+            except Exception:
+                log.failure("dsage.client.subscriber_failed")
+
+    def _call(self, method: str, *args: Any) -> Deferred:
+        if self.session is None:
+            from twisted.internet.defer import fail
+            return fail(ServerUnavailable("not connected to the server (reconnecting)"))
+        return self.session.callRemote(method, *args).addErrback(translate)
+
+    # ------------------------------------------------------------------ updates
+    def _on_updates(self, updates: list[list[Any]]) -> None:
+        changed = []
+        for u in updates:
+            s = self.states.get(u[0])
+            if s is None:
+                s = self.states[u[0]] = JobState(u[0])
+            s.apply(u)
+            changed.append(s)
+        if changed and self._subscribers:
+            self._emit("jobs", [s.info() for s in changed])
+
+    def call_when_done(self, s: JobState, fn: Callable[[JobState], None]) -> None:
+        """Run *fn(state)* on the reactor thread once the job is finished."""
+        def on_reactor() -> None:
+            if s.status in TERMINAL:
+                fn(s)
+            else:
+                s.callbacks.append(fn)
+        if self._on_reactor_thread():
+            on_reactor()
+        else:
+            self.reactor.callFromThread(on_reactor)
+
+    def _on_reactor_thread(self) -> bool:
+        from twisted.python import threadable
+        return threadable.isInIOThread()
+
+    # ------------------------------------------------------------------ submitting
+    def submit_many(self, subs: list[Submission]) -> Deferred:
+        """Send jobs (batched on the wire); fires with their :class:`JobState` objects in order."""
+        blobs = {s.blob_id: s.blob for s in subs if s.blob_id and s.blob is not None}
+        d = self._upload_blobs(blobs) if blobs else succeed(None)
+        return d.addCallback(lambda _: self._enqueue(subs))
+
+    def _enqueue(self, subs: list[Submission]) -> Deferred:
+        from twisted.internet.defer import gatherResults
+        ds = []
+        for s in subs:
+            d: Deferred = Deferred()
+            self._submits.add((s, d))
+            ds.append(d)
+        return gatherResults(ds, consumeErrors=True).addErrback(lambda f: f.value.subFailure)
+
+    def _send_submits(self, items: list[tuple[Submission, Deferred]]) -> Deferred:
+        now = self.reactor.seconds()
+        d = self.session.callRemote("submit", envelope.pack([s.wire() for s, _ in items]))
+        d.addErrback(translate)
+
+        def got(ids_packed: bytes) -> None:
+            ids = envelope.unpack(ids_packed)
+            for (sub, dd), jid in zip(items, ids):
+                st = self.states.get(jid)
+                if st is None:
+                    st = self.states[jid] = JobState(jid, sub.name, sub.kind, now)
+                st.name, st.kind, st.code, st.priority = sub.name, sub.kind, sub.code, sub.options.priority
+                dd.callback(st)
+
+        def failed(f: Any) -> None:
+            for _, dd in items:
+                dd.errback(f)
+        d.addCallbacks(got, failed)
+        return d
+
+    def _submit_failed(self, items: list[Any], f: Any) -> None:
+        pass  # errbacks already delivered per item in _send_submits
+
+    @inlineCallbacks
+    def _upload_blobs(self, blobs: dict[str, bytes]) -> Any:
+        todo = [b for b in blobs if b not in self._uploaded]
+        if not todo:
+            return
+        have = envelope.unpack((yield self._call("has_blobs", envelope.pack(todo))))
+        for blob_id, present in zip(todo, have):
+            if not present:
+                yield self._call("put_blob", blob_id, blobs[blob_id])
+            self._uploaded.add(blob_id)
+
+    # ------------------------------------------------------------------ the GUI contract
+    def submit_code(self, code: str, *, mode: str = "expr", sage: bool = False, name: str | None = None,
+                    timeout: float | None = None, priority: int = 0, trusted_only: bool = False) -> Deferred:
+        opts = Options(name=name, timeout=timeout, priority=priority, trusted_only=trusted_only)
+        sub = code_job(code, mode, opts, sage=sage)
+        return self.submit_many([sub]).addCallback(lambda states: states[0].id)
+
+    def submit_file(self, path: str, *, name: str | None = None, timeout: float | None = None,
+                    priority: int = 0, trusted_only: bool = False) -> Deferred:
+        from dsage_core.client.payload import SubmitError
+        try:
+            sub = file_job(path, Options(name=name, timeout=timeout, priority=priority,
+                                         trusted_only=trusted_only))
+        except SubmitError as e:
+            from twisted.internet.defer import fail
+            return fail(ValueError(str(e)))
+        return self.submit_many([sub]).addCallback(lambda states: states[0].id)
+
+    def kill(self, job_id: int) -> Deferred:
+        return self._call("kill", envelope.pack([job_id])).addCallback(lambda r: envelope.unpack(r)[0])
+
+    def list_jobs(self, *, status: str | None = None, limit: int = 1000, after_id: int = 0,
+                  text: str | None = None, newest_first: bool = False, all_users: bool = False) -> Deferred:
+        q = {"status": status, "limit": limit, "after_id": after_id, "text": text,
+             "newest_first": newest_first, "all": all_users}
+        d = self._call("list_jobs", envelope.pack(q))
+        return d.addCallback(lambda r: [_info(row) for row in envelope.unpack(r)])
+
+    def get_job(self, job_id: int, with_result: bool = False) -> Deferred:
+        d = self._call("get_job", job_id, with_result)
+        return d.addCallback(lambda r: _info(envelope.unpack(r)))
+
+    def get_record(self, job_id: int, with_result: bool = True) -> Deferred:
+        return self._call("get_job", job_id, with_result).addCallback(envelope.unpack)
+
+    def watch(self, job_ids: list[int]) -> Deferred:
+        """Track jobs (e.g. from an earlier session): fires with their JobStates; unknown ids are absent."""
+        d = self._call("watch", envelope.pack(job_ids))
+
+        def got(r: bytes) -> dict[int, JobState]:
+            ups = envelope.unpack(r)
+            for u in ups:
+                self.states.setdefault(u[0], JobState(u[0]))
+            self._on_updates(ups)
+            return {u[0]: self.states[u[0]] for u in ups}
+        return d.addCallback(got)
+
+    def get_output(self, job_id: int) -> Deferred:
+        return self._call("get_output", job_id)
+
+    def workers(self) -> Deferred:
+        return self._call("workers").addCallback(envelope.unpack)
+
+    def stats(self) -> Deferred:
+        return self._call("stats").addCallback(envelope.unpack)
+
+    def admin(self, command: str, *args: Any) -> Deferred:
+        return self._call("admin", envelope.pack([command, *args])).addCallback(envelope.unpack)
+
+    @inlineCallbacks
+    def close(self) -> Any:
+        if self.conn is not None:
+            self.conn.stop()
+        yield self.tub.stopService()
+
+
+def _info(row: dict[str, Any]) -> JobInfo:
+    return JobInfo.from_dict({k: v for k, v in row.items() if k != "result"})
+
+
+def connect_async(server: str, key: str | None, home: str | None, reactor: Any,
+                  timeout: float = 10.0) -> Deferred:
+    """Connect and log in on a running reactor; fires with an :class:`AsyncClient`."""
+    from dsage_core.home import KEY_FILE, resolve_home
+    from dsage_core.protocol.connect import read_furl
+    h = resolve_home(home)
+    furl = read_furl(server)
+    key_path = Path(key).expanduser() if key else h / KEY_FILE
+    c = AsyncClient(reactor, h, furl, key_path)
+    c.start()
+    return c.when_connected(timeout)

@@ -1,0 +1,208 @@
+"""Job handles: what ``D('2+2')`` returns. Usable from plain threads, asyncio and Twisted."""
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+from dsage_core import codec
+from dsage_core.model.job import TERMINAL, JobInfo
+from dsage_core.protocol.updates import FIELDS
+
+_NO_RESULT = object()
+
+
+class JobState:
+    """The client's copy of one job, updated on the reactor thread from pushed updates."""
+
+    __slots__ = ("id", "name", "kind", "status", "worker", "created", "started", "finished", "result_bytes",
+                 "result_preview", "error", "progress", "progress_message", "attempts", "priority",
+                 "event", "callbacks", "_value", "code")
+
+    def __init__(self, job_id: int, name: str = "", kind: str = "", created: float = 0.0) -> None:
+        self.id = job_id
+        self.name = name
+        self.kind = kind
+        self.status = "queued"
+        self.worker: str | None = None
+        self.created = created
+        self.started: float | None = None
+        self.finished: float | None = None
+        self.result_bytes: bytes | None = None
+        self.result_preview: str | None = None
+        self.error: str | None = None
+        self.progress: float | None = None
+        self.progress_message = ""
+        self.attempts = 0
+        self.priority = 0
+        self.code: str | None = None
+        self.event = threading.Event()
+        self.callbacks: list[Callable[["JobState"], None]] = []
+        self._value: Any = _NO_RESULT
+
+    def apply(self, u: list[Any]) -> bool:
+        """Apply a positional update; True if the job just became terminal."""
+        was_done = self.status in TERMINAL
+        if was_done:
+            return False  # a job finishes once: later updates are stale
+        (_, self.status, self.worker, self.started, self.finished, rb, self.result_preview, self.error,
+         self.progress, pm, self.attempts) = u[:11]
+        self.progress_message = pm or ""
+        if rb is not None:
+            self.result_bytes = rb
+        if len(u) > 11:
+            self.name = u[11] or self.name
+            self.created = u[12] or self.created
+            self.priority = u[13] or 0
+            self.kind = u[14] or self.kind
+        if self.status in TERMINAL:
+            self.event.set()
+            cbs, self.callbacks = self.callbacks, []
+            for cb in cbs:
+                cb(self)
+            return True
+        return False
+
+    @property
+    def value(self) -> Any:
+        """The decoded result (decoded once); None unless completed."""
+        if self._value is _NO_RESULT:
+            if self.status != "completed" or self.result_bytes is None:
+                return None
+            self._value = codec.decode_value(self.result_bytes)
+        return self._value
+
+    def info(self) -> JobInfo:
+        return JobInfo(id=self.id, name=self.name, kind=self.kind, status=self.status, worker=self.worker,
+                       created=self.created, started=self.started, finished=self.finished,
+                       progress=self.progress, progress_message=self.progress_message,
+                       attempts=self.attempts, result_preview=self.result_preview, error=self.error,
+                       priority=self.priority, code=self.code)
+
+
+class JobFailed(RuntimeError):
+    """Raised by ``Job.get()`` when the job did not complete."""
+
+
+class Job:
+    """A handle on one job.
+
+    ``wait()`` returns the job once it reaches any terminal state (completed, failed, killed,
+    timed_out, lost); ``result`` is the value (None unless completed); ``error`` the traceback text.
+    """
+
+    def __init__(self, client: Any, state: JobState) -> None:
+        self._client = client
+        self._s = state
+
+    # --- identity and state
+    @property
+    def id(self) -> int:
+        return self._s.id
+
+    @property
+    def name(self) -> str:
+        return self._s.name
+
+    @property
+    def status(self) -> str:
+        return self._s.status
+
+    @property
+    def worker(self) -> str | None:
+        return self._s.worker
+
+    @property
+    def created(self) -> float:
+        return self._s.created
+
+    @property
+    def started(self) -> float | None:
+        return self._s.started
+
+    @property
+    def finished(self) -> float | None:
+        return self._s.finished
+
+    @property
+    def progress(self) -> float | None:
+        return self._s.progress
+
+    @property
+    def progress_message(self) -> str:
+        return self._s.progress_message
+
+    @property
+    def attempts(self) -> int:
+        return self._s.attempts
+
+    def done(self) -> bool:
+        """True once the job reached a terminal state (never blocks)."""
+        return self._s.status in TERMINAL
+
+    @property
+    def result(self) -> Any:
+        return self._s.value
+
+    @property
+    def error(self) -> str | None:
+        return self._s.error
+
+    def get(self, timeout: float | None = None) -> Any:
+        """Wait and return the result; raise :class:`JobFailed` with the error if it did not complete."""
+        self.wait(timeout)
+        if self.status != "completed":
+            raise JobFailed(f"job {self.id} {self.status}: {self.error or ''}".rstrip(": "))
+        return self.result
+
+    @property
+    def output(self) -> str:
+        """stdout/stderr captured so far (fetched live from the server)."""
+        return self._client._sync(self._client.aclient.get_output, self.id)
+
+    def wait(self, timeout: float | None = None) -> "Job":
+        """Block until the job is finished (in any terminal state); raise TimeoutError after *timeout*."""
+        self._client._check_not_reactor_thread("Job.wait")
+        if not self._s.event.wait(timeout):
+            raise TimeoutError(f"job {self.id} still {self.status} after {timeout} s")
+        return self
+
+    def kill(self) -> bool:
+        """Ask the server to kill the job; False if it had already finished."""
+        return self._client._sync(self._client.aclient.kill, self.id)
+
+    def info(self) -> JobInfo:
+        return self._s.info()
+
+    # --- async interfaces
+    def add_done_callback(self, fn: Callable[["Job"], None]) -> None:
+        """Call *fn(job)* on the reactor thread when the job finishes (at once if it has)."""
+        self._client.aclient.call_when_done(self._s, lambda s: fn(self))
+
+    def deferred(self) -> Any:
+        """A Twisted Deferred that fires with this job when it finishes (use on the reactor thread)."""
+        from twisted.internet.defer import Deferred
+        d: Deferred = Deferred()
+        self.add_done_callback(d.callback)
+        return d
+
+    def __await__(self) -> Any:
+        import asyncio
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+
+        def fire(job: "Job") -> None:
+            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(job))
+        self.add_done_callback(fire)
+        return fut.__await__()
+
+    def __repr__(self) -> str:
+        s = self._s
+        if s.status == "completed":
+            try:
+                return repr(self.result)
+            except Exception as e:
+                return f"<Job {s.id} completed; result not decodable: {e}>"
+        if s.status in TERMINAL:
+            err = (s.error or "").strip().splitlines()
+            return f"<Job {s.id} {s.status}{': ' + err[-1] if err else ''}>"
+        return f"<Job {s.id} {s.status}>"

@@ -1,0 +1,93 @@
+"""``start_all``: a server and a worker as child processes of the user's Python, tied to its life."""
+from __future__ import annotations
+
+import atexit
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from dsage_core import home as homes
+from dsage_core.protocol.errors import ServerUnavailable
+
+
+def _die_with_parent() -> None:  # runs in the child before exec
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+    os.setpgrp()  # a Ctrl+C at the prompt should not hit the server
+
+
+def server_running(home: Path) -> bool:
+    """True if some process holds this home's server lock."""
+    lock = home / "server.lock"
+    if not lock.exists():
+        return False
+    with open(lock, "ab") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
+
+
+class LocalCluster:
+    """The processes ``start_all`` started; ``stop()`` ends them (also at interpreter exit)."""
+
+    def __init__(self, home: Path, furl: str, procs: list[subprocess.Popen[bytes]]) -> None:
+        self.home = home
+        self.furl = furl
+        self.procs = procs
+        atexit.register(self.stop)
+
+    @classmethod
+    def start(cls, home: Any, workers: int) -> "LocalCluster":
+        from dsage_core.server.service import _pick_port
+        from dsage_core.setup import ensure_setup, server_id
+        h = homes.resolve_home(home)
+        ensure_setup(h)
+        if server_running(h):
+            raise ServerUnavailable(f"a dsage server already runs on {h}; use dsage.connect() to use it")
+        port = _pick_port(h, 0)
+        furl = f"pb://{server_id(h)}@tcp:127.0.0.1:{port}/login"
+        logs = h / homes.LOGS
+        logs.mkdir(exist_ok=True)
+        py = [sys.executable, "-m", "dsage_core"]
+        server = _spawn(py + ["server", "--home", str(h), "--port", str(port), "--quiet"], logs / "server.log")
+        worker = _spawn(py + ["worker", "--home", str(h), "--server", furl, "--workers", str(workers),
+                              "--quiet"], logs / "worker.log")
+        return cls(h, furl, [server, worker])
+
+    def stop(self, timeout: float = 5.0) -> None:
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in reversed(self.procs):
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        atexit.unregister(self.stop)
+
+    def log_tail(self, name: str, lines: int = 20) -> str:
+        p = self.home / homes.LOGS / f"{name}.log"
+        try:
+            return "\n".join(p.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    out = open(log, "ab")
+    try:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                preexec_fn=_die_with_parent, close_fds=True)
+    finally:
+        out.close()

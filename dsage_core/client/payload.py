@@ -1,0 +1,147 @@
+"""Build job payloads on the client (see docs/ARCHITECTURE.md): the server never looks inside."""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import cloudpickle
+import msgpack
+
+
+class SubmitError(ValueError):
+    """The job could not be built on the client (bad file, unpicklable function...): nothing was sent."""
+
+
+@dataclass
+class Options:
+    """Options every job kind takes."""
+
+    name: str | None = None
+    timeout: float | None = None
+    priority: int = 0
+    trusted_only: bool = False
+    mem_limit: int | None = None      #: bytes (RLIMIT_AS) for this job
+    cpu_limit: float | None = None    #: CPU seconds for this job
+
+    @classmethod
+    def pop_from(cls, kwargs: dict[str, Any]) -> "Options":
+        """Take option keywords out of *kwargs* (for APIs that forward the rest)."""
+        o = cls()
+        for k in ("name", "timeout", "priority", "trusted_only", "mem_limit", "cpu_limit"):
+            if k in kwargs:
+                setattr(o, k, kwargs.pop(k))
+        o.validate()
+        return o
+
+    def validate(self) -> None:
+        if self.timeout is not None and (not isinstance(self.timeout, (int, float)) or self.timeout <= 0):
+            raise SubmitError(f"timeout must be a positive number of seconds, not {self.timeout!r}")
+        if not isinstance(self.priority, int) or isinstance(self.priority, bool):
+            raise SubmitError(f"priority must be an int, not {self.priority!r}")
+        if self.name is not None and not isinstance(self.name, str):
+            raise SubmitError("name must be a string")
+
+    def limits(self) -> dict[str, Any] | None:
+        d: dict[str, Any] = {}
+        if self.mem_limit:
+            d["mem"] = int(self.mem_limit)
+        if self.cpu_limit:
+            d["cpu"] = float(self.cpu_limit)
+        return d or None
+
+
+@dataclass
+class Submission:
+    """One job ready to send: the packed wire record plus what the client keeps locally."""
+
+    kind: str
+    payload: bytes
+    name: str
+    code: str | None
+    options: Options
+    blob_id: str | None = None
+    blob: bytes | None = None
+    needs: list[str] = field(default_factory=list)
+
+    def wire(self) -> list[Any]:
+        o = self.options
+        return [self.name, self.kind, o.priority, bool(o.trusted_only), self.needs, self.payload,
+                self.blob_id, o.timeout, o.limits(), self.code]
+
+
+def _pack(d: dict[str, Any]) -> bytes:
+    return msgpack.packb(d, use_bin_type=True)
+
+
+def _pickle(obj: Any, what: str) -> bytes:
+    try:
+        return cloudpickle.dumps(obj)
+    except Exception as e:
+        raise SubmitError(f"cannot send {what}: it cannot be pickled ({type(e).__name__}: {e})") from None
+
+
+def code_job(code: str, mode: str, options: Options, *, user_vars: dict[str, Any] | None = None,
+             load_files: Iterable[str | os.PathLike[str]] = (), sage: bool = False,
+             fname: str = "<dsage>") -> Submission:
+    """A code-string job: *mode* "expr" (value of the last expression) or "exec" (DSAGE_RESULT)."""
+    if not isinstance(code, str):
+        raise SubmitError(f"code must be a string, not {type(code).__name__}")
+    d: dict[str, Any] = {"k": mode, "code": code, "fname": fname}
+    if user_vars:
+        if not isinstance(user_vars, dict):
+            raise SubmitError("user_vars must be a dict")
+        d["vars"] = _pickle(user_vars, "user_vars")
+    files = [[Path(p).name, _read(p)] for p in load_files]
+    if files:
+        d["files"] = files
+    if sage:
+        d["sage"] = True
+    name = options.name or (fname if fname != "<dsage>" else _short(code))
+    return Submission(mode, _pack(d), name, code, options, needs=["sage"] if sage else [])
+
+
+def file_job(path: str | os.PathLike[str], options: Options) -> Submission:
+    """A file job: the file's content travels (not its path); ``.sage`` files run in Sage mode."""
+    p = Path(path)
+    if p.suffix not in (".py", ".sage"):
+        raise SubmitError(f"{p.name}: only .py and .sage files can be submitted")
+    text = _read(p).decode("utf-8", "replace")
+    if options.name is None:
+        options.name = p.name
+    return code_job(text, "exec", options, sage=p.suffix == ".sage", fname=p.name)
+
+
+def func_job(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], options: Options,
+             blob: tuple[str, bytes] | None = None) -> Submission:
+    """A function job; pass *blob* (from :func:`function_blob`) to share one pickled function."""
+    if not callable(fn):
+        raise SubmitError(f"{fn!r} is not callable")
+    blob_id, data = blob or function_blob(fn)
+    payload = _pack({"k": "func", "args": _pickle((args, kwargs), "the arguments")})
+    name = options.name or getattr(fn, "__name__", "function")
+    return Submission("func", payload, name, None, options, blob_id=blob_id, blob=data)
+
+
+def function_blob(fn: Any) -> tuple[str, bytes]:
+    """Pickle a function once; its id is the sha256 of the bytes."""
+    data = _pickle(fn, f"function {getattr(fn, '__name__', fn)!r}")
+    return hashlib.sha256(data).hexdigest(), data
+
+
+def _read(p: str | os.PathLike[str]) -> bytes:
+    try:
+        return Path(p).read_bytes()
+    except FileNotFoundError:
+        raise SubmitError(f"no such file: {p}") from None
+    except IsADirectoryError:
+        raise SubmitError(f"{p} is a directory, not a file") from None
+    except OSError as e:
+        raise SubmitError(f"cannot read {p}: {e.strerror}") from None
+
+
+def _short(code: str) -> str:
+    line = code.strip().splitlines()[0] if code.strip() else ""
+    return line[:60]

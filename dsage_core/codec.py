@@ -1,0 +1,120 @@
+"""Result encoding: plain data travels as safe msgpack (tag ``P``), anything else as cloudpickle
+(tag ``C``), which only a client decodes — never the server, and never for an anonymous worker.
+"""
+from __future__ import annotations
+
+import reprlib
+from typing import Any
+
+import msgpack
+
+PLAIN, PICKLED = b"P", b"C"
+_TUPLE, _SET, _FROZENSET, _COMPLEX, _BIGINT = 1, 2, 3, 4, 5
+_MAX = 1 << 31
+
+
+class UnsafeResult(ValueError):
+    """A pickled result the client refuses to unpickle (it came from an untrusted worker)."""
+
+
+class _NotPlain(TypeError):
+    pass
+
+
+def _default(obj: Any) -> Any:
+    t = type(obj)
+    if t is tuple:
+        return msgpack.ExtType(_TUPLE, _pack(list(obj)))
+    if t is set:
+        return msgpack.ExtType(_SET, _pack(list(obj)))
+    if t is frozenset:
+        return msgpack.ExtType(_FROZENSET, _pack(list(obj)))
+    if t is complex:
+        return msgpack.ExtType(_COMPLEX, _pack([obj.real, obj.imag]))
+    if t is int:  # beyond 64 bits
+        return msgpack.ExtType(_BIGINT, obj.to_bytes((obj.bit_length() + 8) // 8, "big", signed=True))
+    raise _NotPlain(t.__name__)
+
+
+def _big_to_ext(obj: Any) -> Any:
+    """Replace ints msgpack cannot hold by ext values (only walked when the fast path overflowed)."""
+    t = type(obj)
+    if t is int and not (-(1 << 63) <= obj < (1 << 64)):
+        return _default(obj)
+    if t is list:
+        return [_big_to_ext(x) for x in obj]
+    if t is dict:
+        return {_big_to_ext(k): _big_to_ext(v) for k, v in obj.items()}
+    if t in (tuple, set, frozenset):
+        return msgpack.ExtType({tuple: _TUPLE, set: _SET, frozenset: _FROZENSET}[t],
+                               _pack([_big_to_ext(x) for x in obj]))
+    return obj
+
+
+def _pack(obj: Any) -> bytes:
+    try:
+        return msgpack.packb(obj, use_bin_type=True, strict_types=True, default=_default)
+    except OverflowError:
+        return msgpack.packb(_big_to_ext(obj), use_bin_type=True, strict_types=True, default=_default)
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code == _BIGINT:
+        return int.from_bytes(data, "big", signed=True)
+    v = _unpack(data)
+    if code == _TUPLE:
+        return tuple(v)
+    if code == _SET:
+        return set(v)
+    if code == _FROZENSET:
+        return frozenset(v)
+    if code == _COMPLEX:
+        return complex(v[0], v[1])
+    raise ValueError(f"unknown ext type {code} in a plain-data result")
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_ext_hook,
+                           use_list=True)
+
+
+def encode_value(value: Any) -> bytes:
+    """Encode a result; plain data safely, anything else with cloudpickle."""
+    try:
+        return PLAIN + _pack(value)
+    except (_NotPlain, ValueError, RecursionError, TypeError):
+        import cloudpickle
+        return PICKLED + cloudpickle.dumps(value)
+
+
+def is_plain(data: bytes) -> bool:
+    """True if *data* decodes without unpickling."""
+    return data[:1] == PLAIN
+
+
+def decode_value(data: bytes, *, allow_pickle: bool = True) -> Any:
+    tag = data[:1]
+    if tag == PLAIN:
+        return _unpack(data[1:])
+    if tag == PICKLED:
+        if not allow_pickle:
+            raise UnsafeResult("this result was pickled by an untrusted (anonymous) worker and is not unpickled")
+        import cloudpickle
+        return cloudpickle.loads(data[1:])
+    raise ValueError(f"not a dsage result encoding (tag {tag!r})")
+
+
+_repr = reprlib.Repr()
+_repr.maxstring = 160
+_repr.maxother = 160
+_repr.maxlong = 160
+_repr.maxlist = _repr.maxtuple = _repr.maxset = _repr.maxdict = 12
+
+
+def preview(value: Any, limit: int = 200) -> str:
+    """A bounded repr for tables and listings; never raises."""
+    try:
+        text = _repr.repr(value)
+    except Exception as e:  # a broken __repr__ must not fail the job
+        text = f"<{type(value).__name__} (repr failed: {e})>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,77 @@
+"""Job states and the job record clients see.
+
+A job moves ``queued -> running -> (completed | failed | killed | timed_out)``; a job whose worker died
+goes back to ``queued`` and, after ``max_failures`` such deaths, ends ``lost``.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, asdict
+from typing import Any
+
+
+class JobState(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    KILLED = "killed"
+    TIMED_OUT = "timed_out"
+    LOST = "lost"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "killed", "timed_out", "lost"})
+ALL_STATES: tuple[str, ...] = tuple(s.value for s in JobState)
+
+#: job kinds as the payload names them
+KINDS: frozenset[str] = frozenset({"expr", "exec", "func"})
+
+
+@dataclass
+class JobInfo:
+    """What a client knows about one job (no result bytes; see ``Job`` for those)."""
+
+    id: int
+    name: str = ""
+    kind: str = "expr"
+    status: str = "queued"
+    owner: str = ""
+    priority: int = 0
+    trusted_only: bool = False
+    created: float = 0.0
+    started: float | None = None
+    finished: float | None = None
+    worker: str | None = None
+    progress: float | None = None
+    progress_message: str = ""
+    attempts: int = 0
+    result_preview: str | None = None
+    error: str | None = None
+    code: str | None = None
+    output: str | None = None
+    sage: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def duration(self) -> float | None:
+        if self.started is None:
+            return None
+        end = self.finished
+        if end is None:
+            return None
+        return max(0.0, end - self.started)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "JobInfo":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)

@@ -1,0 +1,116 @@
+"""Eager batching: one call in flight per hop, everything that piles up meanwhile goes next.
+
+No timers: an idle sender sends at once (low latency); under load batches form by themselves
+(high throughput). This is the recipe that took the prototype from 1.6k to 119k jobs/s.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+Send = Callable[[list[Any]], Deferred]
+
+
+class Batcher:
+    """Collects items and sends them with *send(list)* keeping <= *max_in_flight* calls outstanding.
+
+    If a send fails, *on_failure(items, failure)* decides; by default the items are dropped after
+    logging. Items added while no sender is attached (``send`` is None) wait until :meth:`attach`.
+    """
+
+    def __init__(self, send: Send | None, *, max_items: int = 500, max_in_flight: int = 1,
+                 on_failure: Callable[[list[Any], Failure], None] | None = None,
+                 size_of: Callable[[Any], int] | None = None, max_bytes: int = 32 * 1024 * 1024) -> None:
+        self._send = send
+        self._queue: deque[Any] = deque()
+        self._max_items = max_items
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
+        self._on_failure = on_failure
+        self._size_of = size_of
+        self._max_bytes = max_bytes
+        self._idle_waiters: list[Deferred] = []
+
+    @property
+    def pending(self) -> int:
+        """Items not yet sent."""
+        return len(self._queue)
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def attach(self, send: Send | None) -> None:
+        """Use a new sender (after a reconnect), or None to hold items."""
+        self._send = send
+        self._pump()
+
+    def add(self, item: Any) -> None:
+        self._queue.append(item)
+        self._pump()
+
+    def add_many(self, items: list[Any]) -> None:
+        self._queue.extend(items)
+        self._pump()
+
+    def requeue_front(self, items: list[Any]) -> None:
+        """Put items back at the head (e.g. a batch whose send failed), without sending yet."""
+        self._queue.extendleft(reversed(items))
+
+    def when_idle(self) -> Deferred:
+        """Fires when nothing is queued or in flight."""
+        d: Deferred = Deferred()
+        if not self._queue and not self._in_flight:
+            d.callback(None)
+        else:
+            self._idle_waiters.append(d)
+        return d
+
+    def _take(self) -> list[Any]:
+        q = self._queue
+        if self._size_of is None:
+            n = min(len(q), self._max_items)
+            return [q.popleft() for _ in range(n)]
+        batch: list[Any] = []
+        size = 0
+        while q and len(batch) < self._max_items:
+            s = self._size_of(q[0])
+            if batch and size + s > self._max_bytes:
+                break
+            batch.append(q.popleft())
+            size += s
+        return batch
+
+    def _pump(self) -> None:
+        while self._send is not None and self._queue and self._in_flight < self._max_in_flight:
+            batch = self._take()
+            self._in_flight += 1
+            try:
+                d = self._send(batch)
+            except Exception:
+                d = Deferred()
+                d.errback(Failure())
+            d.addCallbacks(self._sent, self._failed, errbackArgs=(batch,))
+        self._check_idle()
+
+    def _sent(self, _: Any) -> None:
+        self._in_flight -= 1
+        self._pump()
+
+    def _failed(self, f: Failure, batch: list[Any]) -> None:
+        self._in_flight -= 1
+        if self._on_failure is not None:
+            self._on_failure(batch, f)
+        else:
+            from twisted.logger import Logger
+            Logger().failure("dsage.batcher.send_failed", f)
+        self._pump()
+
+    def _check_idle(self) -> None:
+        if not self._queue and not self._in_flight and self._idle_waiters:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for d in waiters:
+                d.callback(None)

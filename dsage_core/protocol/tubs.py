@@ -1,0 +1,61 @@
+"""Tub creation with the options every dsage Tub needs, and persistent certificates.
+
+Generating a TLS certificate costs ~140 ms; servers keep theirs (a stable furl), and clients and
+workers take a cached one from ``DSAGE_HOME/certs`` guarded by an exclusive lock, so two processes
+never share a Tub id (Foolscap would treat the second connection as a duplicate of the first).
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import IO
+
+from foolscap.api import Tub
+
+_held_locks: list[IO[bytes]] = []  # keep lock files open for the life of the process
+
+
+def _configure(tub: Tub, keepalive: float | None) -> Tub:
+    tub.setOption("expose-remote-exception-types", False)
+    tub.setOption("accept-gifts", False)
+    tub.setOption("logLocalFailures", False)
+    if keepalive:
+        tub.setOption("keepaliveTimeout", max(1, int(keepalive)))
+    return tub
+
+
+def server_tub(cert_file: Path, keepalive: float | None = 5.0) -> Tub:
+    """A Tub with a persistent certificate: the same Tub id (and furl) across restarts."""
+    return _configure(Tub(certFile=str(cert_file)), keepalive)
+
+
+def peer_tub(home: Path, keepalive: float | None = 5.0) -> Tub:
+    """A Tub for a client or worker, with a cached certificate no other live process uses."""
+    cert_dir = home / "certs"
+    cert_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for i in range(64):
+        path = cert_dir / f"peer-{i}.pem"
+        lock = open(cert_dir / f"peer-{i}.lock", "ab")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            continue
+        _held_locks.append(lock)
+        if path.exists():
+            return _configure(Tub(certData=path.read_bytes()), keepalive)
+        tub = Tub()
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(tub.getCertData())
+        os.chmod(tmp, 0o600)
+        tmp.replace(path)
+        return _configure(tub, keepalive)
+    return _configure(Tub(), keepalive)  # 64 live processes on one home: just make a fresh one
+
+
+def tub_id_of(furl: str) -> str:
+    """The Tub id (server identity) a furl pins."""
+    if not furl.startswith("pb://") or "@" not in furl:
+        raise ValueError(f"not a Foolscap furl: {furl!r}")
+    return furl[len("pb://"):].split("@", 1)[0]

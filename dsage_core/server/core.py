@@ -1,0 +1,621 @@
+"""The job server's logic, free of any transport: what happens on submit, dispatch, report, kill.
+
+``JobServer`` owns the in-memory view of unfinished jobs, the pure :class:`Scheduler`, and the
+:class:`SqliteStore`. The Foolscap adapters in :mod:`dsage_core.server.remote` call it; it talks back
+to peers only through the small ``WorkerLink`` / ``ClientLink`` objects they hand it.
+
+Durability rule: a submit is acknowledged only after its INSERT committed; a result is announced to
+clients only after its UPDATE committed. Dispatch does not wait for result commits.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.logger import Logger
+
+from dsage_core import codec
+from dsage_core.limits import Limits
+from dsage_core.model.job import TERMINAL
+from dsage_core.protocol.errors import BadRequest, NotFound, PermissionDenied, QuotaExceeded, ServerUnavailable
+from dsage_core.scheduler import Scheduler, SchedJob, events as ev, actions as act
+from dsage_core.server.jobs import ActiveJob, parse_submission
+from dsage_core.store import NewJob, RunningJob, FinishedJob, StoreUnavailable
+
+log = Logger(namespace="dsage.server")
+
+
+class WorkerLink(Protocol):
+    """How the server reaches one worker (a Foolscap reference, or a fake in tests)."""
+
+    def run(self, batch: dict[str, Any]) -> Deferred: ...
+    def kill(self, items: list[list[int]]) -> Deferred: ...
+    def disconnect(self) -> None: ...
+
+
+class ClientLink(Protocol):
+    """How the server pushes to one client session."""
+
+    def jobs_changed(self, updates: list[list[Any]]) -> Deferred: ...
+    def stats(self, counters: dict[str, Any]) -> Deferred: ...
+    def workers_changed(self, workers: list[dict[str, Any]]) -> Deferred: ...
+
+
+@dataclass
+class Worker:
+    """A connected worker as the server sees it."""
+
+    id: str
+    link: Any
+    user: str
+    anonymous: bool
+    info: dict[str, Any]
+    slots: int
+    joined: float
+    last_heartbeat: float
+    jobs_done: int = 0
+    busy: int = 0
+    paused: bool = False
+    sent_blobs: set[str] = field(default_factory=set)
+    dispatcher: Any = None
+
+    def describe(self) -> dict[str, Any]:
+        i = self.info
+        return {"id": self.id, "host": i.get("host", "?"), "slots": self.slots, "busy": self.busy,
+                "cpus": i.get("cpus"), "memory": i.get("memory"), "os": i.get("os"),
+                "python": i.get("python"), "anonymous": self.anonymous, "user": self.user,
+                "last_heartbeat": self.last_heartbeat, "jobs_done": self.jobs_done,
+                "sage": bool(i.get("sage")), "paused": self.paused, "pid": i.get("pid")}
+
+
+class RateMeter:
+    """Completions per second over a sliding window, in per-second buckets (cost independent of jobs)."""
+
+    def __init__(self, window: int = 60) -> None:
+        self.window = window
+        self.buckets: deque[list[float]] = deque()
+
+    def add(self, now: float, n: int = 1) -> None:
+        sec = float(int(now))
+        if self.buckets and self.buckets[-1][0] == sec:
+            self.buckets[-1][1] += n
+        else:
+            self.buckets.append([sec, n])
+        self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        while self.buckets and self.buckets[0][0] <= now - self.window:
+            self.buckets.popleft()
+
+    def rate(self, now: float) -> float:
+        self._trim(now)
+        return sum(b[1] for b in self.buckets) / self.window
+
+
+class JobServer:
+    """Transport-free server logic. All methods run on the reactor thread."""
+
+    def __init__(self, store: Any, clock: Any, *, limits: Limits | None = None,
+                 scheduler: Scheduler | None = None, server_id: str = "",
+                 make_dispatcher: Callable[[Worker], Any] | None = None) -> None:
+        self.store = store
+        self.clock = clock
+        self.limits = limits or Limits()
+        self.scheduler = scheduler or Scheduler()
+        self.server_id = server_id
+        self.jobs: dict[int, ActiveJob] = {}
+        self.next_id = 1
+        self.workers: dict[str, Worker] = {}
+        self.clients: set[Any] = set()
+        self.heartbeat_interval = max(0.5, self.scheduler.lease_timeout / 4)
+        self.watchers: dict[int, set[Any]] = {}
+        self.blobs: dict[str, bytes] = {}
+        self.counts: dict[str, int] = {s: 0 for s in TERMINAL}
+        self.queued_by_owner: dict[str, int] = {}
+        self.rate = RateMeter()
+        self._worker_seq = 0
+        self._workers_dirty = True
+        self._make_dispatcher = make_dispatcher
+        self._running_rows: list[RunningJob] = []
+        self._finished_rows: list[tuple[FinishedJob, ActiveJob]] = []
+        self._flush_scheduled = False
+        self._store_writes: set[Deferred] = set()
+
+    # ------------------------------------------------------------------ start-up
+    @inlineCallbacks
+    def restore(self) -> Any:
+        """Load unfinished jobs after a (re)start; jobs that were running go back to the queue."""
+        snap = yield self.store.open()
+        self.next_id = snap.max_job_id + 1
+        counts = yield self.store.count_by_status(None)
+        for s in TERMINAL:
+            self.counts[s] = counts.get(s, 0)
+        sched_jobs, requeue = [], []
+        for row in snap.active:
+            job = ActiveJob(id=row["id"], owner=row["owner"], name=row["name"] or "", kind=row["kind"],
+                            priority=row["priority"] or 0, trusted_only=bool(row["trusted_only"]),
+                            needs=frozenset(row["needs"]), payload=row["payload"], blob_id=row["blob_id"],
+                            timeout=row["timeout"], limits=_unpack_limits(row["limits"]),
+                            created=row["created"], attempt=row["attempts"] or 0,
+                            failures=row["failures"] or 0)
+            if row["status"] == "running":
+                requeue.append((job.id, job.failures))
+            self.jobs[job.id] = job
+            self._count_queued(job.owner, +1)
+            sched_jobs.append(SchedJob(job.id, job.priority, job.trusted_only, job.needs,
+                                       job.attempt, job.failures))
+            if job.blob_id and job.blob_id not in self.blobs:
+                data = yield self.store.get_blob(job.blob_id)
+                if data is not None:
+                    self.blobs[job.blob_id] = data
+        if requeue:
+            yield self.store.requeue_jobs(requeue)
+        self._apply(self.scheduler.handle(ev.JobsSubmitted(sched_jobs)))
+        log.info("dsage.server.restored", jobs=len(sched_jobs), requeued=len(requeue))
+        return len(sched_jobs)
+
+    # ------------------------------------------------------------------ clients
+    @inlineCallbacks
+    def submit(self, owner: str, raw_jobs: list[Any], watcher: Any = None) -> Any:
+        """Store new jobs durably, queue them, and return their ids (after the commit)."""
+        if len(raw_jobs) > self.limits.max_batch_jobs:
+            raise BadRequest(f"too many jobs in one call: {len(raw_jobs)} > {self.limits.max_batch_jobs}")
+        specs = [parse_submission(r, self.limits) for r in raw_jobs]
+        for s in specs:
+            if s["blob_id"] and s["blob_id"] not in self.blobs:
+                raise BadRequest(f"unknown function blob {s['blob_id']}: upload it first")
+        queued = self.queued_by_owner.get(owner, 0)
+        if queued + len(specs) > self.limits.max_queued_per_user:
+            raise QuotaExceeded(f"queued-jobs quota reached: {queued} queued, limit "
+                                f"{self.limits.max_queued_per_user}; wait for some to finish")
+        now = self.clock.seconds()
+        first = self.next_id
+        self.next_id += len(specs)
+        jobs = [ActiveJob(id=first + i, owner=owner, created=now, **s) for i, s in enumerate(specs)]
+        rows = [NewJob(j.id, owner, j.name, j.kind, j.priority, j.trusted_only, ",".join(sorted(j.needs)),
+                       j.payload, j.blob_id, j.timeout, _pack_limits(j.limits), j.code, now) for j in jobs]
+        try:
+            yield self.store.insert_jobs(rows)
+        except StoreUnavailable as e:
+            raise ServerUnavailable(f"the server refuses new work: {e}") from None
+        for j in jobs:
+            self.jobs[j.id] = j
+            if watcher is not None:
+                self.watchers.setdefault(j.id, set()).add(watcher)
+        self._count_queued(owner, len(jobs))
+        self._apply(self.scheduler.handle(ev.JobsSubmitted(
+            [SchedJob(j.id, j.priority, j.trusted_only, j.needs) for j in jobs])))
+        return [j.id for j in jobs]
+
+    def put_blob(self, owner: str, blob_id: str, data: bytes) -> Deferred:
+        """Keep a function blob (opaque bytes) in memory and in the store."""
+        if len(data) > self.limits.max_blob:
+            raise BadRequest(f"function too large: {len(data)} bytes > limit {self.limits.max_blob}")
+        self.blobs[blob_id] = data
+        return self.store.put_blob(blob_id, data, owner)
+
+    def has_blobs(self, blob_ids: list[str]) -> list[bool]:
+        return [b in self.blobs for b in blob_ids]
+
+    def _visible(self, owner: str, admin: bool, job_owner: str | None) -> bool:
+        return admin or job_owner == owner
+
+    @inlineCallbacks
+    def watch(self, owner: str, admin: bool, job_ids: list[int], watcher: Any) -> Any:
+        """Subscribe *watcher* to jobs; answer their current state (unknown / foreign ids are skipped)."""
+        out = []
+        for jid in job_ids:
+            job = self.jobs.get(jid)
+            if job is not None:
+                if self._visible(owner, admin, job.owner):
+                    self.watchers.setdefault(jid, set()).add(watcher)
+                    out.append(job.update())
+                continue
+            row = yield self.store.get_job(jid)
+            if row is not None and self._visible(owner, admin, row["owner"]):
+                out.append(_row_update(row))
+        return out
+
+    @inlineCallbacks
+    def get_job(self, owner: str, admin: bool, job_id: int, with_result: bool) -> Any:
+        """The full record of one job; another user's job is reported as unknown."""
+        job = self.jobs.get(job_id)
+        if job is not None and job.status not in TERMINAL:
+            if not self._visible(owner, admin, job.owner):
+                raise NotFound(f"no such job: {job_id}")
+            d = _job_record(job)
+            return d
+        row = yield self.store.get_job(job_id)
+        if row is None and job is not None:  # finishing: terminal, commit pending
+            row = _job_record(job)
+        if row is None or not self._visible(owner, admin, row["owner"]):
+            raise NotFound(f"no such job: {job_id}")
+        row = dict(row)
+        row.pop("payload", None)
+        row["needs"] = sorted(row.get("needs") or ())
+        if not with_result:
+            row.pop("result", None)
+        return row
+
+    @inlineCallbacks
+    def get_output(self, owner: str, admin: bool, job_id: int) -> Any:
+        job = self.jobs.get(job_id)
+        if job is not None:
+            if not self._visible(owner, admin, job.owner):
+                raise NotFound(f"no such job: {job_id}")
+            return job.output_text()
+        row = yield self.store.get_job(job_id)
+        if row is None or not self._visible(owner, admin, row["owner"]):
+            raise NotFound(f"no such job: {job_id}")
+        return row["output"] or ""
+
+    def list_jobs(self, owner: str, admin: bool, query: dict[str, Any]) -> Deferred:
+        limit = min(int(query.get("limit") or 1000), self.limits.max_list)
+        who = None if (admin and query.get("all")) else owner
+        d = self.store.list_jobs(owner=who, status=query.get("status"), text=query.get("text"),
+                                 after_id=int(query.get("after_id") or 0), limit=limit,
+                                 newest_first=bool(query.get("newest_first")))
+        return d.addCallback(self._live_rows)
+
+    def _live_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Stored rows, with the in-memory state of jobs still running (progress, status)."""
+        for row in rows:
+            row["needs"] = sorted(row.get("needs") or ())
+            job = self.jobs.get(row["id"])
+            if job is not None:
+                row.update(status=job.status, worker=job.worker, progress=job.progress,
+                           progress_message=job.progress_message, attempts=job.attempt)
+        return rows
+
+    def kill(self, owner: str, admin: bool, job_ids: list[int], address: str = "") -> list[bool]:
+        """Kill queued or running jobs the caller owns; False for unknown, foreign or finished ones."""
+        ok, targets = [], []
+        for jid in job_ids:
+            job = self.jobs.get(jid)
+            if job is None or job.status in TERMINAL or not self._visible(owner, admin, job.owner):
+                ok.append(False)
+                continue
+            job.kill_requested = True
+            targets.append(jid)
+            ok.append(True)
+        if targets:
+            self.store.audit("kill", owner, address, ",".join(map(str, targets))).addErrback(_log_failure)
+            self._apply(self.scheduler.handle(ev.KillRequested(targets)))
+        return ok
+
+    def stats(self) -> dict[str, Any]:
+        """Counters by status, throughput over the last minute, slots (cost independent of job count)."""
+        now = self.clock.seconds()
+        s = self.scheduler
+        d: dict[str, Any] = dict(self.counts)
+        d.update(time=now, queued=s.queued_count, running=s.running_count, rate_1m=self.rate.rate(now),
+                 busy_slots=sum(min(w.busy, w.slots) for w in self.workers.values()),
+                 total_slots=sum(w.slots for w in self.workers.values()), workers=len(self.workers))
+        return d
+
+    def describe_workers(self) -> list[dict[str, Any]]:
+        return [w.describe() for w in self.workers.values()]
+
+    def forget_watcher(self, watcher: Any) -> None:
+        """A client went away: stop pushing to it."""
+        for jid in [j for j, ws in self.watchers.items() if watcher in ws]:
+            ws = self.watchers[jid]
+            ws.discard(watcher)
+            if not ws:
+                del self.watchers[jid]
+
+    # ------------------------------------------------------------------ workers
+    def worker_joined(self, link: Any, info: dict[str, Any], user: str, anonymous: bool) -> Worker:
+        """A worker registered: give it an id and work."""
+        self._worker_seq += 1
+        now = self.clock.seconds()
+        host = str(info.get("host", "worker"))[:64]
+        wid = f"{host}-{info.get('pid', 0)}-{self._worker_seq}"
+        slots = max(0, min(int(info.get("slots", 1)), 1024))
+        caps = frozenset(c for c in info.get("capabilities", []) if isinstance(c, str))
+        w = Worker(wid, link, user, anonymous, info, slots, now, now)
+        if self._make_dispatcher is not None:
+            w.dispatcher = self._make_dispatcher(w)
+        self.workers[wid] = w
+        self._workers_dirty = True
+        log.info("dsage.server.worker_joined", worker=wid, slots=slots, anonymous=anonymous, user=user)
+        self._apply(self.scheduler.handle(ev.WorkerJoined(wid, slots, anonymous, caps, now)))
+        return w
+
+    def worker_left(self, worker_id: str, reason: str) -> None:
+        if worker_id not in self.workers:
+            return
+        log.info("dsage.server.worker_left", worker=worker_id, reason=reason)
+        self._apply(self.scheduler.handle(ev.WorkerLeft(worker_id, reason)))
+        self.workers.pop(worker_id, None)
+        self._workers_dirty = True
+
+    def heartbeat(self, worker_id: str, state: dict[str, Any]) -> None:
+        w = self.workers.get(worker_id)
+        if w is None:
+            return
+        now = self.clock.seconds()
+        w.last_heartbeat = now
+        w.busy = int(state.get("busy", w.busy))
+        actions = self.scheduler.handle(ev.WorkerHeartbeat(worker_id, now))
+        slots = state.get("slots")
+        if isinstance(slots, int) and slots != w.slots and 0 <= slots <= 1024:
+            w.slots = slots
+            actions += self.scheduler.handle(ev.WorkerSlotsChanged(worker_id, slots))
+            self._workers_dirty = True
+        paused = state.get("paused")
+        if isinstance(paused, bool) and paused != w.paused:
+            w.paused = paused
+            actions += self.scheduler.handle(ev.WorkerPaused(worker_id, paused))
+            self._workers_dirty = True
+        self._apply(actions)
+
+    def tick(self) -> None:
+        """Expire the leases of workers that stopped answering."""
+        self._apply(self.scheduler.handle(ev.Tick(self.clock.seconds())))
+
+    def report(self, worker_id: str, events: list[Any]) -> None:
+        """Events from a worker about jobs it holds: done, out, progress, back."""
+        w = self.workers.get(worker_id)
+        if w is None:
+            return  # an expired worker's late report: its jobs already went elsewhere
+        w.last_heartbeat = self.clock.seconds()
+        dones, backs = [], []
+        for e in events:
+            if not isinstance(e, list) or not e:
+                raise BadRequest("malformed report event")
+            kind = e[0]
+            if kind == "done":
+                dones.append(e)
+            elif kind == "out":
+                self._on_output(e)
+            elif kind == "progress":
+                self._on_progress(e)
+            elif kind == "back":
+                backs.append(e)
+            else:
+                raise BadRequest(f"unknown report event {kind!r}")
+        if dones:
+            self._on_done(w, dones)
+        if backs:
+            items = [(int(b[1]), int(b[2]), bool(b[3])) for b in backs]
+            self._apply(self.scheduler.handle(ev.JobsHandedBack(worker_id, items)))
+
+    def _held(self, e: list[Any]) -> ActiveJob | None:
+        job = self.jobs.get(e[1])
+        if job is None or job.status != "running" or job.attempt != e[2]:
+            return None
+        return job
+
+    def _on_output(self, e: list[Any]) -> None:
+        job = self._held(e)
+        if job is not None and isinstance(e[3], str):
+            job.add_output(e[3][: self.limits.max_output_chunk], self.limits.max_output)
+
+    def _on_progress(self, e: list[Any]) -> None:
+        job = self._held(e)
+        if job is None or isinstance(e[3], bool) or not isinstance(e[3], (int, float)):
+            return
+        job.progress = min(1.0, max(0.0, float(e[3])))
+        job.progress_message = str(e[4])[:200] if len(e) > 4 else ""
+        self._notify([job])
+
+    def _on_done(self, w: Worker, dones: list[list[Any]]) -> None:
+        # ["done", job_id, attempt, status, result, preview, error, started, finished, cpu]
+        by_id = {}
+        for d in dones:
+            if len(d) < 10:
+                raise BadRequest("malformed done event")
+            by_id[d[1]] = d
+        results = [(d[1], d[2], _duration(d)) for d in dones]
+        actions = self.scheduler.handle(ev.JobsFinished(w.id, results))
+        for a in actions:
+            if isinstance(a, act.Accepted):
+                for jid in a.job_ids:
+                    self._finish_from_worker(w, self.jobs[jid], by_id[jid])
+        self._apply([a for a in actions if not isinstance(a, act.Accepted)])
+
+    def _finish_from_worker(self, w: Worker, job: ActiveJob, d: list[Any]) -> None:
+        _, _, _, status, result, preview, error, started, finished, _cpu = d[:10]
+        if status not in ("completed", "failed", "timed_out", "killed"):
+            status, error = "failed", f"worker reported an unknown status {status!r}"
+        if result is not None and not isinstance(result, bytes):
+            status, result, error = "failed", None, "worker sent a malformed result"
+        if result is not None and len(result) > self.limits.max_result:
+            status, error = "failed", (f"result too large: {len(result)} bytes > limit "
+                                       f"{self.limits.max_result}")
+            result = None
+        if result is not None and w.anonymous and not codec.is_plain(result):
+            status, result = "failed", None
+            error = ("the job's result is not plain data, and results produced by an anonymous worker "
+                     "are never unpickled; return plain data (numbers, strings, lists, dicts...) or "
+                     "submit with trusted_only=True")
+        if job.kill_requested and status != "completed":
+            status = "killed"
+        w.jobs_done += 1
+        job.result = result
+        job.result_preview = preview if isinstance(preview, str) else None
+        job.error = error[: self.limits.max_error] if isinstance(error, str) else None
+        if isinstance(started, (int, float)):
+            job.started = float(started)
+        self._finalize(job, status, float(finished) if isinstance(finished, (int, float)) else None)
+
+    def _finalize(self, job: ActiveJob, status: str, finished: float | None = None) -> None:
+        now = self.clock.seconds()
+        job.status = status
+        job.finished = finished or now
+        if status == "completed":
+            job.progress = 1.0
+        self.counts[status] = self.counts.get(status, 0) + 1
+        self.rate.add(now)
+        self._count_queued(job.owner, -1)
+        self._finished_rows.append((FinishedJob(job.id, status, job.result, job.result_preview, job.error,
+                                                job.output_text() or None, job.started, job.finished,
+                                                job.worker), job))
+        self._schedule_flush()
+
+    # ------------------------------------------------------------------ applying actions
+    def _apply(self, actions: list[Any]) -> None:
+        now = self.clock.seconds()
+        for a in actions:
+            if isinstance(a, act.Dispatch):
+                self._dispatch(a, now)
+            elif isinstance(a, act.Requeued):
+                self._requeued(a.jobs)
+            elif isinstance(a, act.Lost):
+                job = self.jobs[a.job_id]
+                job.error = (f"lost: the worker running this job died {a.failures} times "
+                             f"(max_failures={self.scheduler.max_failures})")
+                self._finalize(job, "lost")
+            elif isinstance(a, act.KilledQueued):
+                job = self.jobs.get(a.job_id)
+                if job is not None:
+                    job.error = "killed by its owner before it started"
+                    self._finalize(job, "killed")
+            elif isinstance(a, act.KillOnWorker):
+                w = self.workers.get(a.worker_id)
+                if w is not None:
+                    w.link.kill([[a.job_id, a.attempt]]).addErrback(_log_failure)
+            elif isinstance(a, act.WorkerExpired):
+                w = self.workers.pop(a.worker_id, None)
+                self._workers_dirty = True
+                log.warn("dsage.server.lease_expired", worker=a.worker_id)
+                if w is not None:
+                    w.link.disconnect()
+            elif isinstance(a, act.Discarded):
+                log.debug("dsage.server.discarded", job=a.job_id, attempt=a.attempt, reason=a.reason)
+
+    def _dispatch(self, a: Any, now: float) -> None:
+        w = self.workers[a.worker_id]
+        entries, blobs = [], {}
+        for jid, attempt in a.jobs:
+            job = self.jobs[jid]
+            job.status, job.attempt, job.worker, job.started = "running", attempt, w.id, now
+            job.output, job.output_len, job.output_truncated = [], 0, False
+            self._running_rows.append(RunningJob(jid, attempt, w.id, now))
+            if job.blob_id and job.blob_id not in w.sent_blobs:
+                blobs[job.blob_id] = self.blobs[job.blob_id]
+                w.sent_blobs.add(job.blob_id)
+            entries.append([jid, attempt, job.payload, job.blob_id, job.timeout, job.limits])
+        w.busy = min(w.slots, w.busy + len(entries))
+        self._notify([self.jobs[jid] for jid, _ in a.jobs])
+        self._schedule_flush()
+        if w.dispatcher is not None:
+            w.dispatcher.add_many(entries, blobs)
+        else:
+            w.link.run({"jobs": entries, "blobs": blobs}).addErrback(_log_failure)
+
+    def _requeued(self, items: list[tuple[int, int]]) -> None:
+        rows = []
+        for jid, failures in items:
+            job = self.jobs[jid]
+            if job.kill_requested:
+                job.error = "killed by its owner"
+                self._finalize(job, "killed")
+                continue
+            job.status, job.worker, job.started, job.failures = "queued", None, None, failures
+            rows.append((jid, failures))
+        if rows:
+            self._store_call(self.store.requeue_jobs(rows))
+            self._notify([self.jobs[j] for j, _ in rows])
+
+    # ------------------------------------------------------------------ store writes and notifications
+    def _schedule_flush(self) -> None:
+        # one flush per reactor turn: everything a batch of events produced goes in one transaction
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.clock.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._running_rows:
+            rows, self._running_rows = self._running_rows, []
+            self._store_call(self.store.mark_running(rows))
+        if self._finished_rows:
+            batch, self._finished_rows = self._finished_rows, []
+            d = self.store.finish_jobs([r for r, _ in batch])
+            d.addCallback(lambda _: self._committed([j for _, j in batch]))
+            d.addErrback(self._finish_failed, [j for _, j in batch])
+            self._store_call(d)
+
+    def _store_call(self, d: Deferred) -> None:
+        self._store_writes.add(d)
+
+        def done(r: Any) -> Any:
+            self._store_writes.discard(d)
+            return r
+        d.addBoth(done)
+        d.addErrback(_log_failure)
+
+    def _committed(self, jobs: list[ActiveJob]) -> None:
+        self._notify(jobs)
+        for job in jobs:
+            self.jobs.pop(job.id, None)
+            self.watchers.pop(job.id, None)
+
+    def _finish_failed(self, f: Any, jobs: list[ActiveJob]) -> None:
+        # the results could not be stored: keep them in memory and tell the watchers anyway
+        log.failure("dsage.server.finish_not_stored", f)
+        self._notify(jobs)
+
+    def _notify(self, jobs: list[ActiveJob]) -> None:
+        per_watcher: dict[Any, list[ActiveJob]] = {}
+        for job in jobs:
+            for w in self.watchers.get(job.id, ()):
+                per_watcher.setdefault(w, []).append(job)
+        for w, js in per_watcher.items():
+            w.push_jobs(js)
+
+    def pending_writes(self) -> Deferred:
+        """Fires when every store write issued so far has finished (for shutdown and tests)."""
+        from twisted.internet.defer import DeferredList
+        self._flush()
+        return DeferredList(list(self._store_writes), consumeErrors=True)
+
+    def _count_queued(self, owner: str, n: int) -> None:
+        self.queued_by_owner[owner] = max(0, self.queued_by_owner.get(owner, 0) + n)
+
+    def take_workers_dirty(self) -> bool:
+        dirty, self._workers_dirty = self._workers_dirty, False
+        return dirty
+
+
+def _duration(d: list[Any]) -> float:
+    started, finished = d[7], d[8]
+    if isinstance(started, (int, float)) and isinstance(finished, (int, float)):
+        return max(0.0, float(finished) - float(started))
+    return 0.0
+
+
+def _pack_limits(limits: dict[str, Any] | None) -> bytes | None:
+    from dsage_core.protocol.envelope import pack
+    return pack(limits) if limits else None
+
+
+def _unpack_limits(data: bytes | None) -> dict[str, Any] | None:
+    from dsage_core.protocol.envelope import unpack
+    return unpack(data) if data else None
+
+
+def _job_record(job: ActiveJob) -> dict[str, Any]:
+    return {"id": job.id, "owner": job.owner, "name": job.name, "kind": job.kind, "status": job.status,
+            "priority": job.priority, "trusted_only": job.trusted_only, "needs": sorted(job.needs),
+            "created": job.created, "started": job.started, "finished": job.finished, "worker": job.worker,
+            "attempts": job.attempt, "failures": job.failures, "result": job.result,
+            "result_preview": job.result_preview, "error": job.error, "output": job.output_text(),
+            "progress": job.progress, "progress_message": job.progress_message, "code": job.code,
+            "timeout": job.timeout, "blob_id": job.blob_id}
+
+
+def _row_update(row: dict[str, Any]) -> list[Any]:
+    return [row["id"], row["status"], row["worker"], row["started"], row["finished"], row.get("result"),
+            row.get("result_preview"), row.get("error"), row.get("progress"), row.get("progress_message") or "",
+            row.get("attempts") or 0, row.get("name") or "", row.get("created"), row.get("priority") or 0,
+            row.get("kind")]
+
+
+def _log_failure(f: Any) -> None:
+    log.failure("dsage.server.background_call_failed", f)

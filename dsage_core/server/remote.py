@@ -1,0 +1,283 @@
+"""Foolscap adapters of the server: thin ``remote_*`` methods over :class:`JobServer` and
+:class:`Authenticator`. Each unpacks and bounds its arguments, checks the caller's rights, calls
+the core, and packs the answer. Nothing here decides anything about jobs.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from foolscap.api import Referenceable
+from twisted.internet.defer import maybeDeferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from dsage_core import __version__
+from dsage_core.protocol import envelope
+from dsage_core.protocol.batcher import Batcher
+from dsage_core.protocol.errors import BadRequest, PermissionDenied
+from dsage_core.protocol.interfaces import RIClientSession, RILogin, RIWorkerSession
+from dsage_core.server.auth import Authenticator, Identity
+from dsage_core.server.core import JobServer, Worker
+
+log = Logger(namespace="dsage.server.remote")
+
+
+def _peer(rref: Any) -> str:
+    try:
+        p = rref.getPeer()
+        return f"{p.host}:{p.port}"
+    except Exception:
+        return ""
+
+
+def _abort(rref: Any) -> None:
+    try:
+        rref.tracker.broker.transport.abortConnection()
+    except Exception:
+        pass
+
+
+class KeyedPusher:
+    """Eager coalescing push of job updates to one client: one call in flight, latest state wins."""
+
+    def __init__(self, rref: Any, max_items: int = 2000) -> None:
+        self.rref = rref
+        self.pending: dict[int, Any] = {}
+        self.in_flight = False
+        self.max_items = max_items
+        self.dead = False
+
+    def push_jobs(self, jobs: list[Any]) -> None:
+        for j in jobs:
+            self.pending[j.id] = j
+        self._pump()
+
+    def _pump(self) -> None:
+        if self.in_flight or not self.pending or self.dead:
+            return
+        ids = list(self.pending)[: self.max_items]
+        updates = [self.pending.pop(i).update() for i in ids]
+        self.in_flight = True
+        d = self.rref.callRemote("jobs_changed", envelope.pack(updates))
+        d.addBoth(self._sent)
+
+    def _sent(self, r: Any) -> None:
+        self.in_flight = False
+        if hasattr(r, "check") and r.check(Exception):
+            self.dead = not self.rref.isConnected()
+        self._pump()
+
+
+class RunSender:
+    """Sends dispatched jobs to one worker: eager batches of <= 1000 jobs, blobs carried along."""
+
+    def __init__(self, worker: Worker, max_items: int = 1000) -> None:
+        self.worker = worker
+        self.blobs: dict[str, bytes] = {}
+        self.batcher = Batcher(self._send, max_items=max_items, max_in_flight=2,
+                               on_failure=lambda items, f: None)
+
+    def add_many(self, entries: list[list[Any]], blobs: dict[str, bytes]) -> None:
+        self.blobs.update(blobs)
+        self.batcher.add_many(entries)
+
+    def _send(self, entries: list[list[Any]]) -> Any:
+        blobs, self.blobs = self.blobs, {}
+        return self.worker.link.run({"jobs": entries, "blobs": blobs})
+
+
+class WorkerLinkRef:
+    """``WorkerLink`` over a Foolscap reference to the worker's runner."""
+
+    def __init__(self, rref: Any) -> None:
+        self.rref = rref
+
+    def run(self, batch: dict[str, Any]) -> Any:
+        return self.rref.callRemote("run", envelope.pack(batch))
+
+    def kill(self, items: list[list[int]]) -> Any:
+        return self.rref.callRemote("kill", envelope.pack(items))
+
+    def disconnect(self) -> None:
+        _abort(self.rref)
+
+
+@implementer(RIClientSession)
+class ClientSession(Referenceable):
+    """A logged-in client: every call acts as that user, on that user's jobs only (admins: all)."""
+
+    def __init__(self, core: JobServer, auth: Authenticator, who: Identity, address: str = "") -> None:
+        self.core = core
+        self.auth = auth
+        self.who = who
+        self.address = address
+        self.listener: KeyedPusher | None = None
+        self.rref: Any = None
+
+    # the watcher interface JobServer uses
+    def push_jobs(self, jobs: list[Any]) -> None:
+        if self.listener is not None:
+            self.listener.push_jobs(jobs)
+
+    def remote_get_version(self) -> dict[str, Any]:
+        return {"version": __version__, "user": self.who.name, "role": self.who.role,
+                "limits": self.core.limits.to_dict(), "server_id": self.core.server_id}
+
+    def remote_subscribe(self, listener: Any) -> None:
+        self.rref = listener
+        self.listener = KeyedPusher(listener)
+        self.address = self.address or _peer(listener)
+        listener.notifyOnDisconnect(self._gone)
+        self.core.clients.add(self)
+
+    def _gone(self) -> None:
+        self.core.clients.discard(self)
+        self.core.forget_watcher(self)
+        self.listener = None
+
+    def remote_submit(self, batch: bytes) -> Any:
+        jobs = envelope.expect_list(envelope.unpack(batch, max_len=self.core.limits.max_batch_bytes,
+                                                    what="submit batch"), "submit batch",
+                                    self.core.limits.max_batch_jobs)
+        d = self.core.submit(self.who.name, jobs, watcher=self)
+        return d.addCallback(envelope.pack)
+
+    def remote_put_blob(self, blob_id: str, data: bytes) -> Any:
+        import hashlib
+        if hashlib.sha256(data).hexdigest() != blob_id:
+            raise BadRequest("blob id is not the sha256 of its data")
+        return self.core.put_blob(self.who.name, blob_id, data)
+
+    def remote_has_blobs(self, blob_ids: bytes) -> bytes:
+        ids = envelope.expect_list(envelope.unpack(blob_ids, what="blob ids"), "blob ids", 10_000)
+        return envelope.pack(self.core.has_blobs([str(i) for i in ids]))
+
+    def remote_watch(self, job_ids: bytes) -> Any:
+        ids = _int_list(job_ids, "job ids", self.core.limits.max_list)
+        d = self.core.watch(self.who.name, self.who.admin, ids, self)
+        return d.addCallback(envelope.pack)
+
+    def remote_list_jobs(self, query: bytes) -> Any:
+        q = envelope.unpack(query, what="query")
+        if not isinstance(q, dict):
+            raise BadRequest("query must be a map")
+        return self.core.list_jobs(self.who.name, self.who.admin, q).addCallback(envelope.pack)
+
+    def remote_get_job(self, job_id: int, with_result: bool) -> Any:
+        d = self.core.get_job(self.who.name, self.who.admin, job_id, with_result)
+        return d.addCallback(envelope.pack)
+
+    def remote_get_output(self, job_id: int) -> Any:
+        return self.core.get_output(self.who.name, self.who.admin, job_id)
+
+    def remote_kill(self, job_ids: bytes) -> bytes:
+        ids = _int_list(job_ids, "job ids", self.core.limits.max_list)
+        return envelope.pack(self.core.kill(self.who.name, self.who.admin, ids, self.address))
+
+    def remote_workers(self) -> bytes:
+        return envelope.pack(self.core.describe_workers())
+
+    def remote_stats(self) -> bytes:
+        return envelope.pack(self.core.stats())
+
+    def remote_admin(self, command: bytes) -> Any:
+        if not self.who.admin:
+            raise PermissionDenied("this needs an admin key")
+        cmd = envelope.unpack(command, what="admin command")
+        if not isinstance(cmd, list) or not cmd or not isinstance(cmd[0], str):
+            raise BadRequest("admin command must be [name, args...]")
+        from dsage_core.server import admin
+        d = maybeDeferred(admin.run, self.core.store, self.who, self.address, cmd[0], cmd[1:],
+                          server=self.core)
+        return d.addCallback(envelope.pack)
+
+
+@implementer(RIWorkerSession)
+class WorkerSession(Referenceable):
+    """A logged-in worker: may fetch work, report on the jobs it holds, and heartbeat. Nothing else."""
+
+    def __init__(self, core: JobServer, who: Identity) -> None:
+        self.core = core
+        self.who = who
+        self.worker: Worker | None = None
+
+    def remote_get_version(self) -> dict[str, Any]:
+        return {"version": __version__, "user": self.who.name, "anonymous": self.who.anonymous,
+                "limits": self.core.limits.to_dict(), "server_id": self.core.server_id}
+
+    def remote_register(self, runner: Any, info: bytes) -> bytes:
+        if self.worker is not None:
+            raise BadRequest("this session already registered a worker")
+        i = envelope.unpack(info, what="worker info")
+        if not isinstance(i, dict):
+            raise BadRequest("worker info must be a map")
+        i["address"] = _peer(runner)
+        self.worker = self.core.worker_joined(WorkerLinkRef(runner), i, self.who.name, self.who.anonymous)
+        wid = self.worker.id
+        runner.notifyOnDisconnect(self.core.worker_left, wid, "connection lost")
+        return envelope.pack({"worker_id": wid, "heartbeat": self.core.heartbeat_interval,
+                              "lease_timeout": self.core.scheduler.lease_timeout})
+
+    def _wid(self) -> str:
+        if self.worker is None:
+            raise BadRequest("register first")
+        return self.worker.id
+
+    def remote_report(self, batch: bytes) -> None:
+        events = envelope.expect_list(envelope.unpack(batch, max_len=self.core.limits.max_batch_bytes,
+                                                      what="report"), "report", 100_000)
+        self.core.report(self._wid(), events)
+
+    def remote_heartbeat(self, state: bytes) -> None:
+        s = envelope.unpack(state, what="heartbeat")
+        if not isinstance(s, dict):
+            raise BadRequest("heartbeat must be a map")
+        self.core.heartbeat(self._wid(), s)
+
+    def remote_get_blob(self, blob_id: str) -> bytes:
+        self._wid()
+        data = self.core.blobs.get(blob_id)
+        if data is None:
+            raise BadRequest(f"unknown blob {blob_id}")
+        return data
+
+
+@implementer(RILogin)
+class Login(Referenceable):
+    """The server's one public object (its furl is ``server.furl``)."""
+
+    def __init__(self, core: JobServer, auth: Authenticator) -> None:
+        self.core = core
+        self.auth = auth
+
+    def remote_get_version(self) -> dict[str, Any]:
+        return {"version": __version__, "server_id": self.core.server_id,
+                "allow_anonymous": self.auth.allow_anonymous}
+
+    def remote_challenge(self) -> bytes:
+        return self.auth.challenge()
+
+    def remote_login(self, role: str, pubkey: str, nonce: bytes, signature: bytes) -> Any:
+        d = self.auth.login(role, pubkey, nonce, signature)
+        return d.addCallback(self._session)
+
+    def remote_login_anonymous(self, role: str) -> Any:
+        return self._session(self.auth.login_anonymous(role))
+
+    def remote_redeem_invite(self, invite: str, pubkey: str) -> Any:
+        parts = invite.split(":", 1)
+        if len(parts) != 2:
+            raise BadRequest("malformed invite")
+        return self.auth.redeem_invite(parts[0], parts[1], pubkey)
+
+    def _session(self, who: Identity) -> Referenceable:
+        if who.session == "client":
+            return ClientSession(self.core, self.auth, who)
+        return WorkerSession(self.core, who)
+
+
+def _int_list(data: bytes, what: str, max_items: int) -> list[int]:
+    ids = envelope.expect_list(envelope.unpack(data, what=what), what, max_items)
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise BadRequest(f"{what} must be integers")
+    return ids

@@ -1,0 +1,188 @@
+"""The server as a service that starts on any running reactor (its own, or the desktop app's)."""
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from dsage_core import home as homes
+from dsage_core import keys
+from dsage_core.limits import Limits
+from dsage_core.protocol import envelope, tubs
+from dsage_core.scheduler import Scheduler
+from dsage_core.server.auth import Authenticator
+from dsage_core.server.core import JobServer
+from dsage_core.server.remote import Login, RunSender
+from dsage_core.store import SqliteStore, ThreadRunner
+
+log = Logger(namespace="dsage.server")
+
+
+@dataclass
+class ServerConfig:
+    """Everything ``dsage server`` can be told."""
+
+    home: Path
+    port: int = 0                      #: 0: reuse the last port of this home, else pick a free one
+    listen: str = "127.0.0.1"          #: interface to listen on ("0.0.0.0" for other hosts)
+    location: str | None = None        #: host name other machines use to reach this one
+    allow_anonymous: bool = False
+    lease_timeout: float = 15.0
+    max_failures: int = 3
+    stats_interval: float = 1.0
+    limits: Limits = field(default_factory=Limits)
+
+
+def _pick_port(home: Path, wanted: int) -> int:
+    from foolscap.util import allocate_tcp_port
+    if wanted:
+        return wanted
+    saved = home / "server.port"
+    if saved.exists():
+        try:
+            port = int(saved.read_text().strip())
+            import socket
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("127.0.0.1", port))
+            return port
+        except (ValueError, OSError):
+            pass
+    port = allocate_tcp_port()
+    saved.write_text(str(port))
+    return port
+
+
+class ServerService(MultiService):
+    """Tub + store + scheduler + timers. ``start()`` returns a Deferred that fires with the furl."""
+
+    def __init__(self, config: ServerConfig, reactor: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.home = config.home
+        self.furl: str | None = None
+        self.core: JobServer | None = None
+        self._loops: list[LoopingCall] = []
+
+    @inlineCallbacks
+    def start(self) -> Any:
+        cfg = self.config
+        self._lock = _take_lock(self.home)
+        tub = tubs.server_tub(self.home / homes.SERVER_CERT)
+        self.tub = tub
+        server_id = tub.getTubID()
+        store = SqliteStore(self.home / homes.DATABASE, ThreadRunner(self.reactor))
+        scheduler = Scheduler(max_failures=cfg.max_failures, lease_timeout=cfg.lease_timeout)
+        core = JobServer(store, self.reactor, limits=cfg.limits, scheduler=scheduler,
+                         server_id=server_id, make_dispatcher=RunSender)
+        self.core = core
+        yield core.restore()
+        yield ensure_owner(store, self.home)
+        self.auth = Authenticator(store, self.reactor, server_id, allow_anonymous=cfg.allow_anonymous)
+        port = _pick_port(self.home, cfg.port)
+        tub.listenOn(f"tcp:{port}:interface={cfg.listen}")
+        host = cfg.location or ("127.0.0.1" if cfg.listen in ("127.0.0.1", "localhost") else _hostname())
+        tub.setLocation(f"tcp:{host}:{port}")
+        tub.setServiceParent(self)
+        self.furl = tub.registerReference(Login(core, self.auth), "login")
+        furl_file = self.home / homes.SERVER_FURL
+        tmp = furl_file.with_suffix(".tmp")
+        tmp.write_text(self.furl + "\n")
+        tmp.replace(furl_file)
+        self._every(1.0, core.tick)
+        self._every(cfg.stats_interval, self._push_stats)
+        if not self.running:
+            self.startService()
+        log.info("dsage.server.listening", furl=self.furl)
+        return self.furl
+
+    def _every(self, interval: float, fn: Any) -> None:
+        lc = LoopingCall(fn)
+        lc.clock = self.reactor
+        lc.start(interval, now=False).addErrback(lambda f: log.failure("dsage.server.timer_failed", f))
+        self._loops.append(lc)
+
+    def _push_stats(self) -> None:
+        core = self.core
+        assert core is not None
+        if not core.clients:
+            core.take_workers_dirty()
+            return
+        stats = envelope.pack(core.stats())
+        workers = envelope.pack(core.describe_workers()) if core.take_workers_dirty() else None
+        for c in list(core.clients):
+            if c.rref is None:
+                continue
+            c.rref.callRemote("stats", stats).addErrback(lambda f: None)
+            if workers is not None:
+                c.rref.callRemote("workers_changed", workers).addErrback(lambda f: None)
+
+    @inlineCallbacks
+    def stop(self) -> Any:
+        """Stop timers, close connections, finish pending store writes, close the store."""
+        for lc in self._loops:
+            if lc.running:
+                lc.stop()
+        self._loops = []
+        if self.running:
+            yield self.stopService()
+        if self.core is not None:
+            yield self.core.pending_writes()
+            yield self.core.store.close()
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.close()
+            self._lock = None
+
+
+def _take_lock(home: Path) -> Any:
+    import fcntl
+    from dsage_core.protocol.errors import ServerUnavailable
+    f = open(home / "server.lock", "ab")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise ServerUnavailable(f"another dsage server is already running on {home}") from None
+    return f
+
+
+def _hostname() -> str:
+    import socket
+    return socket.getfqdn() or socket.gethostname()
+
+
+@inlineCallbacks
+def ensure_owner(store: Any, home: Path) -> Any:
+    """The server owner's key (``dsage_key.pub`` in its home) is the first admin."""
+    n = yield store.user_count()
+    if n:
+        return
+    pub_path = home / homes.PUBKEY_FILE
+    if not pub_path.exists():
+        keys.ensure_keypair(home)
+    pub = keys.load_public_key(str(pub_path))
+    name = _owner_name()
+    yield store.add_user(name, pub, "admin")
+    yield store.audit("user_add", name, "local", "server owner, first admin")
+
+
+def _owner_name() -> str:
+    try:
+        name = getpass.getuser()
+    except Exception:
+        name = "owner"
+    return "".join(c for c in name if c.isalnum() or c in "-_.") or "owner"
+
+
+def create_server(config: ServerConfig, reactor: Any) -> ServerService:
+    """Build (not start) a server service; call ``start()`` on a running reactor."""
+    return ServerService(config, reactor)

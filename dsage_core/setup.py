@@ -1,0 +1,34 @@
+"""``dsage setup``: keys, server certificate and database in DSAGE_HOME (idempotent)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dsage_core import home as homes
+from dsage_core import keys
+
+
+def ensure_setup(home: Path) -> dict[str, Any]:
+    """Create what is missing; never replaces existing keys. Returns what exists now."""
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key_path, pub = keys.ensure_keypair(home)
+    cert = home / homes.SERVER_CERT
+    created_cert = False
+    if not cert.exists():
+        from foolscap.api import Tub
+        tmp = cert.with_suffix(".tmp")
+        tmp.write_bytes(Tub().getCertData())
+        tmp.chmod(0o600)
+        tmp.replace(cert)
+        created_cert = True
+    (home / homes.SCRATCH).mkdir(exist_ok=True)
+    (home / homes.LOGS).mkdir(exist_ok=True)
+    return {"home": str(home), "key": str(key_path), "public_key": pub,
+            "fingerprint": keys.fingerprint(pub), "server_cert": str(cert), "created_cert": created_cert}
+
+
+def server_id(home: Path) -> str:
+    """The Tub id of this home's server certificate (what its furl pins)."""
+    from foolscap.crypto import loadCertificate
+    from foolscap.api import Tub
+    return Tub(certData=(home / homes.SERVER_CERT).read_bytes()).getTubID()

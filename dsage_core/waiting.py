@@ -1,0 +1,69 @@
+"""``as_completed`` and ``wait`` over job handles (and futures), as in concurrent.futures."""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Any, Iterable, Iterator
+
+FIRST_COMPLETED = "FIRST_COMPLETED"
+FIRST_EXCEPTION = "FIRST_EXCEPTION"
+ALL_COMPLETED = "ALL_COMPLETED"
+
+
+def as_completed(jobs: Iterable[Any], timeout: float | None = None) -> Iterator[Any]:
+    """Yield jobs as they finish (any terminal state); TimeoutError after *timeout* seconds."""
+    jobs = list(jobs)
+    q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    pending = 0
+    for j in jobs:
+        if j.done():
+            yield j
+        else:
+            pending += 1
+            j.add_done_callback(q.put)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    seen: set[int] = set()
+    while pending:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            j = q.get(timeout=left)
+        except queue.Empty:
+            raise TimeoutError(f"{pending} jobs still unfinished after {timeout} s") from None
+        if id(j) in seen:
+            continue
+        seen.add(id(j))
+        pending -= 1
+        yield j
+
+
+def wait(jobs: Iterable[Any], timeout: float | None = None,
+         return_when: str = ALL_COMPLETED) -> tuple[set[Any], set[Any]]:
+    """Like ``concurrent.futures.wait``: returns (done, not_done) sets of jobs."""
+    jobs = list(jobs)
+    done = {j for j in jobs if j.done()}
+    not_done = set(jobs) - done
+    cond = threading.Condition()
+
+    def finished(j: Any) -> None:
+        with cond:
+            cond.notify_all()
+    for j in not_done:
+        j.add_done_callback(finished)
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    def satisfied() -> bool:
+        d = [j for j in jobs if j.done()]
+        if return_when == FIRST_COMPLETED:
+            return bool(d)
+        if return_when == FIRST_EXCEPTION:
+            return any(getattr(j, "status", "completed") != "completed" for j in d) or len(d) == len(jobs)
+        return len(d) == len(jobs)
+    with cond:
+        while not satisfied():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            cond.wait(left)
+    done = {j for j in jobs if j.done()}
+    return done, set(jobs) - done

@@ -1,0 +1,305 @@
+"""A worker's child process: runs jobs one after another, in the order the monitor sent them.
+
+``python -m dsage_core.worker.child``; reads frames on fd 0, writes frames on fd 3 (see
+docs/ARCHITECTURE.md). Imports no Twisted. Jobs run on the main thread (Sage needs it); a reader
+thread feeds a queue so the child knows whether more work is waiting (done coalescing).
+"""
+from __future__ import annotations
+
+import ast
+import builtins
+import linecache
+import os
+import queue
+import resource
+import shutil
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from dsage_core import codec, progress as progress_mod
+from dsage_core.worker.capture import Capture
+from dsage_core.worker.framing import FrameDecoder, pack_frame
+
+MAX_ERROR = 64 * 1024
+COALESCE_S = 0.002
+
+
+class Channel:
+    """Frames out on fd 3, lock-protected (the output flusher thread writes too)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.lock = threading.Lock()
+
+    def send(self, obj: Any) -> None:
+        data = pack_frame(obj)
+        with self.lock:
+            view = memoryview(data)
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
+
+
+def _reader(fd: int, q: "queue.SimpleQueue[Any]") -> None:
+    dec = FrameDecoder()
+    try:
+        while True:
+            data = os.read(fd, 1 << 20)
+            if not data:
+                break
+            for msg in dec.feed(data):
+                if msg[0] == "run":
+                    for entry in msg[1]:
+                        q.put(("job", entry))
+                else:
+                    q.put((msg[0], None))
+    finally:
+        q.put(("exit", None))
+
+
+def _bounded_traceback(exc: BaseException, skip_frames: int = 1) -> str:
+    tb = exc.__traceback__
+    for _ in range(skip_frames):  # hide the child's own frames
+        if tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    if len(text) > MAX_ERROR:
+        text = "[... traceback truncated ...]\n" + text[-MAX_ERROR:]
+    return text
+
+
+class CpuLimitExceeded(Exception):
+    pass
+
+
+class Child:
+    """The job loop."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.chan = channel
+        self.blobs: OrderedDict[str, Any] = OrderedDict()
+        self.pending_done: list[list[Any]] = []
+        self.oldest_done = 0.0
+        self.scratch_base = Path(os.environ.get("DSAGE_SCRATCH") or os.path.join(
+            os.environ.get("TMPDIR", "/tmp"), f"dsage-child-{os.getpid()}"))
+        self.scratch_base.mkdir(parents=True, exist_ok=True)
+        self.max_rss = int(os.environ.get("DSAGE_CHILD_MAX_RSS", str(2 * 1024**3)))
+        self.capture = Capture(self.chan)
+        self.sage_ns: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ the loop
+    def serve(self, q: "queue.SimpleQueue[Any]") -> None:
+        while True:
+            try:
+                kind, entry = q.get_nowait()
+            except queue.Empty:
+                self.flush_done()
+                kind, entry = q.get()
+            if kind == "exit":
+                self.flush_done()
+                return
+            if kind != "job":
+                continue
+            self.run_one(entry)
+            if self.pending_done and time.perf_counter() - self.oldest_done > COALESCE_S:
+                self.flush_done()
+            if self._rss() > self.max_rss:
+                self.flush_done()
+                self.chan.send(["recycle"])
+                return
+
+    def flush_done(self) -> None:
+        if self.pending_done:
+            batch, self.pending_done = self.pending_done, []
+            self.chan.send(["done", batch])
+
+    @staticmethod
+    def _rss() -> int:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            return 0
+
+    # ------------------------------------------------------------------ one job
+    def run_one(self, entry: list[Any]) -> None:
+        job_id, payload_bytes, blob_id, blob, limits = entry
+        limits = limits or {}
+        t0, c0 = time.perf_counter(), _cpu()
+        scratch = self.scratch_base / f"job-{job_id}"
+        scratch.mkdir(parents=True, exist_ok=True)
+        old_cwd = os.getcwd()
+        status, result, error, preview = "completed", None, None, None
+        self.capture.begin(job_id, int(limits.get("out") or 1024 * 1024))
+        progress_mod._set_sender(job_id, self.chan)
+        restore = self._apply_limits(limits)
+        try:
+            os.chdir(scratch)
+            payload = msgpack.unpackb(payload_bytes, raw=False)
+            value = self._execute(payload, blob_id, blob, scratch)
+            restore()
+            restore = _nothing
+            try:
+                result = codec.encode_value(value)
+                preview = codec.preview(value)
+            except Exception as e:
+                status, error = "failed", f"the job's result could not be serialised: {type(e).__name__}: {e}"
+        except MemoryError as e:
+            restore()
+            restore = _nothing
+            status = "failed"
+            mem = limits.get("mem")
+            what = f"memory limit of {int(mem) // 2**20} MiB hit" if mem else "out of memory"
+            error = f"MemoryError: {what}\n" + _bounded_traceback(e)
+        except CpuLimitExceeded as e:
+            status, error = "failed", f"CPU time limit of {limits.get('cpu')} s hit\n" + _bounded_traceback(e)
+        except SystemExit as e:
+            status, error = "failed", f"the job called sys.exit({e.code!r})"
+        except BaseException as e:  # noqa: BLE001 - a job's failure is data
+            status, error = "failed", _bounded_traceback(e)
+        finally:
+            restore()
+            os.chdir(old_cwd)
+            shutil.rmtree(scratch, ignore_errors=True)
+            progress_mod._flush_and_clear()
+            self.capture.end()
+        if not self.pending_done:
+            self.oldest_done = time.perf_counter()
+        self.pending_done.append([job_id, status, result, error, preview, _cpu() - c0, time.perf_counter() - t0])
+
+    def _execute(self, p: dict[str, Any], blob_id: str | None, blob: bytes | None, scratch: Path) -> Any:
+        kind = p.get("k")
+        if kind == "func":
+            import cloudpickle
+            fn = self._function(blob_id, blob)
+            args, kwargs = cloudpickle.loads(p["args"])
+            return fn(*args, **kwargs)
+        ns = self._namespace(p)
+        for name, data in p.get("files") or []:
+            target = scratch / Path(name).name
+            target.write_bytes(data)
+            if target.suffix == ".py":
+                self._run_code(data.decode("utf-8", "replace"), "exec", ns, str(name), sage=False)
+        code, fname = p.get("code", ""), p.get("fname") or "<dsage>"
+        sage = bool(p.get("sage"))
+        if sage:
+            code = self._preparse(code)
+        value = self._run_code(code, kind or "exec", ns, fname, sage)
+        if sage:
+            from dsage_core.worker.sage_mode import to_plain
+            value = to_plain(value)
+        return value
+
+    def _function(self, blob_id: str | None, blob: bytes | None) -> Any:
+        import cloudpickle
+        if blob_id in self.blobs:
+            self.blobs.move_to_end(blob_id)
+            return self.blobs[blob_id]
+        if blob is None:
+            raise RuntimeError(f"function blob {blob_id} was not sent to this process")
+        fn = cloudpickle.loads(blob)
+        self.blobs[blob_id] = fn
+        if len(self.blobs) > 64:
+            self.blobs.popitem(last=False)
+        return fn
+
+    def _namespace(self, p: dict[str, Any]) -> dict[str, Any]:
+        if p.get("sage"):
+            from dsage_core.worker import sage_mode
+            if self.sage_ns is None:
+                self.sage_ns = sage_mode.base_namespace()
+            ns = dict(self.sage_ns)
+            sage_mode.new_seed(ns)
+        else:
+            ns = {"__builtins__": builtins}
+        ns["__name__"] = "__main__"
+        ns["DSAGE_RESULT"] = None
+        if p.get("vars"):
+            import cloudpickle
+            ns.update(cloudpickle.loads(p["vars"]))
+        return ns
+
+    def _preparse(self, code: str) -> str:
+        from dsage_core.worker import sage_mode
+        return sage_mode.preparse(code)
+
+    @staticmethod
+    def _run_code(code: str, mode: str, ns: dict[str, Any], fname: str, sage: bool) -> Any:
+        lines = code.splitlines(True)
+        linecache.cache[fname] = (len(code), None, lines, fname)
+        tree = ast.parse(code, fname, "exec")
+        last = None
+        if mode == "expr" and tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        exec(compile(tree, fname, "exec"), ns)
+        if last is not None:
+            return eval(compile(last, fname, "eval"), ns)
+        return ns.get("DSAGE_RESULT") if mode == "exec" else None
+
+    # ------------------------------------------------------------------ limits
+    def _apply_limits(self, limits: dict[str, Any]) -> Any:
+        undo = []
+        mem = limits.get("mem")
+        if mem:
+            soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+            resource.setrlimit(resource.RLIMIT_AS, (int(mem), hard))
+            undo.append(lambda: resource.setrlimit(resource.RLIMIT_AS, (soft, hard)))
+        cpu = limits.get("cpu")
+        if cpu:
+            csoft, chard = resource.getrlimit(resource.RLIMIT_CPU)
+            used = int(_cpu()) + 1
+            resource.setrlimit(resource.RLIMIT_CPU, (used + int(max(1, cpu)), chard))
+
+            def on_xcpu(signum: int, frame: Any) -> None:
+                raise CpuLimitExceeded(f"CPU time limit of {cpu} s exceeded")
+            old = signal.signal(signal.SIGXCPU, on_xcpu)
+            undo.append(lambda: (resource.setrlimit(resource.RLIMIT_CPU, (csoft, chard)),
+                                 signal.signal(signal.SIGXCPU, old)))
+        done = [False]
+
+        def restore() -> None:
+            if not done[0]:
+                done[0] = True
+                for u in reversed(undo):
+                    u()
+        return restore
+
+
+def _nothing() -> None:
+    pass
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def main() -> None:
+    nice = int(os.environ.get("DSAGE_NICE", "10"))
+    if nice:
+        try:
+            os.nice(nice)
+        except OSError:
+            pass
+    os.environ.setdefault("CYSIGNALS_CRASH_NDEBUG", "1")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C in a terminal is for the monitor
+    chan = Channel(3)
+    from dsage_core.client.sage_check import sage_available
+    chan.send(["hello", os.getpid(), {"sage": sage_available()}])
+    q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    threading.Thread(target=_reader, args=(0, q), name="dsage-child-reader", daemon=True).start()
+    child = Child(chan)
+    child.serve(q)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""One child process seen from the monitor: pipes on the reactor, timeouts and kills from outside.
+
+The child (``dsage_core.worker.child``) reads job frames on fd 0 and writes frames on fd 3; its fd 1
+and 2 carry C-level output, attributed to the job it is running. Jobs run in the order sent, so the
+monitor always knows which job is current without any "started" message.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from twisted.internet import protocol
+from twisted.logger import Logger
+
+from dsage_core.worker.framing import FrameDecoder, pack_frame
+
+log = Logger(namespace="dsage.worker.child")
+
+CHILD_ARGS = [sys.executable, "-m", "dsage_core.worker.child"]
+
+
+@dataclass(slots=True)
+class Assigned:
+    """A job the monitor holds: its server attempt, payload, and what happened to it locally."""
+
+    job_id: int
+    attempt: int
+    payload: bytes
+    blob_id: str | None
+    timeout: float | None
+    limits: dict[str, Any] | None
+    kill_reason: str | None = None   #: "killed" or "timed_out" once the monitor decided to kill it
+    timer: Any = None
+    started: float | None = None
+
+
+@dataclass
+class ChildEvents:
+    """Callbacks from a child to its pool."""
+
+    done: Callable[["ChildProcess", Assigned, list[Any]], None]
+    output: Callable[[Assigned, str], None]
+    progress: Callable[[Assigned, float, str], None]
+    ended: Callable[["ChildProcess", list[Assigned], Any], None]
+    ready: Callable[["ChildProcess"], None]
+
+
+def describe_exit(reason: Any) -> tuple[int | None, int | None]:
+    """(exit code, signal number) from a processEnded reason."""
+    v = getattr(reason, "value", None)
+    return getattr(v, "exitCode", None), getattr(v, "signal", None)
+
+
+class ChildProcess(protocol.ProcessProtocol):
+    """Drives one child; the pool decides what to send, this class does the pipes and the clock."""
+
+    def __init__(self, index: int, reactor: Any, env: dict[str, str], events: ChildEvents) -> None:
+        self.index = index
+        self.reactor = reactor
+        self.env = env
+        self.events = events
+        self.inflight: deque[Assigned] = deque()
+        self.blobs_sent: set[str] = set()
+        self.decoder = FrameDecoder()
+        self.pid: int | None = None
+        self.capabilities: dict[str, Any] = {}
+        self.alive = False
+        self.ready = False
+        self.recycling = False
+        self.stopped = False
+        self.avg_wall: float | None = None
+        self._ended = False
+
+    # ---------------------------------------------------------------- lifecycle
+    def spawn(self) -> None:
+        self.reactor.spawnProcess(self, CHILD_ARGS[0], CHILD_ARGS, env=self.env,
+                                  childFDs={0: "w", 1: "r", 2: "r", 3: "r"})
+
+    def connectionMade(self) -> None:
+        self.pid = self.transport.pid
+        self.alive = True
+
+    def stop(self) -> None:
+        """Ask the child to exit after its current work (used at shutdown and on slot removal)."""
+        self.stopped = True
+        if self.alive:
+            try:
+                self.transport.writeToChild(0, pack_frame(["exit"]))
+                self.transport.closeChildFD(0)
+            except Exception:
+                self.signal("KILL")
+
+    def signal(self, name: str) -> None:
+        if self.alive:
+            try:
+                self.transport.signalProcess(name)
+            except Exception:
+                pass
+
+    def pause(self, paused: bool) -> None:
+        """SIGSTOP / SIGCONT the child (the tray's Pause); timeouts keep counting wall time."""
+        if self.alive and self.pid:
+            try:
+                os.kill(self.pid, signal.SIGSTOP if paused else signal.SIGCONT)
+            except OSError:
+                pass
+
+    # ---------------------------------------------------------------- sending
+    @property
+    def load(self) -> int:
+        return len(self.inflight)
+
+    def allowance(self) -> int:
+        """How many jobs this child may hold: 1 for slow jobs (none waits behind a long one)."""
+        if not self.ready or self.recycling or self.stopped:
+            return 0
+        avg = self.avg_wall
+        if avg is None or avg > 0.005:
+            return 1
+        return max(2, min(128, int(0.005 / max(avg, 1e-6))))
+
+    def send(self, jobs: list[Assigned], blobs: dict[str, bytes]) -> None:
+        entries = []
+        for a in jobs:
+            blob = None
+            if a.blob_id and a.blob_id not in self.blobs_sent:
+                blob = blobs.get(a.blob_id)
+                self.blobs_sent.add(a.blob_id)
+            entries.append([a.job_id, a.payload, a.blob_id, blob, a.limits or {}])
+            self.inflight.append(a)
+        if len(self.inflight) == len(jobs):
+            self._became_current()
+        self.transport.writeToChild(0, pack_frame(["run", entries]))
+
+    def kill_job(self, job_id: int, reason: str) -> bool:
+        """Kill the job if this child holds it: the whole child goes (it restarts)."""
+        for a in self.inflight:
+            if a.job_id == job_id:
+                a.kill_reason = reason
+                if a is self.inflight[0]:
+                    self.signal("KILL")
+                return True
+        return False
+
+    def _became_current(self) -> None:
+        if not self.inflight:
+            return
+        a = self.inflight[0]
+        a.started = self.reactor.seconds()
+        if a.kill_reason:
+            self.signal("KILL")
+        elif a.timeout:
+            a.timer = self.reactor.callLater(a.timeout, self._timed_out, a)
+
+    def _timed_out(self, a: Assigned) -> None:
+        a.timer = None
+        if self.inflight and self.inflight[0] is a:
+            a.kill_reason = "timed_out"
+            self.signal("KILL")
+
+    # ---------------------------------------------------------------- receiving
+    def childDataReceived(self, fd: int, data: bytes) -> None:
+        if fd == 3:
+            for msg in self.decoder.feed(data):
+                self._message(msg)
+        elif self.inflight:
+            self.events.output(self.inflight[0], data.decode("utf-8", "replace"))
+        else:
+            log.debug("dsage.worker.child_output", child=self.index, text=data[:200])
+
+    def _message(self, msg: list[Any]) -> None:
+        kind = msg[0]
+        if kind == "done":
+            for entry in msg[1]:
+                self._done(entry)
+        elif kind == "out":
+            if self.inflight and self.inflight[0].job_id == msg[1]:
+                self.events.output(self.inflight[0], msg[2])
+        elif kind == "progress":
+            if self.inflight and self.inflight[0].job_id == msg[1]:
+                self.events.progress(self.inflight[0], msg[2], msg[3])
+        elif kind == "hello":
+            self.capabilities = msg[2] or {}
+            self.ready = True
+            self.events.ready(self)
+        elif kind == "recycle":
+            self.recycling = True
+
+    def _done(self, entry: list[Any]) -> None:
+        if not self.inflight or self.inflight[0].job_id != entry[0]:
+            log.warn("dsage.worker.unexpected_done", child=self.index, job=entry[0])
+            return
+        a = self.inflight.popleft()
+        if a.timer is not None and a.timer.active():
+            a.timer.cancel()
+        wall = entry[6] or 0.0
+        self.avg_wall = wall if self.avg_wall is None else 0.8 * self.avg_wall + 0.2 * wall
+        self._became_current()
+        self.events.done(self, a, entry)
+
+    def processEnded(self, reason: Any) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self.alive = False
+        self.ready = False
+        left = list(self.inflight)
+        self.inflight.clear()
+        for a in left:
+            if a.timer is not None and a.timer.active():
+                a.timer.cancel()
+        self.events.ended(self, left, reason)

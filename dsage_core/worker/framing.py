@@ -1,0 +1,44 @@
+"""Frames between the monitor and its children: 4-byte big-endian length + msgpack body."""
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgpack
+
+_LEN = struct.Struct(">I")
+
+
+class FrameTooLarge(ValueError):
+    """A frame announced a size above the limit (a corrupt stream or a runaway child)."""
+
+
+def pack_frame(obj: Any) -> bytes:
+    body = msgpack.packb(obj, use_bin_type=True)
+    return _LEN.pack(len(body)) + body
+
+
+class FrameDecoder:
+    """Incremental decoder: ``feed(bytes) -> [messages]``."""
+
+    def __init__(self, max_frame: int = 512 * 1024 * 1024) -> None:
+        self.max_frame = max_frame
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[Any]:
+        buf = self._buf
+        buf += data
+        out = []
+        pos = 0
+        n = len(buf)
+        while n - pos >= 4:
+            (size,) = _LEN.unpack_from(buf, pos)
+            if size > self.max_frame:
+                raise FrameTooLarge(f"frame of {size} bytes > limit {self.max_frame}")
+            if n - pos - 4 < size:
+                break
+            out.append(msgpack.unpackb(bytes(buf[pos + 4:pos + 4 + size]), raw=False, strict_map_key=False))
+            pos += 4 + size
+        if pos:
+            del buf[:pos]
+        return out

@@ -1,0 +1,258 @@
+"""The worker's slots: N child processes, a local queue, and the events reported to the server.
+
+A job never takes the worker down: it runs in a child; a child that dies is replaced. Why a job
+ended is decided here, from what the monitor did (timeout, kill) and how the child exited:
+
+* killed by us for a timeout → ``timed_out``; killed on request → ``killed``
+* SIGKILL we did not send (OOM killer, an operator, chaos) → handed back to the server (retried)
+* any other signal or exit code while running (segfault, ``os._exit``) → ``failed`` with the reason
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal as _signal
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable
+
+from twisted.logger import Logger
+
+from dsage_core.worker.reaping import ensure_reaper
+from dsage_core.worker.children import Assigned, ChildEvents, ChildProcess, describe_exit
+
+log = Logger(namespace="dsage.worker.pool")
+
+Report = Callable[[list[Any]], None]
+
+
+def _signame(sig: int) -> str:
+    try:
+        return _signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+class ChildPool:
+    """Keeps *slots* children busy with jobs from a local queue; *report* receives event lists."""
+
+    def __init__(self, reactor: Any, slots: int, report: Report, *, scratch: Path,
+                 env: dict[str, str] | None = None, default_limits: dict[str, Any] | None = None,
+                 nice: int = 10) -> None:
+        self.reactor = reactor
+        self.report = report
+        self.scratch = scratch
+        self.base_env = dict(env or os.environ)
+        self.base_env["DSAGE_NICE"] = str(nice)
+        self.default_limits = default_limits or {}
+        self.queue: deque[Assigned] = deque()
+        self.blobs: dict[str, bytes] = {}
+        self.children: list[ChildProcess] = []
+        self.target = 0
+        self.paused = False
+        self.closing = False
+        self.jobs_done = 0
+        self._seq = 0
+        self._crash_times: deque[float] = deque(maxlen=5)
+        self._idle_waiters: list[Any] = []
+        self.capabilities: dict[str, Any] = {}
+        ensure_reaper(reactor)
+        self.set_slots(slots)
+
+    # ---------------------------------------------------------------- slots
+    @property
+    def slots(self) -> int:
+        return self.target
+
+    @property
+    def busy(self) -> int:
+        return sum(1 for c in self.children if c.inflight)
+
+    @property
+    def held(self) -> int:
+        return len(self.queue) + sum(c.load for c in self.children)
+
+    def set_slots(self, n: int) -> None:
+        """Change the number of children live: extra ones finish their job and exit."""
+        self.target = max(0, n)
+        live = [c for c in self.children if not c.stopped]
+        for c in live[self.target:]:
+            c.stop()
+        for _ in range(self.target - len(live)):
+            self._spawn()
+        self._pump()
+
+    def _spawn(self) -> None:
+        self._seq += 1
+        idx = self._seq
+        scratch = self.scratch / f"{os.getpid()}-{idx}"
+        scratch.mkdir(parents=True, exist_ok=True)
+        env = dict(self.base_env)
+        env.update(DSAGE_SCRATCH=str(scratch), TMPDIR=str(scratch), DOT_SAGE=str(scratch / ".sage"),
+                   CYSIGNALS_CRASH_NDEBUG="1", PYTHONUNBUFFERED="1")
+        events = ChildEvents(done=self._on_done, output=self._on_output, progress=self._on_progress,
+                             ended=self._on_ended, ready=lambda c: self._on_ready(c))
+        child = ChildProcess(idx, self.reactor, env, events)
+        child.scratch = scratch  # type: ignore[attr-defined]
+        self.children.append(child)
+        child.spawn()
+
+    def _on_ready(self, child: ChildProcess) -> None:
+        self.capabilities = dict(child.capabilities)
+        self._pump()
+
+    # ---------------------------------------------------------------- jobs in
+    def add_jobs(self, jobs: list[list[Any]], blobs: dict[str, bytes]) -> None:
+        """Jobs from the server: ``[job_id, attempt, payload, blob_id, timeout, limits]``."""
+        self.blobs.update(blobs)
+        for jid, attempt, payload, blob_id, timeout, limits in jobs:
+            lim = dict(self.default_limits)
+            lim.update(limits or {})
+            self.queue.append(Assigned(jid, attempt, payload, blob_id, timeout, lim or None))
+        self._pump()
+
+    def kill(self, job_id: int, attempt: int) -> None:
+        for a in self.queue:
+            if a.job_id == job_id and a.attempt == attempt:
+                self.queue.remove(a)
+                self._report_done(a, "killed", None, None, "killed by its owner", 0.0, 0.0)
+                return
+        for c in self.children:
+            if c.kill_job(job_id, "killed"):
+                return
+
+    def pause(self, paused: bool) -> None:
+        """Stop (SIGSTOP) or continue (SIGCONT) every child; no new jobs start while paused."""
+        self.paused = paused
+        for c in self.children:
+            c.pause(paused)
+        self._pump()
+
+    def hand_back_queued(self, reason: str) -> None:
+        """Return jobs not yet started to the server (e.g. before a long pause or on quit)."""
+        while self.queue:
+            a = self.queue.popleft()
+            self.report([["back", a.job_id, a.attempt, False, reason]])
+
+    def _pump(self) -> None:
+        if self.paused or self.closing:
+            return
+        for child in sorted(self.children, key=lambda c: c.load):
+            if not self.queue:
+                break
+            room = child.allowance() - child.load
+            if room <= 0:
+                continue
+            batch = [self.queue.popleft() for _ in range(min(room, 64, len(self.queue)))]
+            child.send(batch, self.blobs)
+        self._check_idle()
+
+    # ---------------------------------------------------------------- events from children
+    def _on_done(self, child: ChildProcess, a: Assigned, entry: list[Any]) -> None:
+        _, status, result, error, preview, cpu, wall = entry[:7]
+        if a.kill_reason == "killed":
+            status, result, error = "killed", None, "killed by its owner"
+        self._report_done(a, status, result, preview, error, cpu, wall)
+        self._pump()
+
+    def _report_done(self, a: Assigned, status: str, result: Any, preview: Any, error: Any,
+                     cpu: float, wall: float) -> None:
+        now = self.reactor.seconds()
+        self.jobs_done += 1
+        started = a.started if a.started is not None else now - (wall or 0.0)
+        if wall:
+            started = now - wall
+        self.report([["done", a.job_id, a.attempt, status, result, preview, error, started, now, cpu]])
+
+    def _on_output(self, a: Assigned, text: str) -> None:
+        self.report([["out", a.job_id, a.attempt, text]])
+
+    def _on_progress(self, a: Assigned, fraction: float, message: str) -> None:
+        self.report([["progress", a.job_id, a.attempt, fraction, message]])
+
+    def _on_ended(self, child: ChildProcess, left: list[Assigned], reason: Any) -> None:
+        self.children.remove(child)
+        shutil.rmtree(getattr(child, "scratch", ""), ignore_errors=True)
+        code, sig = describe_exit(reason)
+        if left:
+            current, rest = left[0], left[1:]
+            self._settle_current(current, code, sig)
+            for a in reversed(rest):  # never started: run them on another child, not a failure
+                if a.kill_reason == "killed":
+                    self._report_done(a, "killed", None, None, "killed by its owner", 0.0, 0.0)
+                elif self.closing:
+                    self.report([["back", a.job_id, a.attempt, False, "worker shutting down"]])
+                else:
+                    self.queue.appendleft(a)
+        if not child.stopped and not child.recycling:
+            log.warn("dsage.worker.child_died", child=child.index, code=code, signal=sig)
+        if not self.closing and len([c for c in self.children if not c.stopped]) < self.target:
+            self._respawn_later(crashed=not (child.stopped or child.recycling))
+        self._check_idle()
+
+    def _settle_current(self, a: Assigned, code: int | None, sig: int | None) -> None:
+        if a.kill_reason == "timed_out":
+            self._report_done(a, "timed_out", None, None,
+                              f"timed out: the job ran longer than its {a.timeout:g} s timeout and was killed",
+                              0.0, 0.0)
+        elif a.kill_reason == "killed":
+            self._report_done(a, "killed", None, None, "killed by its owner", 0.0, 0.0)
+        elif self.closing:
+            self.report([["back", a.job_id, a.attempt, False, "worker shutting down"]])
+        elif sig == _signal.SIGKILL:
+            # not our doing: the OOM killer, an operator, or the machine going down: retry elsewhere
+            self.report([["back", a.job_id, a.attempt, True, "child process was killed (SIGKILL)"]])
+        elif sig is not None:
+            self._report_done(a, "failed", None, None,
+                              f"the job's process died from {_signame(sig)} (signal {sig}); "
+                              f"the worker restarted the slot", 0.0, 0.0)
+        else:
+            self._report_done(a, "failed", None, None,
+                              f"the job's process exited with code {code} before finishing "
+                              f"(os._exit or sys.exit in a C extension?); the worker restarted the slot",
+                              0.0, 0.0)
+
+    def _respawn_later(self, crashed: bool) -> None:
+        now = self.reactor.seconds()
+        delay = 0.0
+        if crashed:
+            self._crash_times.append(now)
+            if len(self._crash_times) == self._crash_times.maxlen and now - self._crash_times[0] < 5:
+                delay = 2.0  # a child that dies at start-up must not spin the CPU
+        self.reactor.callLater(delay, self._respawn)
+
+    def _respawn(self) -> None:
+        if not self.closing and len([c for c in self.children if not c.stopped]) < self.target:
+            self._spawn()
+
+    # ---------------------------------------------------------------- shutdown
+    def when_idle(self) -> Any:
+        from twisted.internet.defer import Deferred
+        d: Deferred = Deferred()
+        self._idle_waiters.append(d)
+        self._check_idle()
+        return d
+
+    def _check_idle(self) -> None:
+        if self._idle_waiters and not self.queue and not any(c.inflight for c in self.children):
+            ws, self._idle_waiters = self._idle_waiters, []
+            for d in ws:
+                d.callback(None)
+
+    def close(self) -> Any:
+        """Stop every child; fires when they are all gone. Jobs still held are handed back."""
+        from twisted.internet.defer import Deferred, DeferredList
+        self.closing = True
+        self.hand_back_queued("worker shutting down")
+        ds = []
+        for c in list(self.children):
+            d: Deferred = Deferred()
+            orig = c.events.ended
+
+            def ended(child: Any, left: Any, reason: Any, d: Deferred = d, orig: Any = orig) -> None:
+                orig(child, left, reason)
+                d.callback(None)
+            c.events.ended = ended
+            c.signal("KILL")
+            ds.append(d)
+        return DeferredList(ds)

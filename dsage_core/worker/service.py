@@ -1,0 +1,213 @@
+"""The worker monitor as a service: connect and log in, register slots, run what the server pushes.
+
+Runs on any running reactor (``dsage worker`` owns one; the tray embeds one). Reports to the server
+go through one eager :class:`Batcher`; while disconnected they wait and are sent after the next
+login (the server discards what it no longer expects, so nothing is counted twice).
+"""
+from __future__ import annotations
+
+import os
+import platform
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+from foolscap.api import Referenceable
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from dsage_core import __version__
+from dsage_core.protocol import envelope, tubs
+from dsage_core.protocol.batcher import Batcher
+from dsage_core.protocol.connect import ServerConnection
+from dsage_core.protocol.interfaces import RIWorkerRunner
+from dsage_core.worker.pool import ChildPool
+
+log = Logger(namespace="dsage.worker")
+
+
+@dataclass
+class WorkerConfig:
+    """Everything ``dsage worker`` can be told."""
+
+    home: Path
+    furl: str
+    slots: int = 2
+    key_path: Path | None = None
+    anonymous: bool = False
+    mem_limit: int | None = None     #: bytes per job (RLIMIT_AS), None: no limit
+    cpu_limit: float | None = None   #: CPU seconds per job
+    nice: int = 10
+    max_delay: float = 5.0           #: reconnect backoff cap
+
+
+@implementer(RIWorkerRunner)
+class Runner(Referenceable):
+    """What the server calls on this worker."""
+
+    def __init__(self, service: "WorkerService") -> None:
+        self.service = service
+
+    def remote_run(self, batch: bytes) -> None:
+        b = envelope.unpack(batch, what="run batch")
+        self.service.pool.add_jobs(b["jobs"], b.get("blobs") or {})
+
+    def remote_kill(self, job_ids: bytes) -> None:
+        for jid, attempt in envelope.unpack(job_ids, what="kill list"):
+            self.service.pool.kill(jid, attempt)
+
+    def remote_ping(self) -> None:
+        return None
+
+
+def host_inventory(slots: int) -> dict[str, Any]:
+    """What the server shows about this machine."""
+    from dsage_core.client.sage_check import sage_available
+    return {"host": socket.gethostname(), "pid": os.getpid(), "slots": slots,
+            "capabilities": ["sage"] if sage_available() else [],
+            "cpus": os.cpu_count() or 1, "memory": psutil.virtual_memory().total,
+            "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
+            "version": __version__}
+
+
+class WorkerService:
+    """A monitor with N children connected to one server.
+
+    Events (``state`` attribute, see ``on_state``): "connecting", "connected", "disconnected",
+    "error"; the tray shows them.
+    """
+
+    def __init__(self, config: WorkerConfig, reactor: Any) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.state = "connecting"
+        self.error: str | None = None
+        self.worker_id: str | None = None
+        self.session: Any = None
+        self.listeners: list[Any] = []
+        self.reports = Batcher(None, max_items=5000, max_in_flight=1, on_failure=self._report_failed,
+                               size_of=_event_size, max_bytes=64 * 1024 * 1024)
+        scratch = config.home / "scratch"
+        limits: dict[str, Any] = {}
+        if config.mem_limit:
+            limits["mem"] = int(config.mem_limit)
+        if config.cpu_limit:
+            limits["cpu"] = float(config.cpu_limit)
+        self.pool = ChildPool(reactor, config.slots, self.reports.add_many, scratch=scratch,
+                              default_limits=limits, nice=config.nice)
+        self.runner = Runner(self)
+        self._heartbeat: LoopingCall | None = None
+        self.conn: ServerConnection | None = None
+
+    def on_state(self, fn: Any) -> None:
+        self.listeners.append(fn)
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        for fn in self.listeners:
+            try:
+                fn(state)
+            except Exception:
+                log.failure("dsage.worker.listener_failed")
+
+    def start(self) -> None:
+        self.tub = tubs.peer_tub(self.config.home)
+        self.tub.startService()
+        self.conn = ServerConnection(self.tub, self.config.furl, "worker", key_path=self.config.key_path,
+                                     anonymous=self.config.anonymous, on_session=self._got_session,
+                                     on_lost=self._lost, on_error=self._failed,
+                                     max_delay=self.config.max_delay)
+        self.conn.start()
+
+    @inlineCallbacks
+    def _got_session(self, session: Any) -> Any:
+        info = host_inventory(self.pool.slots)
+        answer = yield session.callRemote("register", self.runner, envelope.pack(info))
+        settings = envelope.unpack(answer)
+        self.session = session
+        self.worker_id = settings["worker_id"]
+        self.reports.attach(self._send_reports)
+        self._start_heartbeat(float(settings.get("heartbeat", 3.0)))
+        self._set_state("connected")
+        log.info("dsage.worker.registered", worker=self.worker_id)
+
+    def _send_reports(self, events: list[Any]) -> Deferred:
+        return self.session.callRemote("report", envelope.pack(events))
+
+    def _report_failed(self, events: list[Any], f: Any) -> None:
+        # connection gone: keep the events for the next session (the server drops stale ones)
+        self.reports.requeue_front(events)
+        self.reports.attach(None)
+
+    def _start_heartbeat(self, interval: float) -> None:
+        if self._heartbeat is not None and self._heartbeat.running:
+            self._heartbeat.stop()
+        self._heartbeat = LoopingCall(self.send_heartbeat)
+        self._heartbeat.clock = self.reactor
+        self._heartbeat.start(interval, now=False).addErrback(lambda f: None)
+
+    def send_heartbeat(self) -> None:
+        if self.session is None:
+            return
+        state = {"slots": self.pool.slots, "busy": self.pool.busy, "paused": self.pool.paused}
+        self.session.callRemote("heartbeat", envelope.pack(state)).addErrback(lambda f: None)
+
+    def _lost(self) -> None:
+        self.session = None
+        self.reports.attach(None)
+        if self._heartbeat is not None and self._heartbeat.running:
+            self._heartbeat.stop()
+        # the server requeued what we held; drop jobs we have not started yet
+        self.pool.queue.clear()
+        self._set_state("disconnected")
+        log.warn("dsage.worker.disconnected")
+
+    def _failed(self, e: Exception) -> None:
+        self.error = str(e)
+        self._set_state("error")
+
+    # ---------------------------------------------------------------- controls (tray, tests)
+    def set_slots(self, n: int) -> None:
+        self.pool.set_slots(n)
+        self.send_heartbeat()
+
+    def pause(self, paused: bool) -> None:
+        self.pool.pause(paused)
+        self.send_heartbeat()
+
+    @inlineCallbacks
+    def stop(self, drain: bool = False) -> Any:
+        """Stop; with *drain*, first let running jobs finish (queued ones go back to the server)."""
+        if drain:
+            self.pool.hand_back_queued("worker finishing")
+            self.pause(False)
+            self.pool.set_slots(self.pool.slots)  # keep children; just wait
+            yield self.pool.when_idle()
+            yield self.reports.when_idle()
+        if self._heartbeat is not None and self._heartbeat.running:
+            self._heartbeat.stop()
+        if self.conn is not None:
+            self.conn.stop()
+        yield self.pool.close()
+        if self.session is not None:
+            try:
+                yield _with_timeout(self.reactor, self.reports.when_idle(), 2.0)
+            except Exception:
+                pass
+        yield self.tub.stopService()
+
+
+def _event_size(e: list[Any]) -> int:
+    if e and e[0] == "done" and isinstance(e[4], bytes):
+        return len(e[4]) + 100
+    if e and e[0] == "out":
+        return len(e[3]) + 50
+    return 60
+
+
+def _with_timeout(reactor: Any, d: Deferred, seconds: float) -> Deferred:
+    return d.addTimeout(seconds, reactor)
