@@ -11,17 +11,33 @@ FIRST_EXCEPTION = "FIRST_EXCEPTION"
 ALL_COMPLETED = "ALL_COMPLETED"
 
 
+def on_done_many(jobs: list[Any], fn: Any) -> None:
+    """``fn(job)`` when each job finishes; jobs of one client are registered in one reactor hop."""
+    by_client: dict[int, list[Any]] = {}
+    for j in jobs:
+        client = getattr(j, "_client", None)
+        if client is None or not hasattr(client, "aclient"):
+            j.add_done_callback(fn)
+        else:
+            by_client.setdefault(id(client.aclient), []).append(j)
+    for group in by_client.values():
+        ac = group[0]._client.aclient
+        ac.call_when_done_many([(j._s, (lambda s, j=j: fn(j))) for j in group])
+
+
 def as_completed(jobs: Iterable[Any], timeout: float | None = None) -> Iterator[Any]:
     """Yield jobs as they finish (any terminal state); TimeoutError after *timeout* seconds."""
     jobs = list(jobs)
     q: queue.SimpleQueue[Any] = queue.SimpleQueue()
     pending = 0
+    waiting = []
     for j in jobs:
         if j.done():
             yield j
         else:
             pending += 1
-            j.add_done_callback(q.put)
+            waiting.append(j)
+    on_done_many(waiting, q.put)
     deadline = None if timeout is None else time.monotonic() + timeout
     seen: set[int] = set()
     while pending:

@@ -51,6 +51,27 @@ def translate(f: Any) -> Any:
     return f
 
 
+class _SubmitGroup:
+    """The jobs of one submit_many call: one Deferred for all of them, in order."""
+
+    __slots__ = ("results", "missing", "deferred")
+
+    def __init__(self, n: int) -> None:
+        self.results: list[Any] = [None] * n
+        self.missing = n
+        self.deferred: Deferred = Deferred()
+
+    def put(self, i: int, state: JobState) -> None:
+        self.results[i] = state
+        self.missing -= 1
+        if self.missing == 0 and not self.deferred.called:
+            self.deferred.callback(self.results)
+
+    def fail(self, f: Any) -> None:
+        if not self.deferred.called:
+            self.deferred.errback(f)
+
+
 @implementer(RIClientListener)
 class _Listener(Referenceable):
     def __init__(self, client: "AsyncClient") -> None:
@@ -184,11 +205,16 @@ class AsyncClient:
 
     def call_when_done(self, s: JobState, fn: Callable[[JobState], None]) -> None:
         """Run *fn(state)* on the reactor thread once the job is finished."""
+        self.call_when_done_many([(s, fn)])
+
+    def call_when_done_many(self, pairs: list[tuple[JobState, Callable[[JobState], None]]]) -> None:
+        """Register many done-callbacks with one hop to the reactor thread."""
         def on_reactor() -> None:
-            if s.status in TERMINAL:
-                fn(s)
-            else:
-                s.callbacks.append(fn)
+            for s, fn in pairs:
+                if s.status in TERMINAL:
+                    fn(s)
+                else:
+                    s.callbacks.append(fn)
         if self._on_reactor_thread():
             on_reactor()
         else:
@@ -206,31 +232,28 @@ class AsyncClient:
         return d.addCallback(lambda _: self._enqueue(subs))
 
     def _enqueue(self, subs: list[Submission]) -> Deferred:
-        from twisted.internet.defer import gatherResults
-        ds = []
-        for s in subs:
-            d: Deferred = Deferred()
-            self._submits.add((s, d))
-            ds.append(d)
-        return gatherResults(ds, consumeErrors=True).addErrback(lambda f: f.value.subFailure)
+        group = _SubmitGroup(len(subs))
+        self._submits.add_many([(s, group, i) for i, s in enumerate(subs)])
+        return group.deferred
 
-    def _send_submits(self, items: list[tuple[Submission, Deferred]]) -> Deferred:
+    def _send_submits(self, items: list[tuple[Submission, "_SubmitGroup", int]]) -> Deferred:
         now = self.reactor.seconds()
-        d = self.session.callRemote("submit", envelope.pack([s.wire() for s, _ in items]))
+        d = self.session.callRemote("submit", envelope.pack([s.wire() for s, _, _ in items]))
         d.addErrback(translate)
 
         def got(ids_packed: bytes) -> None:
             ids = envelope.unpack(ids_packed)
-            for (sub, dd), jid in zip(items, ids):
-                st = self.states.get(jid)
+            states = self.states
+            for (sub, group, i), jid in zip(items, ids):
+                st = states.get(jid)
                 if st is None:
-                    st = self.states[jid] = JobState(jid, sub.name, sub.kind, now)
-                st.name, st.kind, st.code, st.priority = sub.name, sub.kind, sub.code, sub.options.priority
-                dd.callback(st)
+                    st = states[jid] = JobState(jid, sub.name, sub.kind, now)
+                st.code, st.priority = sub.code, sub.options.priority
+                group.put(i, st)
 
         def failed(f: Any) -> None:
-            for _, dd in items:
-                dd.errback(f)
+            for _, group, _ in items:
+                group.fail(f)
         d.addCallbacks(got, failed)
         return d
 

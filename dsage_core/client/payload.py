@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -76,7 +77,25 @@ def _pack(d: dict[str, Any]) -> bytes:
     return msgpack.packb(d, use_bin_type=True)
 
 
+_PLAIN = (int, float, str, bytes, bool, type(None), complex)
+
+
+def _is_plain(obj: Any, depth: int = 0) -> bool:
+    t = type(obj)
+    if t in _PLAIN:
+        return True
+    if depth > 8:
+        return False
+    if t is tuple or t is list:
+        return all(_is_plain(x, depth + 1) for x in obj)
+    if t is dict:
+        return all(_is_plain(k, depth + 1) and _is_plain(v, depth + 1) for k, v in obj.items())
+    return False
+
+
 def _pickle(obj: Any, what: str) -> bytes:
+    if _is_plain(obj):  # plain arguments: the C pickler is ~20x faster than cloudpickle's
+        return pickle.dumps(obj, protocol=5)
     try:
         return cloudpickle.dumps(obj)
     except Exception as e:

@@ -56,8 +56,13 @@ class ServerConnection:
 
     def start(self) -> None:
         self._rc = self.tub.connectTo(self.furl, self._got_login)
+        # Foolscap's backoff starts at 1 s and grows by e: far too slow for a server that is
+        # starting at the same moment (start_all) or restarting after a crash. The first
+        # attempt is still in flight here, so the retry delays can be set before it fails.
+        self._rc.initialDelay = 0.05
+        self._rc._delay = 0.05
+        self._rc.factor = 1.6
         self._rc.maxDelay = self.max_delay
-        self._rc.initialDelay = 0.25
 
     def stop(self) -> None:
         if self._rc is not None:

@@ -531,15 +531,16 @@ class JobServer:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if self._running_rows:
-            rows, self._running_rows = self._running_rows, []
-            self._store_call(self.store.mark_running(rows))
-        if self._finished_rows:
-            batch, self._finished_rows = self._finished_rows, []
-            d = self.store.finish_jobs([r for r, _ in batch])
-            d.addCallback(lambda _: self._committed([j for _, j in batch]))
-            d.addErrback(self._finish_failed, [j for _, j in batch])
-            self._store_call(d)
+        if not (self._running_rows or self._finished_rows):
+            return
+        running, self._running_rows = self._running_rows, []
+        batch, self._finished_rows = self._finished_rows, []
+        d = self.store.record(running, [r for r, _ in batch])
+        if batch:
+            jobs = [j for _, j in batch]
+            d.addCallback(lambda _: self._committed(jobs))
+            d.addErrback(self._finish_failed, jobs)
+        self._store_call(d)
 
     def _store_call(self, d: Deferred) -> None:
         self._store_writes.add(d)

@@ -163,21 +163,34 @@ class SqliteStore:
                           "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'queued')", rows)
         return self._write(thd)
 
+    @staticmethod
+    def _thd_running(c: sqlite3.Connection, rows: list[RunningJob]) -> None:
+        c.executemany("UPDATE jobs SET status='running', attempts=?, worker=?, started=? WHERE id=? "
+                      "AND status IN ('queued','running')",
+                      [(r.attempt, r.worker, r.started, r.id) for r in rows])
+
+    @staticmethod
+    def _thd_finished(c: sqlite3.Connection, rows: list[FinishedJob]) -> None:
+        c.executemany("UPDATE jobs SET status=?, result=?, result_preview=?, error=?, output=?, "
+                      "started=COALESCE(?, started), finished=?, worker=COALESCE(?, worker), "
+                      "progress=CASE WHEN ?='completed' THEN 1.0 ELSE progress END, payload=NULL "
+                      "WHERE id=?",
+                      [(r.status, r.result, r.result_preview, r.error, r.output, r.started, r.finished,
+                        r.worker, r.status, r.id) for r in rows])
+
     def mark_running(self, rows: list[RunningJob]) -> Deferred:
-        def thd(c: sqlite3.Connection) -> None:
-            c.executemany("UPDATE jobs SET status='running', attempts=?, worker=?, started=? WHERE id=? "
-                          "AND status IN ('queued','running')",
-                          [(r.attempt, r.worker, r.started, r.id) for r in rows])
-        return self._write(thd)
+        return self._write(self._thd_running, rows)
 
     def finish_jobs(self, rows: list[FinishedJob]) -> Deferred:
+        return self._write(self._thd_finished, rows)
+
+    def record(self, running: list[RunningJob], finished: list[FinishedJob]) -> Deferred:
+        """Dispatches and results of one reactor turn, in one transaction (one commit)."""
         def thd(c: sqlite3.Connection) -> None:
-            c.executemany("UPDATE jobs SET status=?, result=?, result_preview=?, error=?, output=?, "
-                          "started=COALESCE(?, started), finished=?, worker=COALESCE(?, worker), "
-                          "progress=CASE WHEN ?='completed' THEN 1.0 ELSE progress END, payload=NULL "
-                          "WHERE id=?",
-                          [(r.status, r.result, r.result_preview, r.error, r.output, r.started, r.finished,
-                            r.worker, r.status, r.id) for r in rows])
+            if running:
+                self._thd_running(c, running)
+            if finished:
+                self._thd_finished(c, finished)
         return self._write(thd)
 
     def requeue_jobs(self, rows: list[tuple[int, int]]) -> Deferred:

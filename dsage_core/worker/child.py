@@ -90,7 +90,11 @@ class Child:
         self.oldest_done = 0.0
         self.scratch_base = Path(os.environ.get("DSAGE_SCRATCH") or os.path.join(
             os.environ.get("TMPDIR", "/tmp"), f"dsage-child-{os.getpid()}"))
-        self.scratch_base.mkdir(parents=True, exist_ok=True)
+        # one scratch dir per child, emptied after every job: each job starts in an empty cwd
+        # (creating and removing a directory per job would cost more than a no-op job itself)
+        self.scratch = self.scratch_base / "job"
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        os.chdir(self.scratch)
         self.max_rss = int(os.environ.get("DSAGE_CHILD_MAX_RSS", str(2 * 1024**3)))
         self.capture = Capture(self.chan)
         self.sage_ns: dict[str, Any] | None = None
@@ -116,6 +120,24 @@ class Child:
                 self.chan.send(["recycle"])
                 return
 
+    def _clean_scratch(self) -> None:
+        if os.getcwd() != str(self.scratch):
+            try:
+                os.chdir(self.scratch)
+            except OSError:  # the job removed it
+                self.scratch.mkdir(parents=True, exist_ok=True)
+                os.chdir(self.scratch)
+        with os.scandir(self.scratch) as it:
+            leftovers = [e.path for e in it]
+        for path in leftovers:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+
     def flush_done(self) -> None:
         if self.pending_done:
             batch, self.pending_done = self.pending_done, []
@@ -134,15 +156,12 @@ class Child:
         job_id, payload_bytes, blob_id, blob, limits = entry
         limits = limits or {}
         t0, c0 = time.perf_counter(), _cpu()
-        scratch = self.scratch_base / f"job-{job_id}"
-        scratch.mkdir(parents=True, exist_ok=True)
-        old_cwd = os.getcwd()
+        scratch = self.scratch
         status, result, error, preview = "completed", None, None, None
         self.capture.begin(job_id, int(limits.get("out") or 1024 * 1024))
         progress_mod._set_sender(job_id, self.chan)
         restore = self._apply_limits(limits)
         try:
-            os.chdir(scratch)
             payload = msgpack.unpackb(payload_bytes, raw=False)
             value = self._execute(payload, blob_id, blob, scratch)
             restore()
@@ -167,8 +186,7 @@ class Child:
             status, error = "failed", _bounded_traceback(e)
         finally:
             restore()
-            os.chdir(old_cwd)
-            shutil.rmtree(scratch, ignore_errors=True)
+            self._clean_scratch()
             progress_mod._flush_and_clear()
             self.capture.end()
         if not self.pending_done:

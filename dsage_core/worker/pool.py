@@ -91,7 +91,8 @@ class ChildPool:
         env.update(DSAGE_SCRATCH=str(scratch), TMPDIR=str(scratch), DOT_SAGE=str(scratch / ".sage"),
                    CYSIGNALS_CRASH_NDEBUG="1", PYTHONUNBUFFERED="1")
         events = ChildEvents(done=self._on_done, output=self._on_output, progress=self._on_progress,
-                             ended=self._on_ended, ready=lambda c: self._on_ready(c))
+                             ended=self._on_ended, ready=lambda c: self._on_ready(c),
+                             drained=lambda c: self._pump())
         child = ChildProcess(idx, self.reactor, env, events)
         child.scratch = scratch  # type: ignore[attr-defined]
         self.children.append(child)
@@ -140,7 +141,7 @@ class ChildPool:
         for child in sorted(self.children, key=lambda c: c.load):
             if not self.queue:
                 break
-            room = child.allowance() - child.load
+            room = child.wants_more()
             if room <= 0:
                 continue
             batch = [self.queue.popleft() for _ in range(min(room, 64, len(self.queue)))]
@@ -153,7 +154,6 @@ class ChildPool:
         if a.kill_reason == "killed":
             status, result, error = "killed", None, "killed by its owner"
         self._report_done(a, status, result, preview, error, cpu, wall)
-        self._pump()
 
     def _report_done(self, a: Assigned, status: str, result: Any, preview: Any, error: Any,
                      cpu: float, wall: float) -> None:
