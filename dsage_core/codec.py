@@ -112,9 +112,13 @@ _repr.maxlist = _repr.maxtuple = _repr.maxset = _repr.maxdict = 12
 
 
 def preview(value: Any, limit: int = 200) -> str:
-    """A bounded repr for tables and listings; never raises."""
+    """A bounded repr for tables and listings; never raises (and never reprs a huge value whole)."""
     try:
-        text = _repr.repr(value)
+        t = type(value)
+        if t in (bytes, bytearray, str) and len(value) > limit:
+            text = repr(value[:limit]) + f"... ({len(value)} {'chars' if t is str else 'bytes'})"
+        else:
+            text = _repr.repr(value)
     except Exception as e:  # a broken __repr__ must not fail the job
         text = f"<{type(value).__name__} (repr failed: {e})>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
