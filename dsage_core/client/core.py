@@ -40,7 +40,8 @@ def translate(f: Any) -> Any:
     exc = f.value
     if isinstance(exc, RemoteException):
         cf = exc.failure
-        tname = str(getattr(cf, "type", "")).rsplit(".", 1)[-1].strip("'>")
+        t = getattr(cf, "type", "")
+        tname = getattr(t, "__name__", None) or str(t).rsplit(".", 1)[-1].strip("'>")
         msg = str(getattr(cf, "value", cf))
         cls = _ERRORS.get(tname)
         if cls is None and tname == "Violation":

@@ -38,7 +38,7 @@ def remote_message(failure_or_exc: object) -> str:
     if isinstance(exc, RemoteException):
         f = exc.failure
         text = getattr(f, "value", None) or str(f)
-        name = getattr(f, "type", "")
-        name = str(name).rsplit(".", 1)[-1].rstrip("'>")
+        t = getattr(f, "type", "")
+        name = getattr(t, "__name__", None) or str(t).rsplit(".", 1)[-1].rstrip("'>")
         return f"{name}: {text}" if name else str(text)
     return f"{type(exc).__name__}: {exc}"
