@@ -16,6 +16,7 @@ __all__ = ["start_all", "connect", "as_completed", "wait", "progress", "Client",
            "DistributedFunction", "TaskQueue",
            "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED", "__version__"]
 
+from dsage_core._progress import progress
 from dsage_core.waiting import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
 
 
@@ -32,7 +33,4 @@ def __getattr__(name: str) -> Any:  # lazy: importing dsage_core must not import
     if name == "TaskQueue":
         from dsage_core.client.taskqueue import TaskQueue
         return TaskQueue
-    if name == "progress":
-        from dsage_core.progress import progress
-        return progress
     raise AttributeError(name)

@@ -90,7 +90,10 @@ class DistributedFunction:
                 pass
 
     def tag_of(self, job: Job) -> str:
-        return self._outstanding.get(job.id, "")
+        """The tag given when *job* was submitted (also while its result is being processed)."""
+        if job.id in self._outstanding:
+            return self._outstanding[job.id]
+        return getattr(self, "_current_tag", "")
 
     # ---------------------------------------------------------------- state
     @property
@@ -152,14 +155,13 @@ class DistributedFunction:
 
     def step(self, job: Job) -> None:
         """Process one finished job (what :meth:`run` does for each)."""
+        # forget the job first: a save() made inside process_result must not list it as outstanding
+        self._current_tag = self._outstanding.pop(job.id, "")
         self.jobs_done += 1
-        try:
-            if job.status == "completed":
-                self.process_result(job)
-            else:
-                self.process_failure(job)
-        finally:
-            self._outstanding.pop(job.id, None)
+        if job.status == "completed":
+            self.process_result(job)
+        else:
+            self.process_failure(job)
 
     def _reattach(self) -> None:
         for jid, tag in list(self._outstanding.items()):

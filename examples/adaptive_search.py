@@ -61,7 +61,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--hi", type=int, default=300_000)
     ap.add_argument("--threshold", type=int, default=300)
-    ap.add_argument("--timeout", type=float, default=1.0)
+    ap.add_argument("--timeout", type=float, default=0.4)
     args = ap.parse_args()
     D = dsage.start_all(workers=2)
     try:

@@ -24,7 +24,7 @@ from typing import Any
 
 import msgpack
 
-from dsage_core import codec, progress as progress_mod
+from dsage_core import _progress as progress_mod, codec
 from dsage_core.worker.capture import Capture
 from dsage_core.worker.framing import FrameDecoder, pack_frame
 
