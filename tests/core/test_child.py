@@ -1,0 +1,163 @@
+"""The child process, driven directly over its pipes (no Twisted): the job protocol contract."""
+import os
+import select
+import subprocess
+import sys
+import time
+
+import cloudpickle
+import msgpack
+import pytest
+
+from dsage_core.worker.framing import FrameDecoder, pack_frame
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class ChildDriver:
+    """Starts ``python -m dsage_core.worker.child`` with fd 3 as its message pipe."""
+
+    def __init__(self, tmp_path):
+        r, w = os.pipe()
+        env = dict(os.environ, DSAGE_SCRATCH=str(tmp_path / "scratch"), DSAGE_NICE="0")
+        self.proc = subprocess.Popen([sys.executable, "-m", "dsage_core.worker.child"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                     close_fds=False, preexec_fn=lambda: os.dup2(w, 3))
+        os.close(w)
+        self.r = r
+        self.dec = FrameDecoder()
+        self.inbox = []
+
+    def send(self, obj):
+        self.proc.stdin.write(pack_frame(obj))
+        self.proc.stdin.flush()
+
+    def run(self, *jobs):
+        self.send(["run", list(jobs)])
+
+    def next(self, kind, timeout=30):
+        end = time.monotonic() + timeout
+        while True:
+            for i, m in enumerate(self.inbox):
+                if m[0] == kind:
+                    return self.inbox.pop(i)
+            left = end - time.monotonic()
+            assert left > 0, f"no {kind} frame; got {self.inbox}"
+            ready, _, _ = select.select([self.r], [], [], left)
+            if ready:
+                data = os.read(self.r, 1 << 20)
+                assert data, "child closed its pipe"
+                self.inbox += self.dec.feed(data)
+
+    def dones(self, n, timeout=30):
+        out = []
+        while len(out) < n:
+            out += self.next("done", timeout)[1]
+        return {d[0]: d for d in out}
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+        os.close(self.r)
+
+
+@pytest.fixture
+def child(tmp_path):
+    c = ChildDriver(tmp_path)
+    yield c
+    c.close()
+
+
+def code(job_id, text, mode="expr", **extra):
+    return [job_id, msgpack.packb({"k": mode, "code": text, "fname": "<dsage>", **extra}), None, None, {}]
+
+
+def decoded(d):
+    from dsage_core import codec
+    return codec.decode_value(d[2]) if d[2] is not None else None
+
+
+def test_hello_and_expression(child):
+    """The child says hello, then runs 2+2 -> 4."""
+    assert child.next("hello")[1] == child.proc.pid
+    child.run(code(1, "2+2"))
+    d = child.dones(1)[1]
+    assert d[1] == "completed" and decoded(d) == 4 and d[4] == "4"
+
+
+def test_exec_result_vars_and_files(child):
+    """exec mode returns DSAGE_RESULT; user vars and loaded files are visible."""
+    files = [["helper.py", b"def h(x):\n    return x + 1\n"], ["data.txt", b"abc"]]
+    child.run(code(1, "DSAGE_RESULT = (h(a), open('data.txt').read())", "exec",
+                   vars=cloudpickle.dumps({"a": 41}), files=files))
+    assert decoded(child.dones(1)[1]) == (42, "abc")
+
+
+def test_function_blob_sent_once(child):
+    """A function blob is cached: the second job references it without the bytes."""
+    import hashlib
+    blob = cloudpickle.dumps(lambda x: x * 10)
+    bid = hashlib.sha256(blob).hexdigest()
+    p = lambda x: msgpack.packb({"k": "func", "args": cloudpickle.dumps(((x,), {}))})
+    child.run([1, p(1), bid, blob, {}], [2, p(2), bid, None, {}])
+    d = child.dones(2)
+    assert decoded(d[1]) == 10 and decoded(d[2]) == 20
+
+
+def test_errors_are_tracebacks(child):
+    """An exception and a syntax error fail the job with traceback text naming the user's line."""
+    child.run(code(1, "x = 1\n1/0", "exec"), code(2, "def (:", "exec"))
+    d = child.dones(2)
+    assert d[1][1] == "failed" and "ZeroDivisionError" in d[1][3] and "1/0" in d[1][3]
+    assert d[2][1] == "failed" and "SyntaxError" in d[2][3]
+
+
+def test_output_streamed_and_truncated(child):
+    """print output arrives as out frames; past the limit a marker is added and the rest dropped."""
+    child.run([1, msgpack.packb({"k": "exec", "code": "for i in range(1000): print('z' * 99)"}), None, None,
+               {"out": 5000}])
+    child.dones(1)
+    texts = "".join(m[2] for m in child.inbox if m[0] == "out")
+    assert "output truncated after 5000 bytes" in texts and len(texts) < 6000
+
+
+def test_memory_limit(child):
+    """Allocating past the job's memory limit fails it with a clear reason; the child keeps serving."""
+    child.run([1, msgpack.packb({"k": "exec", "code": "x = bytearray(1024**3)"}), None, None,
+               {"mem": 300 * 1024**2}], code(2, "'still alive'"))
+    d = child.dones(2)
+    assert d[1][1] == "failed" and "memory limit of 300 MiB hit" in d[1][3]
+    assert decoded(d[2]) == "still alive"
+
+
+def test_progress_in_order(child):
+    """progress() from job code sends increasing values ending at 1.0."""
+    child.run(code(1, "import dsage_core\nfor i in range(5): dsage_core.progress(i / 4, str(i))", "exec"))
+    child.dones(1)
+    values = [m[2] for m in child.inbox if m[0] == "progress"]
+    assert values == sorted(values) and values[-1] == 1.0
+
+
+def test_no_twisted_in_child(child):
+    """The child never imports Twisted or Foolscap."""
+    child.run(code(1, "import sys\n('twisted' in sys.modules, 'foolscap' in sys.modules)"))
+    assert decoded(child.dones(1)[1]) == (False, False)
+
+
+def test_many_jobs_coalesce_done_frames(child):
+    """64 no-op jobs sent in one frame come back in a few done frames, not 64."""
+    child.next("hello")
+    child.run(*[code(i, "None") for i in range(64)])
+    frames, got = 0, 0
+    while got < 64:
+        got += len(child.next("done")[1])
+        frames += 1
+    assert frames <= 8
+
+
+def test_scratch_dir_is_empty_for_each_job(child):
+    """Files a job leaves in its working directory are gone before the next job."""
+    child.run(code(1, "open('left.txt', 'w').write('x')\nimport os\nos.listdir('.')"),
+              code(2, "import os\nos.listdir('.')"))
+    d = child.dones(2)
+    assert decoded(d[1]) == ["left.txt"] and decoded(d[2]) == []
