@@ -103,6 +103,7 @@ class AsyncClient:
         self.states: dict[int, JobState] = {}
         self.session: Any = None
         self.connection_state = "connecting"
+        self.follow_all = False   #: receive updates for all of this user's jobs (set before start)
         self._subscribers: list[Callable[[str, Any], None]] = []
         self._ready: list[Deferred] = []
         self._error: Exception | None = None
@@ -145,6 +146,8 @@ class AsyncClient:
         yield session.callRemote("subscribe", self._listener)
         self.user, self.role = version.get("user", ""), version.get("role", "")
         self.limits = version.get("limits", {})
+        if self.follow_all:
+            yield session.callRemote("watch_all", True)
         self.session = session
         self._uploaded.clear()
         # re-watch unfinished jobs after a reconnect so waits finish normally
@@ -343,7 +346,7 @@ def _info(row: dict[str, Any]) -> JobInfo:
 
 
 def connect_async(server: str, key: str | None, home: str | None, reactor: Any,
-                  timeout: float = 10.0) -> Deferred:
+                  timeout: float = 10.0, follow_all: bool = False) -> Deferred:
     """Connect and log in on a running reactor; fires with an :class:`AsyncClient`."""
     from dsage_core.home import KEY_FILE, resolve_home
     from dsage_core.protocol.connect import read_furl
@@ -351,5 +354,6 @@ def connect_async(server: str, key: str | None, home: str | None, reactor: Any,
     furl = read_furl(server)
     key_path = Path(key).expanduser() if key else h / KEY_FILE
     c = AsyncClient(reactor, h, furl, key_path)
+    c.follow_all = follow_all
     c.start()
     return c.when_connected(timeout)

@@ -57,6 +57,10 @@ class RIClientSession(RemoteInterface):
         """Register the object that receives pushed updates for this session."""
         return None
 
+    def watch_all(enable=BooleanConstraint()):
+        """Push updates for every job of this user, wherever it was submitted (the desktop app)."""
+        return None
+
     def submit(batch=WIRE_BATCH):
         """Store a batch of new jobs durably, then queue them; returns the packed list of new job ids."""
         return WIRE_BATCH

@@ -110,6 +110,7 @@ class JobServer:
         self.next_id = 1
         self.workers: dict[str, Worker] = {}
         self.clients: set[Any] = set()
+        self.owner_watchers: dict[str, set[Any]] = {}   #: sessions that follow all of a user's jobs
         self.heartbeat_interval = max(0.5, self.scheduler.lease_timeout / 4)
         self.watchers: dict[int, set[Any]] = {}
         self.blobs: dict[str, bytes] = {}
@@ -299,8 +300,20 @@ class JobServer:
     def describe_workers(self) -> list[dict[str, Any]]:
         return [w.describe() for w in self.workers.values()]
 
+    def watch_owner(self, owner: str, watcher: Any, enable: bool) -> None:
+        """Push updates of every job of *owner* (the desktop app follows jobs submitted anywhere)."""
+        ws = self.owner_watchers.setdefault(owner, set())
+        if enable:
+            ws.add(watcher)
+        else:
+            ws.discard(watcher)
+        if not ws:
+            del self.owner_watchers[owner]
+
     def forget_watcher(self, watcher: Any) -> None:
         """A client went away: stop pushing to it."""
+        for owner in list(self.owner_watchers):
+            self.watch_owner(owner, watcher, False)
         for jid in [j for j, ws in self.watchers.items() if watcher in ws]:
             ws = self.watchers[jid]
             ws.discard(watcher)
@@ -564,9 +577,12 @@ class JobServer:
 
     def _notify(self, jobs: list[ActiveJob]) -> None:
         per_watcher: dict[Any, list[ActiveJob]] = {}
+        owners = self.owner_watchers
         for job in jobs:
             for w in self.watchers.get(job.id, ()):
                 per_watcher.setdefault(w, []).append(job)
+            for w in owners.get(job.owner, ()) if owners else ():
+                per_watcher.setdefault(w, []).append(job)  # duplicates collapse in the pusher
         for w, js in per_watcher.items():
             w.push_jobs(js)
 

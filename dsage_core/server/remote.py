@@ -135,6 +135,9 @@ class ClientSession(Referenceable):
         self.core.forget_watcher(self)
         self.listener = None
 
+    def remote_watch_all(self, enable: bool) -> None:
+        self.core.watch_owner(self.who.name, self, bool(enable))
+
     def remote_submit(self, batch: bytes) -> Any:
         jobs = envelope.expect_list(envelope.unpack(batch, max_len=self.core.limits.max_batch_bytes,
                                                     what="submit batch"), "submit batch",

@@ -97,6 +97,9 @@ class Child:
         os.chdir(self.scratch)
         self.max_rss = int(os.environ.get("DSAGE_CHILD_MAX_RSS", str(2 * 1024**3)))
         self.capture = Capture(self.chan)
+        self.done_lock = threading.Lock()
+        self.job_started = threading.Event()
+        threading.Thread(target=self._done_flusher, name="dsage-done", daemon=True).start()
         self.sage_ns: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ the loop
@@ -139,9 +142,20 @@ class Child:
                     pass
 
     def flush_done(self) -> None:
-        if self.pending_done:
+        with self.done_lock:
+            if not self.pending_done:
+                return
             batch, self.pending_done = self.pending_done, []
             self.chan.send(["done", batch])
+
+    def _done_flusher(self) -> None:
+        """Dones buffered while the next job runs go out within COALESCE_S, however long that job is
+        (the monitor starts the next job's timeout clock when the previous done arrives)."""
+        while True:
+            self.job_started.wait()
+            self.job_started.clear()
+            time.sleep(COALESCE_S)  # the coalescing window itself, not a wait for a condition
+            self.flush_done()
 
     @staticmethod
     def _rss() -> int:
@@ -155,6 +169,8 @@ class Child:
     def run_one(self, entry: list[Any]) -> None:
         job_id, payload_bytes, blob_id, blob, limits = entry
         limits = limits or {}
+        if self.pending_done:
+            self.job_started.set()
         t0, c0 = time.perf_counter(), _cpu()
         scratch = self.scratch
         status, result, error, preview = "completed", None, None, None
@@ -189,9 +205,11 @@ class Child:
             self._clean_scratch()
             progress_mod._flush_and_clear()
             self.capture.end()
-        if not self.pending_done:
-            self.oldest_done = time.perf_counter()
-        self.pending_done.append([job_id, status, result, error, preview, _cpu() - c0, time.perf_counter() - t0])
+        entry = [job_id, status, result, error, preview, _cpu() - c0, time.perf_counter() - t0]
+        with self.done_lock:
+            if not self.pending_done:
+                self.oldest_done = time.perf_counter()
+            self.pending_done.append(entry)
 
     def _execute(self, p: dict[str, Any], blob_id: str | None, blob: bytes | None, scratch: Path) -> Any:
         kind = p.get("k")

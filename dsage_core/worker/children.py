@@ -192,17 +192,25 @@ class ChildProcess(protocol.ProcessProtocol):
                 self._done(entry)
             self.events.drained(self)
         elif kind == "out":
-            if self.inflight and self.inflight[0].job_id == msg[1]:
-                self.events.output(self.inflight[0], msg[2])
+            a = self._find(msg[1])
+            if a is not None:
+                self.events.output(a, msg[2])
         elif kind == "progress":
-            if self.inflight and self.inflight[0].job_id == msg[1]:
-                self.events.progress(self.inflight[0], msg[2], msg[3])
+            a = self._find(msg[1])
+            if a is not None:
+                self.events.progress(a, msg[2], msg[3])
         elif kind == "hello":
             self.capabilities = msg[2] or {}
             self.ready = True
             self.events.ready(self)
         elif kind == "recycle":
             self.recycling = True
+
+    def _find(self, job_id: int) -> Assigned | None:
+        for a in self.inflight:
+            if a.job_id == job_id:
+                return a
+        return None
 
     def _done(self, entry: list[Any]) -> None:
         if not self.inflight or self.inflight[0].job_id != entry[0]:

@@ -161,3 +161,16 @@ def test_scratch_dir_is_empty_for_each_job(child):
               code(2, "import os\nos.listdir('.')"))
     d = child.dones(2)
     assert decoded(d[1]) == ["left.txt"] and decoded(d[2]) == []
+
+
+def test_dones_of_short_jobs_do_not_wait_for_a_long_one(child):
+    """Dones buffered before a long job go out while it runs (the monitor times the next job from them)."""
+    child.next("hello")
+    slow = code(3, "import time\nprint('slow started', flush=True)\ntime.sleep(3)\n'slow'")
+    child.run(code(1, "1"), code(2, "2"), slow)
+    t0 = time.monotonic()
+    got = {}
+    while not {1, 2} <= set(got):
+        got.update({d[0]: d for d in child.next("done", timeout=10)[1]})
+    assert 3 not in got and time.monotonic() - t0 < 2.0
+    assert any(m[0] == "out" and m[1] == 3 for m in child.inbox) or child.next("out")[1] == 3

@@ -1,0 +1,78 @@
+"""``dsage gui`` / ``python -m dsage_gui``: the desktop app (embedded server by default)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+DEMO = [("2+2", "expr"), ("sum(i*i for i in range(10**6))", "expr"), ("1/0", "expr"),
+        ("import math\nDSAGE_RESULT = math.factorial(50)", "exec"), ("undefined_name", "expr"),
+        ("import time\nfor i in range(4):\n    print('step', i)\n    time.sleep(0.2)\nDSAGE_RESULT = 'slow'", "exec")]
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="dsage gui", description="the dsage desktop app")
+    p.add_argument("--server", help="connect to this server (furl or furl file) instead of embedding one")
+    p.add_argument("--key", help="private key for --server")
+    p.add_argument("--home", help="dsage home")
+    p.add_argument("--workers", type=int, help="slots of the embedded local worker (default: cores - 1)")
+    p.add_argument("--screenshot", help="start offscreen, wait for live data, save a PNG of the window, exit")
+    p.add_argument("--demo", action="store_true", help="submit a small batch of mixed jobs at start")
+    return p.parse_args(argv)
+
+
+def settings_path() -> None:
+    """Tests and screenshots keep their QSettings away from the user's."""
+    from PySide6.QtCore import QSettings
+    d = os.environ.get("DSAGE_SETTINGS_DIR")
+    if d:
+        QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+        QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, d)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv if argv is not None else sys.argv[1:])
+    from dsage_gui.app import bootstrap, run
+    app, loop, reactor = bootstrap(offscreen=bool(args.screenshot))
+    settings_path()
+    state: dict[str, Any] = {"code": 0}
+
+    def start(reactor: Any) -> None:
+        from dsage_gui.main_window import MainWindow
+        from dsage_gui.session import open_session
+        from dsage_core.worker.reaping import ensure_reaper
+        ensure_reaper(reactor)
+        d = open_session(reactor, server=args.server, key=args.key, home=args.home, workers=args.workers)
+
+        def opened(session: Any) -> None:
+            win = MainWindow(session)
+            state["window"], state["session"] = win, session
+            app.lastWindowClosed.disconnect()
+            app.lastWindowClosed.connect(lambda: shutdown(reactor, session))
+            win.show()
+            if args.demo:
+                for code, mode in DEMO:
+                    session.client.submit_code(code, mode=mode).addErrback(session.report_error)
+            if args.screenshot:
+                from dsage_gui.screenshot import when_live
+                when_live(win, args.screenshot, lambda: win.close())
+
+        def failed(f: Any) -> None:
+            print(f"dsage gui: {f.getErrorMessage()}", file=sys.stderr)
+            state["code"] = 1
+            reactor.stop()
+        d.addCallbacks(opened, failed)
+    run(start)
+    return state["code"]
+
+
+def shutdown(reactor: Any, session: Any) -> None:
+    """Window closed: stop workers and the embedded server, then the reactor (within seconds)."""
+    d = session.close()
+    d.addTimeout(8, reactor)
+    d.addBoth(lambda _: reactor.stop())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

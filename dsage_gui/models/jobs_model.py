@@ -1,0 +1,137 @@
+"""JobsTableModel: a QAbstractTableModel over the user's jobs, built for 100,000 rows.
+
+Updates are buffered and applied on a timer tick: new rows in one insert block, changed rows as
+one ``dataChanged`` span per tick. No per-row widgets, no per-event signals.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, QTimer
+from PySide6.QtGui import QBrush, QColor
+
+from dsage_core.model.job import JobInfo
+
+COLUMNS = ("ID", "Name", "Status", "Worker", "Created", "Duration", "Result", "Progress")
+STATUS_COLORS = {"queued": "#7f8c8d", "running": "#2471a3", "completed": "#1e8449", "failed": "#c0392b",
+                 "killed": "#935116", "timed_out": "#b9770e", "lost": "#6c3483"}
+SORT_KEYS = ("id", "name", "status", "worker", "created", None, "result_preview", "progress")
+
+
+class JobsTableModel(QAbstractTableModel):
+    def __init__(self, parent: Any = None, tick_ms: int = 100) -> None:
+        super().__init__(parent)
+        self.rows: list[JobInfo] = []
+        self.index_of: dict[int, int] = {}
+        self._pending: dict[int, JobInfo] = {}
+        self._brushes = {k: QBrush(QColor(v)) for k, v in STATUS_COLORS.items()}
+        self.timer = QTimer(self)
+        self.timer.setInterval(tick_ms)
+        self.timer.timeout.connect(self.apply_pending)
+        self.timer.start()
+
+    # -------------------------------------------------------------- feeding
+    def update_jobs(self, infos: list[JobInfo]) -> None:
+        """Buffer updates (latest wins); they are applied on the next tick."""
+        for i in infos:
+            prev = self._pending.get(i.id)
+            if prev is not None and i.name == "" and prev.name:
+                i.name, i.created = prev.name, prev.created
+            self._pending[i.id] = i
+
+    def apply_pending(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        new, lo, hi = [], None, None
+        for jid, info in pending.items():
+            row = self.index_of.get(jid)
+            if row is None:
+                new.append(info)
+                continue
+            old = self.rows[row]
+            if not info.name:
+                info.name = old.name
+            if not info.created:
+                info.created = old.created
+            self.rows[row] = info
+            lo = row if lo is None else min(lo, row)
+            hi = row if hi is None else max(hi, row)
+        if lo is not None:
+            self.dataChanged.emit(self.index(lo, 0), self.index(hi, len(COLUMNS) - 1))
+        if new:
+            new.sort(key=lambda i: i.id)
+            first = len(self.rows)
+            self.beginInsertRows(QModelIndex(), first, first + len(new) - 1)
+            for k, info in enumerate(new):
+                self.index_of[info.id] = first + k
+                self.rows.append(info)
+            self.endInsertRows()
+
+    def clear(self) -> None:
+        self.beginResetModel()
+        self.rows, self.index_of, self._pending = [], {}, {}
+        self.endResetModel()
+
+    def job_at(self, row: int) -> JobInfo:
+        return self.rows[row]
+
+    # -------------------------------------------------------------- Qt model API
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal and 0 <= section < len(COLUMNS):
+            return COLUMNS[section]
+        return None
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or not (0 <= index.row() < len(self.rows)):
+            return None
+        job = self.rows[index.row()]
+        col = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._text(job, col)
+        if role == Qt.ItemDataRole.ForegroundRole and col == 2:
+            return self._brushes.get(job.status)
+        if role == Qt.ItemDataRole.UserRole:
+            return self._sort_value(job, col)
+        if role == Qt.ItemDataRole.ToolTipRole and col == 6 and job.error:
+            return job.error[-2000:]
+        return None
+
+    @staticmethod
+    def _text(job: JobInfo, col: int) -> str:
+        if col == 0:
+            return str(job.id)
+        if col == 1:
+            return job.name
+        if col == 2:
+            return job.status
+        if col == 3:
+            return job.worker or ""
+        if col == 4:
+            return time.strftime("%H:%M:%S", time.localtime(job.created)) if job.created else ""
+        if col == 5:
+            d = job.duration
+            return f"{d:.2f} s" if d is not None else ""
+        if col == 6:
+            if job.status == "completed":
+                return job.result_preview or ""
+            err = (job.error or "").strip().splitlines()
+            return err[-1] if err else ""
+        if col == 7:
+            return f"{job.progress * 100:.0f}%" if job.progress is not None else ""
+        return ""
+
+    @staticmethod
+    def _sort_value(job: JobInfo, col: int) -> Any:
+        if col == 5:
+            return job.duration or 0.0
+        key = SORT_KEYS[col]
+        v = getattr(job, key) if key else None
+        return v if v is not None else ""
