@@ -20,8 +20,11 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/dsage gui
 
+# two pytest processes: the GUI tests run Twisted on Qt's loop, the others on the default reactor,
+# and one process can hold only one reactor
 test: $(STAMP)
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:randomly
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q --ignore=tests/gui
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q tests/gui
 
 bench: $(STAMP)
 	$(PY) bench/run.py

@@ -20,11 +20,14 @@ SORT_KEYS = ("id", "name", "status", "worker", "created", None, "result_preview"
 
 
 class JobsTableModel(QAbstractTableModel):
-    def __init__(self, parent: Any = None, tick_ms: int = 100) -> None:
+    def __init__(self, parent: Any = None, tick_ms: int = 100, max_per_tick: int = 10_000) -> None:
         super().__init__(parent)
+        self.max_per_tick = max_per_tick
         self.rows: list[JobInfo] = []
         self.index_of: dict[int, int] = {}
         self._pending: dict[int, JobInfo] = {}
+        self.sort_column = 0
+        self.sort_order = Qt.SortOrder.DescendingOrder
         self._brushes = {k: QBrush(QColor(v)) for k, v in STATUS_COLORS.items()}
         self.timer = QTimer(self)
         self.timer.setInterval(tick_ms)
@@ -41,9 +44,14 @@ class JobsTableModel(QAbstractTableModel):
             self._pending[i.id] = i
 
     def apply_pending(self) -> None:
+        """Apply at most ``max_per_tick`` buffered updates (the rest waits for the next tick)."""
         if not self._pending:
             return
-        pending, self._pending = self._pending, {}
+        if len(self._pending) <= self.max_per_tick:
+            pending, self._pending = self._pending, {}
+        else:
+            keys = list(self._pending)[: self.max_per_tick]
+            pending = {k: self._pending.pop(k) for k in keys}
         new, lo, hi = [], None, None
         for jid, info in pending.items():
             row = self.index_of.get(jid)
@@ -61,13 +69,40 @@ class JobsTableModel(QAbstractTableModel):
         if lo is not None:
             self.dataChanged.emit(self.index(lo, 0), self.index(hi, len(COLUMNS) - 1))
         if new:
-            new.sort(key=lambda i: i.id)
-            first = len(self.rows)
-            self.beginInsertRows(QModelIndex(), first, first + len(new) - 1)
+            self._insert(new)
+
+    def _insert(self, new: list[JobInfo]) -> None:
+        """New rows go where the current sort puts them: at the top for the default (newest first)
+        and at the end otherwise (re-sorting 100k rows per tick would stall the loop)."""
+        key = SORT_KEYS[self.sort_column] or "id"
+        new.sort(key=lambda i: (getattr(i, key) if getattr(i, key) is not None else ""),
+                 reverse=self.sort_order == Qt.SortOrder.DescendingOrder)
+        at_top = self.sort_column == 0 and self.sort_order == Qt.SortOrder.DescendingOrder
+        first = 0 if at_top else len(self.rows)
+        self.beginInsertRows(QModelIndex(), first, first + len(new) - 1)
+        if at_top:
+            self.rows[0:0] = new
+            self.index_of = {j.id: r for r, j in enumerate(self.rows)}
+        else:
             for k, info in enumerate(new):
                 self.index_of[info.id] = first + k
-                self.rows.append(info)
-            self.endInsertRows()
+            self.rows.extend(new)
+        self.endInsertRows()
+
+    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
+        """Sort in Python with a key function (one pass), not by Qt comparing cells through data()."""
+        self.sort_column, self.sort_order = column, order
+        self.layoutAboutToBeChanged.emit()
+        key = SORT_KEYS[column]
+
+        def k(j: JobInfo) -> Any:
+            if key is None:
+                return j.duration or 0.0
+            v = getattr(j, key)
+            return (v is not None, v if v is not None else 0) if key in ("progress", "created") else (v or "")
+        self.rows.sort(key=k, reverse=order == Qt.SortOrder.DescendingOrder)
+        self.index_of = {j.id: r for r, j in enumerate(self.rows)}
+        self.layoutChanged.emit()
 
     def clear(self) -> None:
         self.beginResetModel()

@@ -21,7 +21,7 @@ class JobsFilter(QSortFilterProxyModel):
         super().__init__(parent)
         self.status: str | None = None
         self.text = ""
-        self.setSortRole(Qt.ItemDataRole.UserRole)
+        self.setDynamicSortFilter(False)  # no re-sorting through Python per change; filters re-run on demand
 
     def set_status(self, status: str | None) -> None:
         self.status = status or None
@@ -31,7 +31,12 @@ class JobsFilter(QSortFilterProxyModel):
         self.text = text.lower()
         self.invalidateFilter()
 
+    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
+        self.sourceModel().sort(column, order)  # the source sorts itself; the proxy keeps its order
+
     def filterAcceptsRow(self, row: int, parent: Any) -> bool:
+        if not self.status and not self.text:
+            return True
         job = self.sourceModel().rows[row]
         if self.status and job.status != self.status:
             return False

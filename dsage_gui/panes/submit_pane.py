@@ -3,14 +3,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QSettings, Signal
-from PySide6.QtGui import QFont, QKeySequence, QShortcut
+from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
                                QLineEdit, QPlainTextEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from dsage_gui.highlighter import PythonHighlighter
 
 EXAMPLE = "# Ctrl+Enter submits. The value of the last expression is the result.\nsum(i * i for i in range(10**6))\n"
+
+
+class CodeEditor(QPlainTextEdit):
+    """A plain-text editor where Ctrl+Enter means "submit" (handled here, so it works without focus
+    tricks or window activation, e.g. offscreen)."""
+
+    submit_requested = Signal()
+
+    def keyPressEvent(self, event: Any) -> None:
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and \
+                event.modifiers() & Qt.KeyboardModifier.ControlModifier:
+            self.submit_requested.emit()
+            event.accept()
+            return
+        super().keyPressEvent(event)
 
 
 class SubmitPane(QWidget):
@@ -21,7 +36,8 @@ class SubmitPane(QWidget):
         super().__init__(parent)
         self.setObjectName("submitPane")
         self.session = session
-        self.editor = QPlainTextEdit(self)
+        self.editor = CodeEditor(self)
+        self.editor.submit_requested.connect(self.submit)
         self.editor.setObjectName("codeEditor")
         font = QFont("monospace")
         font.setStyleHint(QFont.StyleHint.Monospace)
@@ -59,8 +75,6 @@ class SubmitPane(QWidget):
         layout.addWidget(self.editor, 1)
         layout.addLayout(form)
         layout.addLayout(buttons)
-        for seq in ("Ctrl+Return", "Ctrl+Enter"):
-            QShortcut(QKeySequence(seq), self.editor, activated=self.submit)
         self._load_settings()
 
     def options(self) -> dict[str, Any]:
