@@ -391,7 +391,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
 
 
 def cmd_tray(args: argparse.Namespace) -> int:
-    from dsage_gui.tray.__main__ import main as tray_main  # type: ignore[import-not-found]
+    from dsage_gui.tray.__main__ import main as tray_main
     return tray_main(args.tray_args) or 0
 
 
@@ -523,10 +523,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from dsage_core.protocol.errors import DsageError
-    from dsage_core.client.payload import SubmitError
     try:
         return args.func(args) or 0
-    except (DsageError, SubmitError, FileNotFoundError, ValueError, TimeoutError, RuntimeError) as e:
+    except (DsageError, FileNotFoundError, ValueError, TimeoutError, RuntimeError) as e:  # SubmitError is a ValueError
         return _fail(str(e))
     except KeyboardInterrupt:
         return 130

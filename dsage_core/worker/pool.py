@@ -56,6 +56,8 @@ class ChildPool:
         self._crash_times: deque[float] = deque(maxlen=5)
         self._idle_waiters: list[Any] = []
         self.capabilities: dict[str, Any] = {}
+        self.cpu_fraction = 1.0
+        self._duty: Any = None
         ensure_reaper(reactor)
         self.set_slots(slots)
 
@@ -129,6 +131,37 @@ class ChildPool:
             c.pause(paused)
         self._pump()
 
+    def hand_back_running(self, reason: str) -> None:
+        """Give every job this worker holds back to the server (not a failure), e.g. after a pause
+        longer than the tray's limit: the children are killed and restarted, the jobs run elsewhere."""
+        self.hand_back_queued(reason)
+        for c in self.children:
+            if c.inflight:
+                c.handing_back = reason  # type: ignore[attr-defined]
+                c.signal("KILL")
+                c.pause(False)  # a stopped process must be continued to die
+
+    def set_cpu_fraction(self, fraction: float, period: float = 0.2) -> None:
+        """Duty-cycle the children: run them *fraction* of the time (the tray's "CPU time: 50 %")."""
+        self.cpu_fraction = min(1.0, max(0.05, fraction))
+        if self._duty is not None and self._duty.active():
+            self._duty.cancel()
+        self._duty = None
+        if self.cpu_fraction < 1.0:
+            self._duty_phase(True, period)
+        elif not self.paused:
+            for c in self.children:
+                c.pause(False)
+
+    def _duty_phase(self, running: bool, period: float) -> None:
+        if self.cpu_fraction >= 1.0 or self.closing:
+            return
+        if not self.paused:
+            for c in self.children:
+                c.pause(not running)
+        share = self.cpu_fraction if running else 1.0 - self.cpu_fraction
+        self._duty = self.reactor.callLater(period * share, self._duty_phase, not running, period)
+
     def hand_back_queued(self, reason: str) -> None:
         """Return jobs not yet started to the server (e.g. before a long pause or on quit)."""
         while self.queue:
@@ -176,11 +209,11 @@ class ChildPool:
         code, sig = describe_exit(reason)
         if left:
             current, rest = left[0], left[1:]
-            self._settle_current(current, code, sig)
+            self._settle_current(current, code, sig, getattr(child, "handing_back", None))
             for a in reversed(rest):  # never started: run them on another child, not a failure
                 if a.kill_reason == "killed":
                     self._report_done(a, "killed", None, None, "killed by its owner", 0.0, 0.0)
-                elif self.closing:
+                elif self.closing or getattr(child, "handing_back", None):
                     self.report([["back", a.job_id, a.attempt, False, "worker shutting down"]])
                 else:
                     self.queue.appendleft(a)
@@ -190,8 +223,11 @@ class ChildPool:
             self._respawn_later(crashed=not (child.stopped or child.recycling))
         self._check_idle()
 
-    def _settle_current(self, a: Assigned, code: int | None, sig: int | None) -> None:
-        if a.kill_reason == "timed_out":
+    def _settle_current(self, a: Assigned, code: int | None, sig: int | None,
+                        handed_back: str | None = None) -> None:
+        if handed_back:
+            self.report([["back", a.job_id, a.attempt, False, handed_back]])
+        elif a.kill_reason == "timed_out":
             self._report_done(a, "timed_out", None, None,
                               f"timed out: the job ran longer than its {a.timeout:g} s timeout and was killed",
                               0.0, 0.0)
@@ -243,6 +279,8 @@ class ChildPool:
         """Stop every child; fires when they are all gone. Jobs still held are handed back."""
         from twisted.internet.defer import Deferred, DeferredList
         self.closing = True
+        if self._duty is not None and self._duty.active():
+            self._duty.cancel()
         self.hand_back_queued("worker shutting down")
         ds = []
         for c in list(self.children):

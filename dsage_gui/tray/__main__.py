@@ -1,0 +1,81 @@
+"""``dsage tray [--server FURL_OR_FILE] [--key PATH | --anonymous | --invite CODE]``."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="dsage tray", description="a dsage worker in the system tray")
+    p.add_argument("--server", help="server furl or furl file (default: HOME/server.furl)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--key", help="private key (default: HOME/dsage_key)")
+    g.add_argument("--anonymous", action="store_true", help="join without a key (if the server allows)")
+    g.add_argument("--invite", help="join with an invite code (registers this machine's key once)")
+    p.add_argument("--home", help="dsage home")
+    p.add_argument("--cores", type=int, help="slots (default: the last choice, else cores - 1)")
+    return p.parse_args(argv)
+
+
+def make_worker(args: argparse.Namespace, reactor: Any) -> Any:
+    """The same WorkerService as ``dsage worker``, configured from the arguments and QSettings."""
+    from PySide6.QtCore import QSettings
+    from dsage_core.cli import _redeem
+    from dsage_core.home import resolve_home
+    from dsage_core.keys import ensure_keypair
+    from dsage_core.protocol.connect import read_furl
+    from dsage_core.worker.service import WorkerConfig, WorkerService
+    home = resolve_home(args.home)
+    furl = _redeem(args.invite, home) if args.invite else read_furl(args.server or home / "server.furl")
+    key = None
+    if not args.anonymous:
+        key = Path(args.key).expanduser() if args.key else home / "dsage_key"
+        if not key.exists():
+            ensure_keypair(home)
+    s = QSettings()
+    cores = args.cores or int(s.value("tray/cores", max(1, (os.cpu_count() or 2) - 1)))
+    w = WorkerService(WorkerConfig(home=home, furl=furl, slots=cores, key_path=key,
+                                   anonymous=args.anonymous), reactor)
+    cpu = float(s.value("tray/cpu", 1.0))
+    if cpu < 1.0:
+        w.pool.set_cpu_fraction(cpu)
+    return w
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv if argv is not None else sys.argv[1:])
+    from dsage_gui.__main__ import settings_path
+    from dsage_gui.app import bootstrap, run
+    app, loop, reactor = bootstrap()
+    settings_path()
+    app.setQuitOnLastWindowClosed(False)
+    state: dict[str, Any] = {"code": 0}
+
+    def start(reactor: Any) -> None:
+        from dsage_gui.tray.controller import TrayController
+        from dsage_gui.tray.ui import TrayUI
+        from dsage_core.worker.reaping import ensure_reaper
+        ensure_reaper(reactor)
+        try:
+            worker = make_worker(args, reactor)
+        except Exception as e:
+            print(f"dsage tray: {e}", file=sys.stderr)
+            state["code"] = 1
+            reactor.stop()
+            return
+        ctl = TrayController(worker, reactor)
+        ui = TrayUI(ctl)
+        state["ui"] = ui
+        ctl.quit_requested.connect(reactor.stop)
+        if ui.window is not None:
+            app.lastWindowClosed.connect(lambda: ctl.quit())
+        worker.start()
+    run(start)
+    return state["code"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Invites: a code lets a new machine's key join once; expired, reused, revoked and wrong-role uses fail."""
+import pytest
+
+from dsage_core import keys
+from dsage_core.client import reactor_thread as rt
+from dsage_core.protocol import tubs
+from dsage_core.protocol.connect import redeem_invite
+from dsage_core.protocol.errors import LoginFailed
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _redeem(cluster, home, code):
+    from dsage_core.client.core import translate
+    furl, iid, secret = keys.parse_invite_code(code)
+    _, pub = keys.ensure_keypair(home)
+
+    def go():
+        tub = tubs.peer_tub(home)
+        tub.startService()
+        d = redeem_invite(tub, furl, f"{iid}:{secret}", pub).addErrback(translate)
+        return d.addBoth(lambda r: tub.stopService().addCallback(lambda _: r))
+    return rt.blocking(go, timeout=20)
+
+
+def _invite(cluster, role="worker", expires=3600.0, uses=1):
+    r = cluster.client.admin("invite_add", role, expires, uses)
+    return keys.make_invite_code(cluster.furl, r["id"], r["secret"]), r["id"]
+
+
+def test_worker_invite_joins_once(cluster, tmp_path):
+    """A new machine redeems a worker invite, then logs in with its own key; the code is spent."""
+    code, _ = _invite(cluster)
+    home = tmp_path / "laptop"
+    home.mkdir()
+    name = _redeem(cluster, home, code)
+    assert name.startswith("worker-")
+    w = cluster.add_worker(1, key_path=home / "dsage_key")
+    assert any(x["user"] == name for x in cluster.client.workers())
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(Exception, match="already used"):
+        _redeem(cluster, other, code)
+    events = [a["event"] for a in cluster.client.admin("audit", 50)]
+    assert "invite_used" in events and "invite_add" in events
+
+
+def test_worker_invite_cannot_act_as_client(cluster, tmp_path):
+    """A key registered through a worker invite is refused as a client."""
+    code, _ = _invite(cluster)
+    home = tmp_path / "m"
+    home.mkdir()
+    _redeem(cluster, home, code)
+    with pytest.raises(LoginFailed, match="may not log in as a client"):
+        cluster.connect(home / "dsage_key")
+
+
+def test_expired_and_revoked_invites(cluster, tmp_path):
+    """Expired and revoked codes fail with clear messages."""
+    old, _ = _invite(cluster, expires=-1)
+    (tmp_path / "a").mkdir()
+    with pytest.raises(Exception, match="expired"):
+        _redeem(cluster, tmp_path / "a", old)
+    code, iid = _invite(cluster)
+    assert cluster.client.admin("invite_revoke", iid) is True
+    (tmp_path / "b").mkdir()
+    with pytest.raises(Exception, match="revoked"):
+        _redeem(cluster, tmp_path / "b", code)
+    listed = {i["id"]: i for i in cluster.client.admin("invite_list")}
+    assert listed[iid]["revoked"] and "secret_hash" not in listed[iid]
+
+
+def test_multi_use_invite(cluster, tmp_path):
+    """--uses 2 admits two machines, not three."""
+    code, _ = _invite(cluster, uses=2)
+    for n in ("x", "y"):
+        (tmp_path / n).mkdir()
+        _redeem(cluster, tmp_path / n, code)
+    (tmp_path / "z").mkdir()
+    with pytest.raises(Exception, match="already used"):
+        _redeem(cluster, tmp_path / "z", code)
