@@ -517,6 +517,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("gui", "tray") and not {"-h", "--help"} & set(argv[:2]):
+        # the desktop commands parse their own options (argparse cannot forward "--x" reliably)
+        if argv[0] == "gui":
+            from dsage_gui.__main__ import main as gui_main
+            return gui_main(argv[1:]) or 0
+        from dsage_gui.tray.__main__ import main as tray_main
+        return tray_main(argv[1:]) or 0
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

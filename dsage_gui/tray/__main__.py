@@ -17,6 +17,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--invite", help="join with an invite code (registers this machine's key once)")
     p.add_argument("--home", help="dsage home")
     p.add_argument("--cores", type=int, help="slots (default: the last choice, else cores - 1)")
+    p.add_argument("--screenshot", help="once connected, save a PNG of the tray menu and exit")
     return p.parse_args(argv)
 
 
@@ -43,6 +44,20 @@ def make_worker(args: argparse.Namespace, reactor: Any) -> Any:
     if cpu < 1.0:
         w.pool.set_cpu_fraction(cpu)
     return w
+
+
+def shoot(ui: Any, ctl: Any, path: str) -> None:
+    """Render the open menu (offscreen is fine) and the status window, then quit."""
+    from PySide6.QtCore import QPoint
+    menu = ui.menu
+    menu.refresh()
+    menu.popup(QPoint(0, 0))
+    menu.grab().save(path)
+    if ui.window is not None:
+        ui.window.grab().save(path.replace(".png", "-window.png"))
+    menu.hide()
+    print(f"saved {path}")
+    ctl.quit()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         ctl.quit_requested.connect(reactor.stop)
         if ui.window is not None:
             app.lastWindowClosed.connect(lambda: ctl.quit())
+        if args.screenshot:
+            ctl.state_changed.connect(lambda s: s in ("idle", "working") and shoot(ui, ctl, args.screenshot))
         worker.start()
     run(start)
     return state["code"]
