@@ -28,6 +28,12 @@ def _fail(msg: str, code: int = 1) -> int:
 
 
 # ---------------------------------------------------------------------- long-running services
+def stop_reactor(reactor: Any) -> None:
+    """Stop the reactor unless it is already stopping (a signal and an error can both ask)."""
+    if reactor.running and not getattr(reactor, "_stopped", False):
+        reactor.stop()
+
+
 def _run_reactor(start: Any, stop: Any) -> int:
     """Run *start(reactor)* on a fresh reactor until SIGINT/SIGTERM, then *stop()*."""
     from twisted.internet import reactor
@@ -40,7 +46,7 @@ def _run_reactor(start: Any, stop: Any) -> int:
         def failed(f: Any) -> None:
             print(f"dsage: error: {f.getErrorMessage()}", file=sys.stderr)
             status["code"] = 1
-            reactor.stop()
+            stop_reactor(reactor)
         d.addErrback(failed)
     reactor.callWhenRunning(begin)
     reactor.addSystemEventTrigger("before", "shutdown", lambda: maybeDeferred(stop))
@@ -94,7 +100,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         def state(s: str) -> None:
             if s == "error":
                 print(f"dsage: worker error: {w.error}", file=sys.stderr)
-                reactor.stop()
+                stop_reactor(reactor)
             elif not args.quiet:
                 print(f"dsage worker: {s}", file=sys.stderr, flush=True)
         w.on_state(state)

@@ -13,7 +13,7 @@ def dispatch(default: str) -> int:
         sys.argv = [sys.argv[0]] + args[2:]
         args = sys.argv[1:]
         default = "cli"
-    if default == "cli" or (args and not args[0].startswith("-")):
+    if default == "cli" or (args and (not args[0].startswith("-") or args[0] == "--version")):
         from dsage_core.cli import main
         return main(args)
     if default == "tray":

@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         ctl = TrayController(worker, reactor)
         ui = TrayUI(ctl)
         state["ui"] = ui
-        ctl.quit_requested.connect(reactor.stop)
+        from dsage_core.cli import stop_reactor
+        ctl.quit_requested.connect(lambda: stop_reactor(reactor))
         if ui.window is not None:
             app.lastWindowClosed.connect(lambda: ctl.quit())
         if args.screenshot:
