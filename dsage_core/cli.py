@@ -36,6 +36,9 @@ def stop_reactor(reactor: Any) -> None:
 
 def _run_reactor(start: Any, stop: Any) -> int:
     """Run *start(reactor)* on a fresh reactor until SIGINT/SIGTERM, then *stop()*."""
+    # the store thread (server) and child-pipe work must not wait 5 ms for the GIL while the
+    # reactor thread is busy: a short switch interval keeps hand-offs off the latency path
+    sys.setswitchinterval(0.0005)
     from twisted.internet import reactor
     from twisted.internet.defer import ensureDeferred, maybeDeferred
     status = {"code": 0}

@@ -121,6 +121,7 @@ class JobServer:
         self._workers_dirty = True
         self._make_dispatcher = make_dispatcher
         self._running_rows: list[RunningJob] = []
+        self._new_rows: list[NewJob] = []
         self._finished_rows: list[tuple[FinishedJob, ActiveJob]] = []
         self._flush_scheduled = False
         self._store_writes: set[Deferred] = set()
@@ -178,10 +179,28 @@ class JobServer:
         jobs = [ActiveJob(id=first + i, owner=owner, created=now, **s) for i, s in enumerate(specs)]
         rows = [NewJob(j.id, owner, j.name, j.kind, j.priority, j.trusted_only, ",".join(sorted(j.needs)),
                        j.payload, j.blob_id, j.timeout, _pack_limits(j.limits), j.code, now) for j in jobs]
+        # Dispatch while the INSERT commits (the submit is still acknowledged only after the
+        # commit): it takes the store round trip out of every job's latency. If the commit fails,
+        # the jobs are withdrawn; a result of theirs finds no job and is discarded.
+        optimistic = self.store.writable
+        if optimistic:
+            self._new_rows.extend(rows)
+            inserted = self._accept(owner, jobs, watcher)  # the INSERT rides in the same transaction
+        else:
+            inserted = self.store.insert_jobs(rows)
         try:
-            yield self.store.insert_jobs(rows)
+            yield inserted
         except StoreUnavailable as e:
+            if optimistic:
+                self._withdraw(jobs)
             raise ServerUnavailable(f"the server refuses new work: {e}") from None
+        if not optimistic:
+            self._accept(owner, jobs, watcher)
+        return [j.id for j in jobs]
+
+    def _accept(self, owner: str, jobs: list[ActiveJob], watcher: Any) -> Deferred:
+        """Take jobs into memory and the scheduler, dispatch, and write everything pending in one
+        transaction; returns that transaction's Deferred."""
         for j in jobs:
             self.jobs[j.id] = j
             if watcher is not None:
@@ -189,7 +208,14 @@ class JobServer:
         self._count_queued(owner, len(jobs))
         self._apply(self.scheduler.handle(ev.JobsSubmitted(
             [SchedJob(j.id, j.priority, j.trusted_only, j.needs) for j in jobs])))
-        return [j.id for j in jobs]
+        return self._flush(want_result=True)
+
+    def _withdraw(self, jobs: list[ActiveJob]) -> None:
+        ids = [j.id for j in jobs]
+        for j in jobs:
+            j.kill_requested = True
+            self.watchers.pop(j.id, None)
+        self._apply(self.scheduler.handle(ev.KillRequested(ids)))
 
     def put_blob(self, owner: str, blob_id: str, data: bytes) -> Deferred:
         """Keep a function blob (opaque bytes) in memory and in the store."""
@@ -396,6 +422,7 @@ class JobServer:
         if backs:
             items = [(int(b[1]), int(b[2]), bool(b[3])) for b in backs]
             self._apply(self.scheduler.handle(ev.JobsHandedBack(worker_id, items)))
+        self._flush()  # now, not a reactor turn later: results are on the latency path
 
     def _held(self, e: list[Any]) -> ActiveJob | None:
         job = self.jobs.get(e[1])
@@ -542,18 +569,29 @@ class JobServer:
             self._flush_scheduled = True
             self.clock.callLater(0, self._flush)
 
-    def _flush(self) -> None:
+    def _flush(self, want_result: bool = False) -> Deferred | None:
+        """Write what this turn produced in one transaction. With *want_result*, returns a Deferred
+        that fires when it committed (errors go to that caller); otherwise errors are logged."""
+        from twisted.internet.defer import succeed
         self._flush_scheduled = False
-        if not (self._running_rows or self._finished_rows):
-            return
+        if not (self._running_rows or self._finished_rows or self._new_rows):
+            return succeed(None)
         running, self._running_rows = self._running_rows, []
         batch, self._finished_rows = self._finished_rows, []
-        d = self.store.record(running, [r for r, _ in batch])
+        new, self._new_rows = self._new_rows, []
+        d = self.store.record(running, [r for r, _ in batch], new)
         if batch:
             jobs = [j for _, j in batch]
-            d.addCallback(lambda _: self._committed(jobs))
+            d.addCallback(lambda r: (self._committed(jobs), r)[1])
             d.addErrback(self._finish_failed, jobs)
-        self._store_call(d)
+        if not want_result:
+            self._store_call(d)
+            return None
+        result: Deferred = Deferred()
+        self._store_writes.add(d)
+        d.addBoth(lambda r: (self._store_writes.discard(d), r)[1])
+        d.addCallbacks(result.callback, result.errback)
+        return result
 
     def _store_call(self, d: Deferred) -> None:
         self._store_writes.add(d)
@@ -570,10 +608,11 @@ class JobServer:
             self.jobs.pop(job.id, None)
             self.watchers.pop(job.id, None)
 
-    def _finish_failed(self, f: Any, jobs: list[ActiveJob]) -> None:
+    def _finish_failed(self, f: Any, jobs: list[ActiveJob]) -> Any:
         # the results could not be stored: keep them in memory and tell the watchers anyway
         log.failure("dsage.server.finish_not_stored", f)
         self._notify(jobs)
+        return f
 
     def _notify(self, jobs: list[ActiveJob]) -> None:
         per_watcher: dict[Any, list[ActiveJob]] = {}

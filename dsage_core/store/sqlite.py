@@ -157,11 +157,7 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ jobs
     def insert_jobs(self, rows: list[NewJob]) -> Deferred:
-        def thd(c: sqlite3.Connection) -> None:
-            c.executemany("INSERT INTO jobs (id, owner, name, kind, priority, trusted_only, needs, payload, "
-                          "blob_id, timeout, limits, code, created, status) "
-                          "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'queued')", rows)
-        return self._write(thd)
+        return self._write(self._thd_insert, rows)
 
     @staticmethod
     def _thd_running(c: sqlite3.Connection, rows: list[RunningJob]) -> None:
@@ -184,9 +180,18 @@ class SqliteStore:
     def finish_jobs(self, rows: list[FinishedJob]) -> Deferred:
         return self._write(self._thd_finished, rows)
 
-    def record(self, running: list[RunningJob], finished: list[FinishedJob]) -> Deferred:
-        """Dispatches and results of one reactor turn, in one transaction (one commit)."""
+    @staticmethod
+    def _thd_insert(c: sqlite3.Connection, rows: list[NewJob]) -> None:
+        c.executemany("INSERT INTO jobs (id, owner, name, kind, priority, trusted_only, needs, payload, "
+                      "blob_id, timeout, limits, code, created, status) "
+                      "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'queued')", rows)
+
+    def record(self, running: list[RunningJob], finished: list[FinishedJob],
+               new: list[NewJob] | None = None) -> Deferred:
+        """New jobs, dispatches and results of one reactor turn, in one transaction (one commit)."""
         def thd(c: sqlite3.Connection) -> None:
+            if new:
+                self._thd_insert(c, new)
             if running:
                 self._thd_running(c, running)
             if finished:

@@ -136,3 +136,22 @@ def test_anonymous_worker_results_are_never_unpickled(tmp_path):
         assert c.client("[1, (2, 3), {'a': 4.5}]").wait(30).result == [1, (2, 3), {"a": 4.5}]
     finally:
         c.stop()
+
+
+def test_unwritable_database_refuses_new_work_and_keeps_old(cluster):
+    """With the database unwritable, submits fail clearly, acknowledged jobs stay readable, and
+    the server accepts work again once the disk is back."""
+    import sqlite3
+    from dsage_core.protocol.errors import ServerUnavailable
+    before = cluster.client("'stored'").wait(30)
+
+    def disk_full():
+        raise sqlite3.OperationalError("database or disk is full")
+    cluster.server.core.store.fault_hook = disk_full
+    with pytest.raises(ServerUnavailable, match="cannot be written"):
+        cluster.client("'refused'")
+    with pytest.raises(ServerUnavailable, match="cannot be written"):
+        cluster.client("'refused again'")  # now the store is known unwritable: no optimistic dispatch
+    assert cluster.client.get_job(before.id).wait(10).result == "stored"
+    cluster.server.core.store.fault_hook = None
+    assert cluster.client("'back'").wait(30).result == "back"
