@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import itertools
 import threading
+import weakref
 from typing import Any, Callable, Iterable, Iterator
 
 from dsage_core.client.job import Job, JobFailed
@@ -19,23 +20,33 @@ def _apply_chunk(fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[A
     return [fn(*args) for args in chunk]
 
 
-def _future_for(job: Job, transform: Callable[[Any], Any] | None = None) -> cf.Future:
-    fut: cf.Future = cf.Future()
-    fut.set_running_or_notify_cancel()
-    job_ref = job
+def _settle(fut: cf.Future, j: Job) -> None:
+    if j.status == "completed":
+        try:
+            fut.set_result(j.result)
+        except BaseException as e:  # noqa: BLE001 - a decoding error goes to the future
+            fut.set_exception(e)
+    else:
+        fut.set_exception(JobFailed(f"job {j.id} {j.status}: {j.error or ''}".rstrip(": ")))
 
-    def done(j: Job) -> None:
-        if j.status == "completed":
-            try:
-                v = j.result
-                fut.set_result(transform(v) if transform else v)
-            except BaseException as e:  # noqa: BLE001 - decoding error goes to the future
-                fut.set_exception(e)
-        else:
-            fut.set_exception(JobFailed(f"job {j.id} {j.status}: {j.error or ''}".rstrip(": ")))
-    job.add_done_callback(done)
-    fut.dsage_job = job_ref  # type: ignore[attr-defined]
-    return fut
+
+def _futures_for(jobs: list[Job]) -> list[cf.Future]:
+    """One Future per job; their done-callbacks are registered in one hop to the reactor."""
+    from dsage_core.waiting import on_done_many
+    futs = []
+    by_job: dict[int, cf.Future] = {}
+    for job in jobs:
+        fut: cf.Future = cf.Future()
+        fut.set_running_or_notify_cancel()
+        fut.dsage_job = job  # type: ignore[attr-defined]
+        by_job[id(job)] = fut
+        futs.append(fut)
+    on_done_many(jobs, lambda j: _settle(by_job[id(j)], j))
+    return futs
+
+
+def _future_for(job: Job) -> cf.Future:
+    return _futures_for([job])[0]
 
 
 class DsageExecutor(cf.Executor):
@@ -46,7 +57,8 @@ class DsageExecutor(cf.Executor):
         self._options = Options.pop_from(dict(options))
         self._shutdown = False
         self._lock = threading.Lock()
-        self._futures: set[cf.Future] = set()
+        self._futures: "weakref.WeakSet[cf.Future]" = weakref.WeakSet()
+        self._map_jobs: list[Job] = []
 
     def _check(self) -> None:
         if self._shutdown:
@@ -61,55 +73,60 @@ class DsageExecutor(cf.Executor):
 
     def _track(self, fut: cf.Future) -> None:
         with self._lock:
-            self._futures.add(fut)
-        fut.add_done_callback(lambda f: self._futures.discard(f))
+            self._futures.add(fut)  # a WeakSet: no per-future callback on the hot path
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
             chunksize: int = 1) -> Iterator[Any]:
-        """Like ``Executor.map``; *chunksize* > 1 runs several calls per job (fewer, larger jobs)."""
+        """Like ``Executor.map``; *chunksize* > 1 runs several calls per job (fewer, larger jobs).
+
+        Jobs are submitted at once (the function sent once); results are read in order straight
+        from the job handles, without a Future per element.
+        """
         self._check()
         argsets = list(zip(*iterables))
         if chunksize <= 1:
             blob = function_blob(fn)
             subs = [func_job(fn, args, {}, Options(**vars(self._options)), blob=blob) for args in argsets]
-            futs = [_future_for(j) for j in self._client._submit(subs)]
         else:
             blob = function_blob(_apply_chunk)
             chunks = [argsets[i:i + chunksize] for i in range(0, len(argsets), chunksize)]
             subs = [func_job(_apply_chunk, (fn, c), {}, Options(**vars(self._options)), blob=blob)
                     for c in chunks]
-            futs = [_future_for(j) for j in self._client._submit(subs)]
-        for f in futs:
-            self._track(f)
-        return self._results(futs, timeout, chunksize > 1)
+        jobs = self._client._submit(subs)
+        with self._lock:
+            self._map_jobs.extend(jobs)
+        return self._results(jobs, timeout, chunksize > 1)
 
     @staticmethod
-    def _results(futs: list[cf.Future], timeout: float | None, chunked: bool) -> Iterator[Any]:
+    def _results(jobs: list[Job], timeout: float | None, chunked: bool) -> Iterator[Any]:
         import time
         end = None if timeout is None else time.monotonic() + timeout
-        try:
-            for f in futs:
-                left = None if end is None else max(0.0, end - time.monotonic())
-                r = f.result(left)
-                if chunked:
-                    yield from r
-                else:
-                    yield r
-        finally:
-            for f in futs:
-                f.cancel()
+        for j in jobs:
+            left = None if end is None else max(0.0, end - time.monotonic())
+            try:
+                j.wait(left)
+            except TimeoutError:
+                raise cf.TimeoutError() from None
+            if j.status != "completed":
+                raise JobFailed(f"job {j.id} {j.status}: {j.error or ''}".rstrip(": "))
+            if chunked:
+                yield from j.result
+            else:
+                yield j.result
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._shutdown = True
         with self._lock:
             futs = list(self._futures)
+            self._map_jobs = [j for j in self._map_jobs if not j.done()]
+            jobs = [getattr(f, "dsage_job") for f in futs] + self._map_jobs
         if cancel_futures:
-            for f in futs:
-                job = getattr(f, "dsage_job", None)
-                if job is not None and not job.done():
+            for job in jobs:
+                if not job.done():
                     job.kill()
         if wait:
-            cf.wait(futs)
+            for job in jobs:
+                job.wait()
 
 
 def chunks(iterable: Iterable[Any], n: int) -> Iterator[list[Any]]:
