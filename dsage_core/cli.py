@@ -394,14 +394,25 @@ def _duration(text: str) -> float:
         raise SystemExit(f"dsage: error: bad duration {text!r} (e.g. 30m, 12h, 1d)")
 
 
+def _desktop(which: str, argv: list[str]) -> int:
+    """Run the desktop app or the tray. The CLI is the composition root: dsage_core never imports
+    the GUI package statically (import-linter checks it), and a headless install without Qt gets a
+    clear message instead of a traceback."""
+    import importlib
+    module = {"gui": "dsage_gui.__main__", "tray": "dsage_gui.tray.__main__"}[which]
+    try:
+        entry = importlib.import_module(module)
+    except ImportError as e:
+        return _fail(f"the desktop {which} needs Qt (PySide6-Essentials): {e}")
+    return entry.main(argv) or 0
+
+
 def cmd_gui(args: argparse.Namespace) -> int:
-    from dsage_gui.__main__ import main as gui_main
-    return gui_main(args.gui_args) or 0
+    return _desktop("gui", args.gui_args)
 
 
 def cmd_tray(args: argparse.Namespace) -> int:
-    from dsage_gui.tray.__main__ import main as tray_main
-    return tray_main(args.tray_args) or 0
+    return _desktop("tray", args.tray_args)
 
 
 def cmd_desktop(args: argparse.Namespace) -> int:
@@ -529,11 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in ("gui", "tray") and not {"-h", "--help"} & set(argv[:2]):
         # the desktop commands parse their own options (argparse cannot forward "--x" reliably)
-        if argv[0] == "gui":
-            from dsage_gui.__main__ import main as gui_main
-            return gui_main(argv[1:]) or 0
-        from dsage_gui.tray.__main__ import main as tray_main
-        return tray_main(argv[1:]) or 0
+        return _desktop(argv[0], argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
