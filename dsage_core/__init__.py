@@ -13,11 +13,12 @@ from typing import Any
 __version__ = "0.1.0"
 
 __all__ = ["start_all", "connect", "as_completed", "wait", "progress", "Client", "Job",
-           "DistributedFunction", "TaskQueue",
+           "DistributedFunction", "TaskQueue", "batch_progress",
            "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED", "__version__"]
 
 from dsage_core._progress import progress
-from dsage_core.waiting import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
+from dsage_core.waiting import (ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed,
+                                batch_progress, wait)
 
 
 def __getattr__(name: str) -> Any:  # lazy: importing dsage_core must not import Twisted

@@ -63,6 +63,11 @@ def cmd_server(args: argparse.Namespace) -> int:
     limits = Limits()
     if args.max_queued:
         limits.max_queued_per_user = args.max_queued
+    for item in args.limit or []:
+        name, _, value = item.partition("=")
+        if name not in limits.to_dict() or not value.isdigit():
+            return _fail(f"bad --limit {item!r}; known limits: {', '.join(limits.to_dict())}")
+        setattr(limits, name, int(value))
     cfg = ServerConfig(home=_home(args), port=args.port, listen=args.listen, location=args.location,
                        allow_anonymous=args.allow_anonymous, lease_timeout=args.lease_timeout,
                        max_failures=args.max_failures, limits=limits)
@@ -256,6 +261,8 @@ def cmd_job(args: argparse.Namespace) -> int:
             print(f"{k:>10}: {rec.get(k)}")
         for k in ("created", "started", "finished"):
             print(f"{k:>10}: {_fmt_time(rec.get(k))}")
+        if rec.get("waiting_reason"):
+            print(f"{'waiting':>10}: {rec['waiting_reason']}")
         if rec.get("progress") is not None:
             print(f"{'progress':>10}: {rec['progress'] * 100:.0f}% {rec.get('progress_message') or ''}")
         if rec.get("output"):
@@ -460,6 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "jobs are requeued")
     s.add_argument("--max-failures", type=int, default=3, help="worker deaths before a job is 'lost'")
     s.add_argument("--max-queued", type=int, default=0, help="queued jobs per user (quota)")
+    s.add_argument("--limit", action="append", metavar="NAME=VALUE",
+                   help="a server-side maximum, e.g. max_result=16777216 (repeatable; see dsage_core/limits.py)")
     s.add_argument("--quiet", action="store_true")
 
     s = cmd("worker", cmd_worker, "run a worker with N slots (child processes)")

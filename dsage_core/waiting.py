@@ -83,3 +83,22 @@ def wait(jobs: Iterable[Any], timeout: float | None = None,
             cond.wait(left)
     done = {j for j in jobs if j.done()}
     return done, set(jobs) - done
+
+
+def batch_progress(jobs: Iterable[Any], now: float | None = None) -> dict[str, Any]:
+    """Aggregate progress of many jobs: done, total, fraction (job progress counts partly) and an ETA
+    in seconds from the rate so far (None until something finished)."""
+    jobs = list(jobs)
+    now = time.time() if now is None else now
+    done = sum(1 for j in jobs if j.done())
+    partial = sum((j.progress or 0.0) for j in jobs if not j.done() and j.status == "running")
+    total = len(jobs)
+    fraction = (done + partial) / total if total else 1.0
+    started = min((j.created for j in jobs if j.created), default=None)
+    eta = None
+    if started is not None and 0 < fraction < 1:
+        elapsed = max(1e-9, now - started)
+        eta = elapsed * (1 - fraction) / fraction
+    elif fraction >= 1:
+        eta = 0.0
+    return {"done": done, "total": total, "fraction": fraction, "eta": eta}

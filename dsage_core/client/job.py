@@ -173,6 +173,13 @@ class Job:
     def info(self) -> JobInfo:
         return self._s.info()
 
+    @property
+    def waiting_reason(self) -> str | None:
+        """Why a queued job is not running yet, when it is not simply its turn (e.g. no Sage worker)."""
+        if self.done() or self.status == "running":
+            return None
+        return self._client._sync(self._client.aclient.get_record, self.id, False).get("waiting_reason")
+
     # --- async interfaces
     def add_done_callback(self, fn: Callable[["Job"], None]) -> None:
         """Call *fn(job)* on the reactor thread when the job finishes (at once if it has)."""

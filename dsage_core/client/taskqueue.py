@@ -125,9 +125,10 @@ class TaskQueue:
             yield self.next()
 
     @property
-    def progress(self) -> tuple[int, int]:
-        """(finished, total) over every task added."""
-        return sum(1 for j in self.jobs if j.done()), len(self.jobs)
+    def progress(self) -> dict[str, Any]:
+        """Aggregate progress over every task added: done, total, fraction and ETA (seconds)."""
+        from dsage_core.waiting import batch_progress
+        return batch_progress(self.jobs)
 
 
 def _split(t: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:

@@ -254,6 +254,7 @@ class JobServer:
             if not self._visible(owner, admin, job.owner):
                 raise NotFound(f"no such job: {job_id}")
             d = _job_record(job)
+            d["waiting_reason"] = self.scheduler.waiting_reason(job_id)
             return d
         row = yield self.store.get_job(job_id)
         if row is None and job is not None:  # finishing: terminal, commit pending

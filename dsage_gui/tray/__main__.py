@@ -21,6 +21,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def first_run_invite() -> str:
+    """Ask for an invite code (the paste box of the first run); raises if none is given."""
+    from PySide6.QtWidgets import QInputDialog, QLineEdit
+    code, ok = QInputDialog.getText(None, "Join a dsage server",
+                                    "Paste the invite code you were given (dsage invite on the server):",
+                                    QLineEdit.EchoMode.Normal, "")
+    if not ok or not code.strip():
+        raise RuntimeError("no server configured: pass --server, --invite CODE, or paste an invite code")
+    return code.strip()
+
+
 def make_worker(args: argparse.Namespace, reactor: Any) -> Any:
     """The same WorkerService as ``dsage worker``, configured from the arguments and QSettings."""
     from PySide6.QtCore import QSettings
@@ -30,6 +41,8 @@ def make_worker(args: argparse.Namespace, reactor: Any) -> Any:
     from dsage_core.protocol.connect import read_furl
     from dsage_core.worker.service import WorkerConfig, WorkerService
     home = resolve_home(args.home)
+    if not args.invite and not args.server and not (home / "server.furl").exists():
+        args.invite = first_run_invite()  # first run: nothing configured yet
     furl = _redeem(args.invite, home) if args.invite else read_furl(args.server or home / "server.furl")
     key = None
     if not args.anonymous:

@@ -17,9 +17,9 @@ pytestmark = pytest.mark.timeout(60)
 class ChildDriver:
     """Starts ``python -m dsage_core.worker.child`` with fd 3 as its message pipe."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, nice="0"):
         r, w = os.pipe()
-        env = dict(os.environ, DSAGE_SCRATCH=str(tmp_path / "scratch"), DSAGE_NICE="0")
+        env = dict(os.environ, DSAGE_SCRATCH=str(tmp_path / "scratch"), DSAGE_NICE=nice)
         self.proc = subprocess.Popen([sys.executable, "-m", "dsage_core.worker.child"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                                      close_fds=False, preexec_fn=lambda: os.dup2(w, 3))
@@ -174,3 +174,23 @@ def test_dones_of_short_jobs_do_not_wait_for_a_long_one(child):
         got.update({d[0]: d for d in child.next("done", timeout=10)[1]})
     assert 3 not in got and time.monotonic() - t0 < 2.0
     assert any(m[0] == "out" and m[1] == 3 for m in child.inbox) or child.next("out")[1] == 3
+
+
+def test_cpu_time_limit(child):
+    """A job past its CPU-time cap fails with a clear reason; the child serves the next job."""
+    child.run([1, msgpack.packb({"k": "exec", "code": "while True: pass"}), None, None, {"cpu": 1}],
+              code(2, "'next'"))
+    d = child.dones(2, timeout=30)
+    assert d[1][1] == "failed" and "CPU time limit" in d[1][3]
+    assert decoded(d[2]) == "next"
+
+
+def test_jobs_run_at_lower_priority(tmp_path):
+    """By default job processes are niced (10), so a desktop stays responsive."""
+    c = ChildDriver(tmp_path, nice="10")
+    try:
+        base = os.nice(0)
+        c.run(code(1, "import os\nos.nice(0)"))
+        assert decoded(c.dones(1)[1]) == base + 10
+    finally:
+        c.close()

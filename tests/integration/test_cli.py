@@ -145,3 +145,20 @@ def test_start_all_quick_start(tmp_path):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=90)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["4", "999999", "True"]
+
+
+def test_user_commands_take_effect_without_restart(running, tmp_path):
+    """dsage user add/list/remove manage keys on a running server; the new user can submit at once."""
+    home, furl = running
+    from dsage_core import keys
+    keys.generate_keypair(tmp_path / "bob", tmp_path / "bob.pub")
+    out = dsage(home, "user", "add", "bob", "--key", str(tmp_path / "bob.pub"), "--role", "client").stdout
+    assert "added bob (client, SHA256:" in out
+    assert "bob" in dsage(home, "user", "list").stdout
+    bob = dsage(home, "eval", "'hi from bob'", "--wait", "--key", str(tmp_path / "bob")).stdout
+    assert bob.strip() == "'hi from bob'"
+    denied = dsage(home, "user", "--key", str(tmp_path / "bob"), "list", check=False)
+    assert denied.returncode == 1 and "admin" in denied.stderr
+    dsage(home, "user", "remove", "bob")
+    gone = dsage(home, "eval", "1", "--key", str(tmp_path / "bob"), check=False)
+    assert gone.returncode == 1 and "unknown key" in gone.stderr

@@ -164,3 +164,34 @@ def test_sage_job(cluster):
     j = cluster.client.eval("DSAGE_RESULT = factor(randint(10^20, 10^30))", kind="sage").wait(90)
     assert j.status == "completed" and "*" in j.result
     assert cluster.client("2^10", kind="sage").wait(60).result == 1024
+
+
+def test_batch_progress_and_eta(cluster):
+    """Batches report done/total and an ETA that reaches 0 when everything finished."""
+    q = cluster.client.scatter(triple, [((i,), {}) for i in range(8)])
+    q.wait(60)
+    p = q.progress
+    assert (p["done"], p["total"], p["fraction"], p["eta"]) == (8, 8, 1.0, 0.0)
+    import dsage_core
+    jobs = [cluster.client.eval("import time\ntime.sleep(5)") for _ in range(4)]
+    mid = dsage_core.batch_progress(jobs)
+    assert mid["done"] == 0 and mid["eta"] is None
+    for j in jobs:
+        j.kill()
+
+
+def test_sage_jobs_wait_visibly_without_a_sage_worker(tmp_path):
+    """A Sage job on a cluster whose workers cannot run Sage says why it waits."""
+    from tests.integration.cluster import start_cluster
+    c = start_cluster(tmp_path / "home", workers=0)
+    try:
+        from dsage_core.client.sage_check import sage_available
+        if not sage_available():
+            pytest.skip("Sage extra not installed")
+        c.add_worker(1)
+        c.server.core.scheduler.workers[next(iter(c.server.core.scheduler.workers))].capabilities = frozenset()
+        j = c.client("factor(6)", kind="sage")
+        assert "no connected worker can run sage jobs" in j.waiting_reason
+        j.kill()
+    finally:
+        c.stop()
