@@ -8,10 +8,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, QTimer
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt, QTimer
 from PySide6.QtGui import QBrush, QColor
 
 from dsage_core.model.job import JobInfo
+from dsage_gui.models.base import ListTableModel
 
 COLUMNS = ("ID", "Name", "Status", "Worker", "Created", "Duration", "Result", "Progress")
 STATUS_COLORS = {"queued": "#7f8c8d", "running": "#2471a3", "completed": "#1e8449", "failed": "#c0392b",
@@ -19,7 +20,9 @@ STATUS_COLORS = {"queued": "#7f8c8d", "running": "#2471a3", "completed": "#1e844
 SORT_KEYS = ("id", "name", "status", "worker", "created", None, "result_preview", "progress")
 
 
-class JobsTableModel(QAbstractTableModel):
+class JobsTableModel(ListTableModel):
+    columns = COLUMNS
+
     def __init__(self, parent: Any = None, tick_ms: int = 100, max_per_tick: int = 10_000) -> None:
         super().__init__(parent)
         self.max_per_tick = max_per_tick
@@ -113,21 +116,10 @@ class JobsTableModel(QAbstractTableModel):
         return self.rows[row]
 
     # -------------------------------------------------------------- Qt model API
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.rows)
-
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal and 0 <= section < len(COLUMNS):
-            return COLUMNS[section]
-        return None
-
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or not (0 <= index.row() < len(self.rows)):
+        job = self.row_at(index)
+        if job is None:
             return None
-        job = self.rows[index.row()]
         col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
             return self._text(job, col)

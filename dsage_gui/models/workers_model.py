@@ -4,36 +4,25 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt
+
+from dsage_gui.models.base import ListTableModel
 
 COLUMNS = ("Worker", "Host", "Slots busy/total", "CPUs", "Memory", "Identity", "Last heartbeat", "Jobs done")
 
 
-class WorkersTableModel(QAbstractTableModel):
-    def __init__(self, parent: Any = None) -> None:
-        super().__init__(parent)
-        self.workers: list[dict[str, Any]] = []
+class WorkersTableModel(ListTableModel):
+    columns = COLUMNS
 
     def set_workers(self, workers: list[dict[str, Any]]) -> None:
         self.beginResetModel()  # a handful of rows: a reset is the simplest correct update
-        self.workers = sorted(workers, key=lambda w: w.get("id", ""))
+        self.rows = sorted(workers, key=lambda w: w.get("id", ""))
         self.endResetModel()
 
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.workers)
-
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal and 0 <= section < len(COLUMNS):
-            return COLUMNS[section]
-        return None
-
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if role != Qt.ItemDataRole.DisplayRole or not index.isValid() or not (0 <= index.row() < len(self.workers)):
+        w = self.row_at(index)
+        if role != Qt.ItemDataRole.DisplayRole or w is None:
             return None
-        w = self.workers[index.row()]
         c = index.column()
         if c == 0:
             return w.get("id", "")

@@ -47,6 +47,7 @@ def test_pause_stops_children_and_resume_finishes_the_job(qtbot, run, server, tr
     """Pause SIGSTOPs the children (state T) and keeps the job; resume lets it complete."""
     ctl, ui = tray
     jid = run(server.client.submit_code("import time\ntime.sleep(1.0)\n'done'"))
+    qtbot.waitUntil(lambda: server.client.states[jid].status == "running", timeout=20_000)
     qtbot.waitUntil(lambda: ctl.state == "working", timeout=20_000)
     ui.menu.pause_action.trigger()
     qtbot.waitUntil(lambda: ctl.state == "paused", timeout=5_000)
@@ -83,6 +84,7 @@ def test_long_pause_hands_jobs_back(qtbot, run, server, tray):
     """A pause longer than the limit gives the running job back to the server (not a failure)."""
     ctl, ui = tray
     jid = run(server.client.submit_code("import time\ntime.sleep(30)"))
+    qtbot.waitUntil(lambda: server.client.states[jid].status == "running", timeout=20_000)
     qtbot.waitUntil(lambda: ctl.state == "working", timeout=20_000)
     ctl.pause_limit = 0.2
     ctl.pause()
