@@ -49,7 +49,11 @@ def main(argv: list[str] | None = None) -> int:
             win = MainWindow(session)
             state["window"], state["session"] = win, session
             app.lastWindowClosed.disconnect()
-            app.lastWindowClosed.connect(lambda: shutdown(reactor, session))
+            app.lastWindowClosed.connect(lambda: shutdown(reactor, state["session"]))
+            win.switch_requested.connect(switch)
+            if args.server:
+                from dsage_gui.main_window import remember_server
+                remember_server(args.server)
             win.show()
             if args.demo:
                 for code, mode in DEMO:
@@ -62,6 +66,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"dsage gui: {f.getErrorMessage()}", file=sys.stderr)
             state["code"] = 1
             reactor.stop()
+
+        def switch(furl: str) -> None:
+            """Connect to another server; the old session (and an embedded server) stops after."""
+            old_win, old_session = state["window"], state["session"]
+            d2 = open_session(reactor, server=furl, key=args.key, home=args.home)
+
+            def swapped(session: Any) -> None:
+                new_win = MainWindow(session)
+                state["window"], state["session"] = new_win, session
+                new_win.switch_requested.connect(switch)
+                new_win.restoreGeometry(old_win.saveGeometry())
+                new_win.show()
+                old_win.hide()
+                old_win.deleteLater()
+                old_session.close().addErrback(lambda f: None)
+
+            def refused(f: Any) -> None:
+                old_win.show_notice("error", f"cannot connect to {furl}: {f.getErrorMessage()}")
+            d2.addCallbacks(swapped, refused)
         d.addCallbacks(opened, failed)
     run(start)
     return state["code"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (QInputDialog, QLabel, QMainWindow, QMessageBox, QSplitter, QSystemTrayIcon,
                                QTabWidget)
@@ -30,7 +30,22 @@ def droppable_files(urls: list[Any]) -> tuple[list[str], list[str]]:
     return ok, refused
 
 
+def remember_server(furl: str | None) -> list[str]:
+    """Recent servers (most recent first), after adding *furl* when given."""
+    s = QSettings()
+    recent = [r for r in (s.value("servers/recent") or []) if r]
+    if isinstance(recent, str):
+        recent = [recent]
+    if furl:
+        recent = [furl] + [r for r in recent if r != furl][:9]
+        s.setValue("servers/recent", recent)
+        s.setValue("servers/last", furl)
+    return recent
+
+
 class MainWindow(QMainWindow):
+    switch_requested = Signal(str)
+
     def __init__(self, session: Any) -> None:
         super().__init__()
         self.setObjectName("mainWindow")
@@ -85,14 +100,14 @@ class MainWindow(QMainWindow):
         m.addAction(quit_)
 
     def connect_dialog(self) -> None:
-        s = QSettings()
-        recent = [r for r in (s.value("servers/recent") or []) if r]
+        """Ask for a server (recent ones offered) and switch this window's session to it."""
+        recent = remember_server(None)
         furl, ok = QInputDialog.getItem(self, "Connect to a dsage server",
-                                        "Server furl or furl file (restart to switch):", recent, 0, True)
-        if ok and furl:
-            s.setValue("servers/recent", [furl] + [r for r in recent if r != furl][:9])
-            s.setValue("servers/last", furl)
-            self.show_notice("info", "saved; start 'dsage gui --server …' or restart to connect there")
+                                        "Server furl or furl file (your key: DSAGE_HOME/dsage_key):",
+                                        recent, 0, True)
+        if ok and furl.strip():
+            remember_server(furl.strip())
+            self.switch_requested.emit(furl.strip())
 
     # -------------------------------------------------------------- drag and drop
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
