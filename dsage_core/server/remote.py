@@ -46,8 +46,10 @@ class KeyedPusher:
     replaced by its result, which halves the calls per job when jobs take milliseconds.
     """
 
-    def __init__(self, rref: Any, clock: Any = None, max_items: int = 2000, lazy_delay: float = 0.05) -> None:
+    def __init__(self, rref: Any, clock: Any = None, max_items: int = 2000, lazy_delay: float = 0.05,
+                 max_bytes: int = 1024 * 1024) -> None:
         self.rref = rref
+        self.max_bytes = max_bytes
         self.clock = clock
         self.pending: dict[int, Any] = {}
         self.in_flight = False
@@ -70,8 +72,16 @@ class KeyedPusher:
     def _pump(self) -> None:
         if self.in_flight or not self.pending or self.dead:
             return
-        ids = list(self.pending)[: self.max_items]
-        updates = [self.pending.pop(i).update() for i in ids]
+        # a few MiB per call: Foolscap reassembles one huge string slowly on the receiving side
+        updates, size = [], 0
+        for jid in list(self.pending)[: self.max_items]:
+            job = self.pending[jid]
+            n = len(job.result) if job.result is not None and job.status in TERMINAL else 0
+            if updates and size + n > self.max_bytes:
+                break
+            del self.pending[jid]
+            updates.append(job.update())
+            size += n
         self.in_flight = True
         d = self.rref.callRemote("jobs_changed", envelope.pack(updates))
         d.addBoth(self._sent)
