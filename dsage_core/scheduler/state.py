@@ -252,8 +252,13 @@ class Scheduler:
         if not self.queued:
             return
         room = {w.id: self.allowance(w) - len(w.held) for w in self.workers.values()}
-        # fair: hand out in rounds of at most one slot's worth to the worker with the most room
-        order = sorted((w for w in self.workers.values() if room[w.id] > 0), key=lambda w: -room[w.id])
+        # Top a worker up only once half its prefetch is used: one call then carries several jobs.
+        # Holding back never idles a slot: room < prefetch/2 means the worker holds more than
+        # slots + prefetch/2 jobs, so all its slots are busy.
+        def wants(w: WorkerState) -> bool:
+            r = room[w.id]
+            return r > 0 and r >= max(1, (self.allowance(w) - w.slots) // 2)
+        order = sorted((w for w in self.workers.values() if wants(w)), key=lambda w: -room[w.id])
         batches: dict[str, list[tuple[int, int]]] = {}
         while order and self.queued:
             progressed = False
