@@ -97,22 +97,22 @@ class DsageExecutor(cf.Executor):
             self._map_jobs.extend(jobs)
         return self._results(jobs, timeout, chunksize > 1)
 
-    @staticmethod
-    def _results(jobs: list[Job], timeout: float | None, chunked: bool) -> Iterator[Any]:
+    def _results(self, jobs: list[Job], timeout: float | None, chunked: bool) -> Iterator[Any]:
         import time
+        self._client._check_not_reactor_thread("Executor.map results")
         end = None if timeout is None else time.monotonic() + timeout
         for j in jobs:
-            left = None if end is None else max(0.0, end - time.monotonic())
-            try:
-                j.wait(left)
-            except TimeoutError:
-                raise cf.TimeoutError() from None
-            if j.status != "completed":
-                raise JobFailed(f"job {j.id} {j.status}: {j.error or ''}".rstrip(": "))
+            s = j._s  # the hot loop reads the job state directly: one check, no per-item calls
+            if not s.event.is_set():
+                left = None if end is None else max(0.0, end - time.monotonic())
+                if not s.event.wait(left):
+                    raise cf.TimeoutError()
+            if s.status != "completed":
+                raise JobFailed(f"job {s.id} {s.status}: {s.error or ''}".rstrip(": "))
             if chunked:
-                yield from j.result
+                yield from s.value
             else:
-                yield j.result
+                yield s.value
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._shutdown = True

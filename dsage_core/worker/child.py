@@ -12,13 +12,14 @@ import linecache
 import os
 import queue
 import resource
+import select
 import shutil
 import signal
 import sys
 import threading
 import time
 import traceback
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
@@ -48,21 +49,45 @@ class Channel:
                 view = view[n:]
 
 
-def _reader(fd: int, q: "queue.SimpleQueue[Any]") -> None:
-    dec = FrameDecoder()
-    try:
-        while True:
-            data = os.read(fd, 1 << 20)
-            if not data:
-                break
-            for msg in dec.feed(data):
-                if msg[0] == "run":
-                    for entry in msg[1]:
-                        q.put(("job", entry))
-                else:
-                    q.put((msg[0], None))
-    finally:
-        q.put(("exit", None))
+class Inbox:
+    """Frames from the monitor, read on the main thread: without a reader thread there is no
+    thread hand-off between a job's arrival and its start (W2 latency)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.decoder = FrameDecoder()
+        self.items: deque[tuple[str, Any]] = deque()
+
+    def _read(self, block: bool) -> None:
+        if not block:
+            ready, _, _ = select.select([self.fd], [], [], 0)
+            if not ready:
+                return
+        try:
+            data = os.read(self.fd, 1 << 20)
+        except InterruptedError:
+            return
+        if not data:
+            self.items.append(("exit", None))
+            return
+        for msg in self.decoder.feed(data):
+            if msg[0] == "run":
+                self.items.extend(("job", entry) for entry in msg[1])
+            else:
+                self.items.append((msg[0], None))
+
+    def get_nowait(self) -> tuple[str, Any]:
+        """The next item if one is here or already in the pipe; raises queue.Empty otherwise."""
+        if not self.items:
+            self._read(block=False)
+        if not self.items:
+            raise queue.Empty
+        return self.items.popleft()
+
+    def get(self) -> tuple[str, Any]:
+        while not self.items:
+            self._read(block=True)
+        return self.items.popleft()
 
 
 def _bounded_traceback(exc: BaseException, skip_frames: int = 1) -> str:
@@ -103,7 +128,7 @@ class Child:
         self.sage_ns: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ the loop
-    def serve(self, q: "queue.SimpleQueue[Any]") -> None:
+    def serve(self, q: Inbox) -> None:
         while True:
             try:
                 kind, entry = q.get_nowait()
@@ -330,10 +355,8 @@ def main() -> None:
     chan = Channel(3)
     from dsage_core.client.sage_check import sage_available
     chan.send(["hello", os.getpid(), {"sage": sage_available()}])
-    q: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    threading.Thread(target=_reader, args=(0, q), name="dsage-child-reader", daemon=True).start()
     child = Child(chan)
-    child.serve(q)
+    child.serve(Inbox(0))
     sys.stdout.flush()
 
 
