@@ -16,4 +16,6 @@ MIGRATIONS = [
         uses_left INT, created REAL, revoked INT DEFAULT 0);
     CREATE TABLE audit (id INTEGER PRIMARY KEY, time REAL, event TEXT, user TEXT, address TEXT, detail TEXT)
     """,
+    # large results live in files next to the database (written on the store thread, like the WAL)
+    "ALTER TABLE jobs ADD COLUMN result_file TEXT",
 ]

@@ -44,6 +44,16 @@ class StoreTests(SynchronousTestCase):
         self.assertEqual((row["status"], row["result"], row["output"], row["progress"]),
                          ("completed", b"P\x04", "out", 1.0))
 
+    def test_large_results_live_in_files(self):
+        """A result over the threshold is stored in a file beside the database and read back whole."""
+        s = self.store
+        big = b"P" + bytes(range(256)) * 4096
+        self.successResultOf(s.insert_jobs([new(1)]))
+        self.successResultOf(s.finish_jobs([FinishedJob(1, "completed", big, "b'...'", None, None, 1.0, 2.0, "w")]))
+        self.assertTrue(list((self.path.parent / "results").rglob("1.bin")))
+        self.reopen()
+        self.assertEqual(self.successResultOf(self.store.get_job(1))["result"], big)
+
     def test_owner_filter_and_listing(self):
         """list_jobs filters by owner, status and text and never returns payloads."""
         s = self.store
