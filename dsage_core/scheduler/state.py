@@ -1,47 +1,121 @@
 """The scheduler: a pure state machine. ``handle(event) -> list[Action]``; no I/O, no clock.
 
-Order: higher priority first, then FIFO (lower id first). One heap per job class
-``(trusted_only, needs)`` so a job no connected worker may run never blocks the others.
-A worker may hold ``slots + prefetch`` jobs; prefetch grows for short jobs (measured per worker)
-so tiny jobs stream in big batches while long jobs are handed out one per free slot.
+Order: higher priority first, then FIFO (lower id first). There is one heap per job class
+``(trusted_only, needs)``, so a job no connected worker may run never blocks the others: a worker
+takes the best head among the classes it is eligible for. Killed queued jobs are deleted lazily.
+
+After every event the scheduler dispatches: each worker with free allowance (see ``policy``) gets
+at most one ``Dispatch`` per event, of at most ``max_dispatch_batch`` jobs. What does not fit comes
+with the next event (a worker reporting finished jobs is one). Jobs are dealt in two phases: first
+one job at a time to free slots (most free slots first, so two idle workers split a batch), then
+the prefetch buffers, each worker taking an even share of what is left.
 """
 from __future__ import annotations
 
 import heapq
-import math
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from dsage_core.scheduler import actions as act
 from dsage_core.scheduler import events as ev
 from dsage_core.scheduler.events import SchedJob
+from dsage_core.scheduler.policy import JobClass, WorkerState, allowance, ewma, wants_top_up
 
-JobClass = tuple[bool, frozenset[str]]
+__all__ = ["InvalidTransition", "JobQueue", "Scheduler"]
 
 
 class InvalidTransition(Exception):
     """An event that cannot happen in the current state (a bug in the caller)."""
 
 
-@dataclass
-class WorkerState:
-    id: str
-    slots: int
-    anonymous: bool
-    capabilities: frozenset[str]
-    last_seen: float
-    paused: bool = False
-    held: dict[int, int] = field(default_factory=dict)   # job id -> attempt
-    avg_duration: float | None = None
+class JobQueue:
+    """Queued job ids in one heap per job class; entries carry a token so stale ones are skipped."""
 
-    def can_run(self, cls: JobClass) -> bool:
-        trusted_only, needs = cls
-        return not (trusted_only and self.anonymous) and needs <= self.capabilities
+    def __init__(self) -> None:
+        self._heaps: dict[JobClass, list[tuple[int, int, int]]] = {}  # (-priority, id, token)
+        self._token: dict[int, int] = {}                                # queued id -> live token
+        self._class: dict[int, JobClass] = {}
+        self._seq = 0
+        self._stale = 0
+
+    def __len__(self) -> int:
+        return len(self._token)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._token
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._token)
+
+    def job_class(self, job_id: int) -> JobClass:
+        """The class of a queued job."""
+        return self._class[job_id]
+
+    def push(self, job: SchedJob) -> None:
+        """Queue *job* (its priority and class are read now)."""
+        self._seq += 1
+        cls = (job.trusted_only, job.needs)
+        self._token[job.id] = self._seq
+        self._class[job.id] = cls
+        heapq.heappush(self._heaps.setdefault(cls, []), (-job.priority, job.id, self._seq))
+
+    def remove(self, job_id: int) -> bool:
+        """Drop a queued job (lazily: its heap entry is skipped later). False if it was not queued."""
+        if self._token.pop(job_id, None) is None:
+            return False
+        del self._class[job_id]
+        self._stale += 1
+        if self._stale > 1024 and self._stale > len(self._token):
+            self._compact()
+        return True
+
+    def pop_many(self, can_run: Callable[[JobClass], bool], n: int) -> list[int]:
+        """Take up to *n* best job ids among the classes *can_run* accepts."""
+        heaps = [h for cls, h in self._heaps.items() if can_run(cls)]
+        taken: list[int] = []
+        while len(taken) < n:
+            best: list[tuple[int, int, int]] | None = None
+            for h in heaps:
+                self._skip_stale(h)
+                if h and (best is None or h[0] < best[0]):
+                    best = h
+            if best is None:
+                break
+            _, job_id, _ = heapq.heappop(best)
+            del self._token[job_id], self._class[job_id]
+            taken.append(job_id)
+        return taken
+
+    def _skip_stale(self, h: list[tuple[int, int, int]]) -> None:
+        while h and self._token.get(h[0][1]) != h[0][2]:
+            heapq.heappop(h)
+            self._stale -= 1
+
+    def _compact(self) -> None:
+        for h in self._heaps.values():
+            h[:] = [e for e in h if self._token.get(e[1]) == e[2]]
+            heapq.heapify(h)
+        self._stale = 0
+
+    def validate(self) -> None:
+        """Every queued id has exactly one live heap entry, in the heap of its class."""
+        live: dict[int, JobClass] = {}
+        for cls, h in self._heaps.items():
+            for _, job_id, token in h:
+                if self._token.get(job_id) == token:
+                    assert job_id not in live, f"job {job_id} has two live heap entries"
+                    live[job_id] = cls
+        assert live == self._class, "queue heaps out of sync with the queued set"
+        assert set(self._class) == set(self._token), "queue class index out of sync"
 
 
 class Scheduler:
-    """Decides which worker runs which job; see the module docstring."""
+    """Decides which worker runs which job; see the module docstring.
+
+    Public read-only state (for queries, the server's describe views and tests): ``jobs`` (every
+    job queued or held, by id), ``workers`` (``WorkerState`` by id), ``log`` (the last 1000 events).
+    """
 
     def __init__(self, *, max_failures: int = 3, lease_timeout: float = 15.0, prefetch_seconds: float = 0.05,
                  max_prefetch_per_slot: int = 500, max_dispatch_batch: int = 1000) -> None:
@@ -50,146 +124,164 @@ class Scheduler:
         self.prefetch_seconds = prefetch_seconds
         self.max_prefetch_per_slot = max_prefetch_per_slot
         self.max_dispatch_batch = max_dispatch_batch
-        self.jobs: dict[int, SchedJob] = {}            # every job the scheduler knows (queued or held)
-        self.queued: set[int] = set()
-        self.heaps: dict[JobClass, list[tuple[int, int]]] = {}
-        self.location: dict[int, str] = {}              # held job -> worker id
+        self.jobs: dict[int, SchedJob] = {}
         self.workers: dict[str, WorkerState] = {}
-        self.kill_pending: set[int] = set()
-        self.log: deque[Any] = deque(maxlen=1000)
+        self.log: deque[ev.Event] = deque(maxlen=1000)
+        self._queue = JobQueue()
+        self._location: dict[int, str] = {}       # held job id -> worker id
+        self._kill_pending: set[int] = set()      # held jobs whose kill was requested
 
     # ------------------------------------------------------------------ queries
     @property
     def queued_count(self) -> int:
-        return len(self.queued)
+        """Jobs waiting in the queue."""
+        return len(self._queue)
 
     @property
     def running_count(self) -> int:
-        return len(self.location)
+        """Jobs held by workers (running or prefetched)."""
+        return len(self._location)
 
     @property
     def slots_total(self) -> int:
+        """Slots over all connected workers."""
         return sum(w.slots for w in self.workers.values())
 
     @property
     def slots_busy(self) -> int:
+        """Slots with a job: per worker, min(held, slots)."""
         return sum(min(len(w.held), w.slots) for w in self.workers.values())
 
     def worker_ids(self) -> list[str]:
+        """Connected workers, in join order."""
         return list(self.workers)
 
     def held_by(self, worker_id: str) -> list[int]:
+        """Job ids a worker holds, in dispatch order."""
         return list(self.workers[worker_id].held)
 
     def job_location(self, job_id: int) -> tuple[str, int] | None:
-        wid = self.location.get(job_id)
+        """``(worker_id, attempt)`` of a held job, else None."""
+        wid = self._location.get(job_id)
         return None if wid is None else (wid, self.workers[wid].held[job_id])
 
     def is_queued(self, job_id: int) -> bool:
-        return job_id in self.queued
+        """Whether the job waits in the queue."""
+        return job_id in self._queue
+
+    def allowance(self, worker_id: str) -> int:
+        """How many jobs a worker may hold now (running plus prefetched)."""
+        w = self.workers[worker_id]
+        return allowance(w.slots, w.avg_duration, w.paused, self.prefetch_seconds, self.max_prefetch_per_slot)
 
     def waiting_reason(self, job_id: int) -> str | None:
-        """Why a queued job waits, when it is not simply its turn."""
-        job = self.jobs.get(job_id)
-        if job is None or job_id not in self.queued:
+        """Why a queued job cannot run on any connected worker; None when it simply waits its turn."""
+        if job_id not in self._queue:
             return None
+        trusted_only, needs = self._queue.job_class(job_id)
         if not self.workers:
             return "no workers connected"
-        cls = (job.trusted_only, job.needs)
-        if any(w.can_run(cls) for w in self.workers.values()):
-            return None
-        missing = sorted(job.needs - set().union(*(w.capabilities for w in self.workers.values())))
-        if missing:
-            return f"no connected worker can run {', '.join(missing)} jobs"
-        return "trusted-only: waiting for a keyed (non-anonymous) worker"
+        trusted = [w for w in self.workers.values() if not (trusted_only and w.anonymous)]
+        if not trusted:
+            return "trusted-only: waiting for a keyed (non-anonymous) worker"
+        capable = [w for w in trusted if needs <= w.capabilities]
+        if not capable:
+            missing = sorted(needs - frozenset().union(*(w.capabilities for w in trusted)))
+            if missing:
+                return f"no connected worker can run {', '.join(missing)} jobs"
+            return f"no connected worker has all of: {', '.join(sorted(needs))}"
+        if not any(self.allowance(w.id) for w in capable):
+            return "every worker that can run it is paused or has no slots"
+        return None
 
     # ------------------------------------------------------------------ events
-    def handle(self, event: Any) -> list[Any]:
-        """Apply one event; returns the actions to carry out, dispatches included."""
+    def handle(self, event: ev.Event) -> list[act.Action]:
+        """Apply one event; returns the actions to carry out, dispatches last."""
         self.log.append(event)
-        handler = _HANDLERS.get(type(event))
+        handler = _TRANSITIONS.get(type(event))
         if handler is None:
             raise InvalidTransition(f"unknown event {event!r}")
-        out: list[Any] = []
+        out: list[act.Action] = []
         handler(self, event, out)
         self._dispatch(out)
         return out
 
-    def _submitted(self, e: ev.JobsSubmitted, out: list[Any]) -> None:
+    def _submitted(self, e: ev.JobsSubmitted, out: list[act.Action]) -> None:
+        ids = [job.id for job in e.jobs]
+        if len(set(ids)) != len(ids) or any(i in self.jobs for i in ids):
+            dup = next(i for n, i in enumerate(ids) if i in self.jobs or i in ids[:n])
+            raise InvalidTransition(f"job {dup} submitted twice")
         for job in e.jobs:
-            if job.id in self.jobs:
-                raise InvalidTransition(f"job {job.id} submitted twice")
             self.jobs[job.id] = job
-            self._enqueue(job)
+            self._queue.push(job)
 
-    def _joined(self, e: ev.WorkerJoined, out: list[Any]) -> None:
+    def _joined(self, e: ev.WorkerJoined, out: list[act.Action]) -> None:
         if e.worker_id in self.workers:
             raise InvalidTransition(f"worker {e.worker_id} joined twice")
         self.workers[e.worker_id] = WorkerState(e.worker_id, max(0, e.slots), e.anonymous,
                                                 frozenset(e.capabilities), e.now)
 
-    def _slots(self, e: ev.WorkerSlotsChanged, out: list[Any]) -> None:
+    def _slots_changed(self, e: ev.WorkerSlotsChanged, out: list[act.Action]) -> None:
         self._worker(e.worker_id).slots = max(0, e.slots)
 
-    def _paused(self, e: ev.WorkerPaused, out: list[Any]) -> None:
+    def _paused(self, e: ev.WorkerPaused, out: list[act.Action]) -> None:
         self._worker(e.worker_id).paused = e.paused
 
-    def _heartbeat(self, e: ev.WorkerHeartbeat, out: list[Any]) -> None:
+    def _heartbeat(self, e: ev.WorkerHeartbeat, out: list[act.Action]) -> None:
         w = self.workers.get(e.worker_id)
-        if w is not None:
+        if w is not None:  # a late heartbeat from a worker that already expired is harmless
             w.last_seen = max(w.last_seen, e.now)
 
-    def _left(self, e: ev.WorkerLeft, out: list[Any]) -> None:
-        if e.worker_id in self.workers:
+    def _left(self, e: ev.WorkerLeft, out: list[act.Action]) -> None:
+        if e.worker_id in self.workers:  # unknown: it already expired, its jobs went back then
             self._drop_worker(e.worker_id, out)
 
-    def _finished(self, e: ev.JobsFinished, out: list[Any]) -> None:
+    def _tick(self, e: ev.Tick, out: list[act.Action]) -> None:
+        deadline = e.now - self.lease_timeout
+        for wid in [w.id for w in self.workers.values() if w.last_seen < deadline]:
+            out.append(act.WorkerExpired(wid))
+            self._drop_worker(wid, out)
+
+    def _finished(self, e: ev.JobsFinished, out: list[act.Action]) -> None:
         w = self.workers.get(e.worker_id)
-        accepted = []
+        accepted: list[int] = []
         for job_id, attempt, duration in e.results:
-            if w is None or w.held.get(job_id) != attempt:
-                why = "unknown worker" if w is None else (
-                    "not held by this worker" if job_id not in w.held else "stale attempt")
+            why = self._stale_reason(w, job_id, attempt)
+            if why:
                 out.append(act.Discarded(job_id, attempt, why))
                 continue
-            del w.held[job_id]
-            del self.location[job_id]
+            assert w is not None
+            self._release(w, job_id)
+            self._kill_pending.discard(job_id)
             del self.jobs[job_id]
-            self.kill_pending.discard(job_id)
             accepted.append(job_id)
-            d = max(0.0, float(duration))
-            w.avg_duration = d if w.avg_duration is None else 0.8 * w.avg_duration + 0.2 * d
+            w.avg_duration = ewma(w.avg_duration, float(duration))
         if accepted:
             out.append(act.Accepted(accepted))
 
-    def _handed_back(self, e: ev.JobsHandedBack, out: list[Any]) -> None:
+    def _handed_back(self, e: ev.JobsHandedBack, out: list[act.Action]) -> None:
         w = self.workers.get(e.worker_id)
-        requeued = []
-        for job_id, attempt, failure in e.jobs:
-            if w is None or w.held.get(job_id) != attempt:
-                out.append(act.Discarded(job_id, attempt, "not held by this worker"))
+        requeued: list[tuple[int, int]] = []
+        for job_id, attempt, counts_as_failure in e.jobs:
+            why = self._stale_reason(w, job_id, attempt)
+            if why:
+                out.append(act.Discarded(job_id, attempt, why))
                 continue
-            del w.held[job_id]
-            del self.location[job_id]
-            self._return(self.jobs[job_id], failure, requeued, out)
+            assert w is not None
+            self._release(w, job_id)
+            self._return(self.jobs[job_id], counts_as_failure, requeued, out)
         if requeued:
             out.append(act.Requeued(requeued))
 
-    def _kill(self, e: ev.KillRequested, out: list[Any]) -> None:
+    def _kill(self, e: ev.KillRequested, out: list[act.Action]) -> None:
         for job_id in e.job_ids:
-            if job_id in self.queued:
-                self.queued.discard(job_id)
+            if self._queue.remove(job_id):
                 del self.jobs[job_id]
                 out.append(act.KilledQueued(job_id))
-            elif job_id in self.location:
-                wid = self.location[job_id]
-                self.kill_pending.add(job_id)
+            elif job_id in self._location:
+                wid = self._location[job_id]
+                self._kill_pending.add(job_id)
                 out.append(act.KillOnWorker(wid, job_id, self.workers[wid].held[job_id]))
-
-    def _tick(self, e: ev.Tick, out: list[Any]) -> None:
-        for wid in [w.id for w in self.workers.values() if w.last_seen < e.now - self.lease_timeout]:
-            out.append(act.WorkerExpired(wid))
-            self._drop_worker(wid, out)
 
     # ------------------------------------------------------------------ internals
     def _worker(self, wid: str) -> WorkerState:
@@ -198,105 +290,116 @@ class Scheduler:
             raise InvalidTransition(f"unknown worker {wid}")
         return w
 
-    def _enqueue(self, job: SchedJob) -> None:
-        self.queued.add(job.id)
-        heapq.heappush(self.heaps.setdefault((job.trusted_only, job.needs), []), (-job.priority, job.id))
+    def _stale_reason(self, w: WorkerState | None, job_id: int, attempt: int) -> str:
+        """Why a report about (job_id, attempt) from worker *w* does not count; "" when it does."""
+        if w is None:
+            return "unknown worker"
+        held = w.held.get(job_id)
+        if held == attempt:
+            return ""
+        if held is not None:
+            return "stale attempt"
+        return "not held by this worker" if job_id in self.jobs else "unknown job"
 
-    def _return(self, job: SchedJob, failure: bool, requeued: list[tuple[int, int]], out: list[Any]) -> None:
+    def _release(self, w: WorkerState, job_id: int) -> None:
+        del w.held[job_id]
+        del self._location[job_id]
+
+    def _return(self, job: SchedJob, failure: bool, requeued: list[tuple[int, int]],
+                out: list[act.Action]) -> None:
+        """A job came back from a worker: killed, lost, or queued again."""
         if failure:
             job.failures += 1
-        if job.failures > self.max_failures:
+        if job.id in self._kill_pending:
+            self._kill_pending.discard(job.id)
             del self.jobs[job.id]
-            self.kill_pending.discard(job.id)
+            out.append(act.KilledQueued(job.id))
+        elif job.failures > self.max_failures:
+            del self.jobs[job.id]
             out.append(act.Lost(job.id, job.failures))
-            return
-        self._enqueue(job)
-        requeued.append((job.id, job.failures))
+        else:
+            self._queue.push(job)
+            requeued.append((job.id, job.failures))
 
-    def _drop_worker(self, wid: str, out: list[Any]) -> None:
+    def _drop_worker(self, wid: str, out: list[act.Action]) -> None:
         w = self.workers.pop(wid)
         requeued: list[tuple[int, int]] = []
-        for job_id in sorted(w.held):
-            del self.location[job_id]
+        for job_id in w.held:
+            del self._location[job_id]
             self._return(self.jobs[job_id], True, requeued, out)
         if requeued:
             out.append(act.Requeued(requeued))
 
-    def allowance(self, w: WorkerState) -> int:
-        """How many jobs worker *w* may hold now."""
-        if w.paused:
-            return 0
-        prefetch = 0
-        if w.avg_duration is not None:
-            per_slot = self.prefetch_seconds / max(w.avg_duration, 1e-9)
-            prefetch = w.slots * max(0, min(self.max_prefetch_per_slot, math.floor(per_slot)))
-        return w.slots + prefetch
-
-    def _pop_for(self, w: WorkerState) -> SchedJob | None:
-        best: tuple[int, int] | None = None
-        best_cls: JobClass | None = None
-        for cls, heap in self.heaps.items():
-            if not w.can_run(cls):
-                continue
-            while heap and heap[0][1] not in self.queued:
-                heapq.heappop(heap)  # lazily drop killed entries
-            if heap and (best is None or heap[0] < best):
-                best, best_cls = heap[0], cls
-        if best is None or best_cls is None:
-            return None
-        heapq.heappop(self.heaps[best_cls])
-        self.queued.discard(best[1])
-        return self.jobs[best[1]]
-
-    def _dispatch(self, out: list[Any]) -> None:
-        if not self.queued:
+    def _dispatch(self, out: list[act.Action]) -> None:
+        if not self._queue:
             return
-        room = {w.id: self.allowance(w) - len(w.held) for w in self.workers.values()}
-        # Top a worker up only once half its prefetch is used: one call then carries several jobs.
-        # Holding back never idles a slot: room < prefetch/2 means the worker holds more than
-        # slots + prefetch/2 jobs, so all its slots are busy.
-        def wants(w: WorkerState) -> bool:
-            r = room[w.id]
-            return r > 0 and r >= max(1, (self.allowance(w) - w.slots) // 2)
-        order = sorted((w for w in self.workers.values() if wants(w)), key=lambda w: -room[w.id])
+        budget: dict[str, int] = {}
+        for w in self.workers.values():
+            allowed = self.allowance(w.id)
+            if wants_top_up(len(w.held), w.slots, allowed):
+                budget[w.id] = min(allowed - len(w.held), self.max_dispatch_batch)
+        if not budget:
+            return
         batches: dict[str, list[tuple[int, int]]] = {}
-        while order and self.queued:
-            progressed = False
-            for w in order:
-                take = min(room[w.id], max(1, room[w.id] // max(1, len(order))),
-                           self.max_dispatch_batch - len(batches.get(w.id, ())))
-                for _ in range(take):
-                    job = self._pop_for(w)
-                    if job is None:
-                        break
-                    job.attempt += 1
-                    w.held[job.id] = job.attempt
-                    self.location[job.id] = w.id
-                    batches.setdefault(w.id, []).append((job.id, job.attempt))
-                    room[w.id] -= 1
-                    progressed = True
-            order = [w for w in order if room[w.id] > 0 and len(batches.get(w.id, ())) < self.max_dispatch_batch]
-            if not progressed:
-                break
-        for wid, jobs in batches.items():
-            out.append(act.Dispatch(wid, jobs))
+        free = {wid: min(b, self.workers[wid].slots - len(self.workers[wid].held)) for wid, b in budget.items()}
+        self._deal(free, batches, one_at_a_time=True)
+        rest = {wid: b - len(batches.get(wid, ())) for wid, b in budget.items()}
+        self._deal(rest, batches, one_at_a_time=False)
+        out.extend(act.Dispatch(wid, jobs) for wid, jobs in batches.items())
+
+    def _deal(self, caps: dict[str, int], batches: dict[str, list[tuple[int, int]]], one_at_a_time: bool) -> None:
+        """Deal queued jobs to workers in rounds, most capacity first, up to ``caps[worker]`` each."""
+        active = sorted((wid for wid, c in caps.items() if c > 0), key=lambda wid: (-caps[wid], wid))
+        while active and self._queue:
+            share = 1 if one_at_a_time else -(-len(self._queue) // len(active))
+            still: list[str] = []
+            for wid in active:
+                want = min(caps[wid], share)
+                got = self._give(self.workers[wid], want, batches)
+                caps[wid] -= got
+                if got == want and caps[wid] > 0:  # fewer than asked: nothing left it may run
+                    still.append(wid)
+            active = still
+
+    def _give(self, w: WorkerState, n: int, batches: dict[str, list[tuple[int, int]]]) -> int:
+        ids = self._queue.pop_many(w.can_run, n)
+        batch = batches.setdefault(w.id, []) if ids else []
+        for job_id in ids:
+            job = self.jobs[job_id]
+            job.attempt += 1
+            w.held[job_id] = job.attempt
+            self._location[job_id] = w.id
+            batch.append((job_id, job.attempt))
+        return len(ids)
 
     def validate(self) -> None:
-        """Check invariants; raises AssertionError describing the first violation."""
-        held = {}
+        """Check the invariants; raises AssertionError describing the first violation."""
+        held: dict[int, str] = {}
         for w in self.workers.values():
-            for j in w.held:
-                assert j not in held, f"job {j} held by {held[j]} and {w.id}"
-                held[j] = w.id
-        assert held == self.location, "location index out of sync"
-        assert not (self.queued & set(held)), "a job is both queued and held"
-        assert set(self.jobs) == self.queued | set(held), "job table out of sync"
+            for job_id, attempt in w.held.items():
+                assert job_id not in held, f"job {job_id} held by {held[job_id]} and {w.id}"
+                assert job_id in self.jobs, f"held job {job_id} unknown"
+                assert self.jobs[job_id].attempt == attempt, f"job {job_id}: held attempt is not its latest"
+                held[job_id] = w.id
+        assert held == self._location, "location index out of sync with the workers"
+        queued = set(self._queue)
+        assert not (queued & set(held)), f"jobs both queued and held: {sorted(queued & set(held))[:5]}"
+        assert set(self.jobs) == queued | set(held), "job table is not exactly queued + held"
+        assert self._kill_pending <= set(held), "a pending kill for a job no worker holds"
+        assert self.queued_count + self.running_count == len(self.jobs), "counts inconsistent"
+        self._queue.validate()
 
 
-_HANDLERS: dict[type, Any] = {
-    ev.JobsSubmitted: Scheduler._submitted, ev.WorkerJoined: Scheduler._joined,
-    ev.WorkerSlotsChanged: Scheduler._slots, ev.WorkerPaused: Scheduler._paused,
-    ev.WorkerHeartbeat: Scheduler._heartbeat, ev.WorkerLeft: Scheduler._left,
-    ev.JobsFinished: Scheduler._finished, ev.JobsHandedBack: Scheduler._handed_back,
-    ev.KillRequested: Scheduler._kill, ev.Tick: Scheduler._tick,
+_TRANSITIONS: dict[type, Callable[[Scheduler, Any, list[act.Action]], None]] = {
+    ev.JobsSubmitted: Scheduler._submitted,
+    ev.WorkerJoined: Scheduler._joined,
+    ev.WorkerSlotsChanged: Scheduler._slots_changed,
+    ev.WorkerPaused: Scheduler._paused,
+    ev.WorkerHeartbeat: Scheduler._heartbeat,
+    ev.WorkerLeft: Scheduler._left,
+    ev.JobsFinished: Scheduler._finished,
+    ev.JobsHandedBack: Scheduler._handed_back,
+    ev.KillRequested: Scheduler._kill,
+    ev.Tick: Scheduler._tick,
 }
+"""Which method handles which event (dask's ``_TRANSITIONS_TABLE`` idea)."""

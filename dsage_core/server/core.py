@@ -514,7 +514,7 @@ class JobServer:
             elif isinstance(a, act.KilledQueued):
                 job = self.jobs.get(a.job_id)
                 if job is not None:
-                    job.error = "killed by its owner before it started"
+                    job.error = "killed by its owner"
                     self._finalize(job, "killed")
             elif isinstance(a, act.KillOnWorker):
                 w = self.workers.get(a.worker_id)
@@ -552,11 +552,7 @@ class JobServer:
     def _requeued(self, items: list[tuple[int, int]]) -> None:
         rows = []
         for jid, failures in items:
-            job = self.jobs[jid]
-            if job.kill_requested:
-                job.error = "killed by its owner"
-                self._finalize(job, "killed")
-                continue
+            job = self.jobs[jid]  # a job with a kill pending never comes back here: KilledQueued
             job.status, job.worker, job.started, job.failures = "queued", None, None, failures
             rows.append((jid, failures))
         if rows:

@@ -1,0 +1,67 @@
+"""Credit policy: how many jobs a worker may hold, and when it is worth topping it up.
+
+A worker may hold ``slots`` running jobs plus a prefetch buffer so short jobs never wait for a
+round trip to the server: ``prefetch = slots * clamp(floor(prefetch_seconds / avg_duration), 0,
+max_prefetch_per_slot)``. Before any duration is known the prefetch is 0, so long jobs are handed
+out one per free slot and never sit behind each other on one worker while another is idle.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+JobClass = tuple[bool, frozenset[str]]
+"""``(trusted_only, needs)``: jobs of one class are eligible for exactly the same workers."""
+
+EWMA_ALPHA = 0.2
+"""Weight of the newest duration in a worker's moving average."""
+
+
+def ewma(avg: float | None, sample: float, alpha: float = EWMA_ALPHA) -> float:
+    """The moving average after one more *sample* (negative samples count as 0)."""
+    sample = max(0.0, sample)
+    return sample if avg is None else (1.0 - alpha) * avg + alpha * sample
+
+
+def allowance(slots: int, avg_duration: float | None, paused: bool, prefetch_seconds: float,
+              max_prefetch_per_slot: int) -> int:
+    """How many jobs a worker may hold (running plus prefetched); 0 when paused."""
+    if paused or slots <= 0:
+        return 0
+    if avg_duration is None:
+        return slots
+    if avg_duration > 0:
+        per_slot = min(max_prefetch_per_slot, math.floor(prefetch_seconds / avg_duration))
+    else:
+        per_slot = max_prefetch_per_slot
+    return slots + slots * max(0, per_slot)
+
+
+def wants_top_up(held: int, slots: int, allowed: int) -> bool:
+    """True when a worker should get jobs now.
+
+    A worker with a free slot always does. Otherwise it waits until half its prefetch buffer is
+    used, so one Dispatch carries many jobs instead of one per finished job. Holding back never
+    idles a slot: ``room < prefetch / 2`` means it holds more than ``slots`` jobs.
+    """
+    room = allowed - held
+    return room > 0 and room >= max(1, (allowed - slots) // 2)
+
+
+@dataclass(slots=True)
+class WorkerState:
+    """What the scheduler knows about one connected worker."""
+
+    id: str
+    slots: int
+    anonymous: bool
+    capabilities: frozenset[str]
+    last_seen: float                                      #: join time or last heartbeat
+    paused: bool = False
+    held: dict[int, int] = field(default_factory=dict)    #: job id -> attempt, in dispatch order
+    avg_duration: float | None = None                     #: EWMA of reported durations (seconds)
+
+    def can_run(self, cls: JobClass) -> bool:
+        """Whether jobs of class *cls* may run here (trust and capabilities)."""
+        trusted_only, needs = cls
+        return not (trusted_only and self.anonymous) and needs <= self.capabilities
