@@ -91,3 +91,18 @@ def test_long_pause_hands_jobs_back(qtbot, run, server, tray):
     qtbot.waitUntil(lambda: server.client.states[jid].status == "queued", timeout=20_000)
     assert server.client.states[jid].attempts >= 1
     run(server.client.kill(jid))
+
+
+def test_workers_pane_launches_and_stops_local_workers(qtbot, run, server):
+    """The workers pane starts a local worker process with the chosen slots and stops it again."""
+    from dsage_gui.main_window import MainWindow
+    from dsage_gui.session import GuiSession
+    win = MainWindow(GuiSession(server.client, server))
+    qtbot.addWidget(win)
+    pane = win.workers_pane
+    pane.slots.setValue(1)
+    pane.launch.click()
+    qtbot.waitUntil(lambda: pane.model.rowCount() == 1, timeout=20_000)
+    assert pane.model.rows[0]["slots"] == 1 and "1 local worker" in pane.local.text()
+    pane.stop.click()
+    qtbot.waitUntil(lambda: pane.model.rowCount() == 0, timeout=20_000)
