@@ -320,12 +320,18 @@ class JobServer:
         s = self.scheduler
         d: dict[str, Any] = dict(self.counts)
         d.update(time=now, queued=s.queued_count, running=s.running_count, rate_1m=self.rate.rate(now),
-                 busy_slots=sum(min(w.busy, w.slots) for w in self.workers.values()),
+                 busy_slots=s.slots_busy,
                  total_slots=sum(w.slots for w in self.workers.values()), workers=len(self.workers))
         return d
 
     def describe_workers(self) -> list[dict[str, Any]]:
-        return [w.describe() for w in self.workers.values()]
+        out = []
+        for w in self.workers.values():
+            d = w.describe()
+            # busy slots from what the scheduler knows now, not from the last heartbeat
+            d["busy"] = min(w.slots, len(self.scheduler.held_by(w.id))) if w.id in self.scheduler.workers else 0
+            out.append(d)
+        return out
 
     def watch_owner(self, owner: str, watcher: Any, enable: bool) -> None:
         """Push updates of every job of *owner* (the desktop app follows jobs submitted anywhere)."""
@@ -541,7 +547,6 @@ class JobServer:
                 blobs[job.blob_id] = self.blobs[job.blob_id]
                 w.sent_blobs.add(job.blob_id)
             entries.append([jid, attempt, job.payload, job.blob_id, job.timeout, job.limits])
-        w.busy = min(w.slots, w.busy + len(entries))
         self._notify([self.jobs[jid] for jid, _ in a.jobs])
         self._schedule_flush()
         if w.dispatcher is not None:

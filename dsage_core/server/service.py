@@ -71,6 +71,7 @@ class ServerService(MultiService):
         self.furl: str | None = None
         self.core: JobServer | None = None
         self._loops: list[LoopingCall] = []
+        self._last_workers_key = ""
 
     @inlineCallbacks
     def start(self) -> Any:
@@ -117,7 +118,13 @@ class ServerService(MultiService):
             core.take_workers_dirty()
             return
         stats = envelope.pack(core.stats())
-        workers = envelope.pack(core.describe_workers()) if core.take_workers_dirty() else None
+        # the worker list goes out when it changed (busy slots and jobs done included), at most
+        # once per tick: its cost depends on the number of workers, never on the number of jobs
+        desc = core.describe_workers()
+        key = repr([(w["id"], w["busy"], w["slots"], w["paused"], w["jobs_done"]) for w in desc])
+        dirty = core.take_workers_dirty() or key != self._last_workers_key
+        self._last_workers_key = key
+        workers = envelope.pack(desc) if dirty else None
         for c in list(core.clients):
             if c.rref is None:
                 continue
