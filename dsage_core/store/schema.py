@@ -1,5 +1,18 @@
 """Schema migrations, applied in order; ``PRAGMA user_version`` records how many ran."""
+from __future__ import annotations
 
+import sqlite3
+
+#: per-connection settings; WAL + synchronous=NORMAL survives a process crash without an fsync per commit
+PRAGMAS = (
+    "PRAGMA page_size=16384",  # new databases only: large results write faster
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=5000",
+)
+
+#: append only: migration ``i`` (1-based) brings a database from user_version ``i-1`` to ``i``
 MIGRATIONS = [
     """
     CREATE TABLE jobs (
@@ -19,3 +32,28 @@ MIGRATIONS = [
     # large results live in files next to the database (written on the store thread, like the WAL)
     "ALTER TABLE jobs ADD COLUMN result_file TEXT",
 ]
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """Open ``path`` in autocommit mode (transactions are explicit) with :data:`PRAGMAS` applied."""
+    c = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+    for pragma in PRAGMAS:
+        c.execute(pragma)
+    return c
+
+
+def migrate(c: sqlite3.Connection, migrations: list[str] = MIGRATIONS) -> int:
+    """Apply the migrations ``c`` has not seen yet, each in its own transaction; return the new version."""
+    version: int = c.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(migrations):
+        raise sqlite3.DatabaseError(f"database schema version {version} is newer than this dsage "
+                                    f"(knows {len(migrations)}); upgrade dsage")
+    for i, sql in enumerate(migrations[version:], start=version + 1):
+        try:
+            c.executescript(f"BEGIN IMMEDIATE; {sql}; PRAGMA user_version={i}; COMMIT;")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+        version = i
+    return version

@@ -6,6 +6,7 @@ writes fail with :class:`StoreUnavailable` and a clear message; reads keep worki
 """
 from __future__ import annotations
 
+import hmac
 import os
 import sqlite3
 import threading
@@ -16,14 +17,18 @@ from typing import Any, Callable, NamedTuple
 from twisted.internet.defer import Deferred
 
 from dsage_core.store.errors import InviteError, StoreError, StoreUnavailable
-from dsage_core.store.schema import MIGRATIONS
+from dsage_core.store.runner import Runner
+from dsage_core.store.schema import connect, migrate
 
-JOB_COLUMNS = ("id, owner, name, kind, status, priority, trusted_only, needs, blob_id, timeout, code, "
+#: list_jobs summaries: no payload, result, output or code (get_job has them)
+JOB_COLUMNS = ("id, owner, name, kind, status, priority, trusted_only, needs, blob_id, timeout, "
                "created, started, finished, worker, attempts, failures, result_preview, error, progress, "
                "progress_message")
 
 
 class NewJob(NamedTuple):
+    """A job to INSERT as 'queued' (``payload``/``limits`` are opaque bytes; ``code`` is display text)."""
+
     id: int
     owner: str
     name: str
@@ -40,6 +45,8 @@ class NewJob(NamedTuple):
 
 
 class RunningJob(NamedTuple):
+    """A dispatch: the job's ``attempt`` number went to ``worker`` at ``started``."""
+
     id: int
     attempt: int
     worker: str
@@ -47,6 +54,8 @@ class RunningJob(NamedTuple):
 
 
 class FinishedJob(NamedTuple):
+    """A terminal outcome (``status`` completed/failed/killed/...); None keeps ``started``/``worker``."""
+
     id: int
     status: str
     result: bytes | None
@@ -59,6 +68,8 @@ class FinishedJob(NamedTuple):
 
 
 class Snapshot(NamedTuple):
+    """What :meth:`SqliteStore.open` found: the id counter's seed and the queued/running jobs by id."""
+
     max_job_id: int
     active: list[dict[str, Any]]
 
@@ -75,36 +86,43 @@ def _row(cur: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
 
 
 class SqliteStore:
-    """Every public method returns a Deferred and runs on the runner's single thread, FIFO."""
+    """The durable store. Every public method returns a Deferred; the work runs on the runner's
+    single thread, FIFO, so an UPDATE always follows its INSERT. Thread-side code is named ``thd_*``.
 
-    def __init__(self, path: str | Path, runner: Any) -> None:
+    ``writable`` turns False when a write failed because the database cannot be written (read-only,
+    disk full, I/O error) and True again after the next successful write; ``last_error`` says why.
+    """
+
+    def __init__(self, path: str | Path, runner: Runner) -> None:
         self.path = Path(path)
         self.runner = runner
         self.writable = True
         self.last_error: str | None = None
         self._local = threading.local()
-        self.fault_hook: Callable[[], None] | None = None   #: tests: raise inside every write
+        self.fault_hook: Callable[[], None] | None = None   #: tests: called inside every write transaction
 
     # ------------------------------------------------------------------ plumbing
     def _conn(self) -> sqlite3.Connection:
+        """This thread's connection, created on first use (i.e. on the DB thread)."""
         c = getattr(self._local, "conn", None)
         if c is None:
-            c = sqlite3.connect(str(self.path), isolation_level=None, timeout=5.0)
-            c.execute("PRAGMA page_size=16384")  # new databases only: large results write faster
-            c.execute("PRAGMA journal_mode=WAL")
-            c.execute("PRAGMA synchronous=NORMAL")
-            c.execute("PRAGMA foreign_keys=ON")
-            c.execute("PRAGMA busy_timeout=5000")
-            self._local.conn = c
+            c = self._local.conn = connect(str(self.path))
         return c
 
     def _read(self, fn: Callable[..., Any], *args: Any) -> Deferred:
-        return self.runner.run(lambda: fn(self._conn(), *args))
+        return self.runner.run(self._thd_read, fn, args)
+
+    def _thd_read(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        try:
+            return fn(self._conn(), *args)
+        except sqlite3.Error as e:
+            raise StoreError(f"the server's database {self.path} cannot be read ({e})") from None
 
     def _write(self, fn: Callable[..., Any], *args: Any) -> Deferred:
         return self.runner.run(self._thd_write, fn, args)
 
     def _thd_write(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        """``fn(conn, *args)`` in one IMMEDIATE transaction: committed whole or rolled back whole."""
         c = self._conn()
         try:
             c.execute("BEGIN IMMEDIATE")
@@ -113,35 +131,48 @@ class SqliteStore:
             r = fn(c, *args)
             c.execute("COMMIT")
         except sqlite3.OperationalError as e:
-            if c.in_transaction:
-                c.execute("ROLLBACK")
-            msg = str(e).lower()
-            if any(s in msg for s in _UNWRITABLE):
-                self.writable = False
-                self.last_error = str(e)
-                raise StoreUnavailable(f"the server's database {self.path} cannot be written ({e}); "
-                                       f"acknowledged jobs are safe, new work is refused") from None
-            raise StoreError(str(e)) from None
+            self._thd_rollback(c)
+            raise self._thd_translate(e) from None
+        except sqlite3.Error as e:  # e.g. a duplicate id: a bug upstream, reported as a store error
+            self._thd_rollback(c)
+            raise StoreError(f"database write rejected: {e}") from None
         except BaseException:
-            if c.in_transaction:
-                c.execute("ROLLBACK")
+            self._thd_rollback(c)
             raise
         self.writable = True
         self.last_error = None
         return r
 
+    @staticmethod
+    def _thd_rollback(c: sqlite3.Connection) -> None:
+        if c.in_transaction:
+            try:
+                c.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # SQLite rolls back by itself when the connection cannot; the write failed either way
+
+    def _thd_translate(self, e: sqlite3.OperationalError) -> StoreError:
+        msg = str(e).lower()
+        if not any(s in msg for s in _UNWRITABLE):
+            return StoreError(str(e))
+        self.writable = False
+        self.last_error = str(e)
+        return StoreUnavailable(f"the server's database {self.path} cannot be written ({e}); "
+                                f"acknowledged jobs are safe, new work is refused until this is fixed")
+
     # ------------------------------------------------------------------ life cycle
     def open(self) -> Deferred:
-        """Create or migrate the schema; returns a :class:`Snapshot` of unfinished jobs."""
+        """Start the runner, create or migrate the schema; fires with a :class:`Snapshot`."""
         self.runner.start()
         return self.runner.run(self._thd_open)
 
     def _thd_open(self) -> Snapshot:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         c = self._conn()
-        version = c.execute("PRAGMA user_version").fetchone()[0]
-        for i, sql in enumerate(MIGRATIONS[version:], start=version + 1):
-            c.executescript(f"BEGIN; {sql}; PRAGMA user_version={i}; COMMIT;")
+        try:
+            migrate(c)
+        except sqlite3.OperationalError as e:
+            raise self._thd_translate(e) from None
         max_id = c.execute("SELECT COALESCE(MAX(id), 0) FROM jobs").fetchone()[0]
         cur = c.execute("SELECT id, owner, name, kind, status, priority, trusted_only, needs, payload, blob_id, "
                         "timeout, limits, code, created, attempts, failures FROM jobs "
@@ -149,6 +180,7 @@ class SqliteStore:
         return Snapshot(max_id, [_row(cur, r) for r in cur.fetchall()])
 
     def close(self) -> Deferred:
+        """Close the connection after every queued call, then stop the runner."""
         def thd() -> None:
             c = getattr(self._local, "conn", None)
             if c is not None:
@@ -160,6 +192,7 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ jobs
     def insert_jobs(self, rows: list[NewJob]) -> Deferred:
+        """INSERT new jobs as 'queued' (one executemany, one commit)."""
         return self._write(self._thd_insert, rows)
 
     @staticmethod
@@ -207,9 +240,11 @@ class SqliteStore:
                 row["error"] = (row.get("error") or "") + f"\n[dsage: the stored result file {rf} is missing]"
 
     def mark_running(self, rows: list[RunningJob]) -> Deferred:
+        """Record dispatches: status 'running', the attempt number, worker and start time."""
         return self._write(self._thd_running, rows)
 
     def finish_jobs(self, rows: list[FinishedJob]) -> Deferred:
+        """Record terminal outcomes; a completed job gets progress 1.0 and its payload is dropped."""
         return self._write(self._thd_finished, rows)
 
     @staticmethod
@@ -231,24 +266,28 @@ class SqliteStore:
         return self._write(thd)
 
     def requeue_jobs(self, rows: list[tuple[int, int]]) -> Deferred:
+        """Put ``(id, failures)`` jobs back to 'queued' (worker and start time cleared)."""
         def thd(c: sqlite3.Connection) -> None:
             c.executemany("UPDATE jobs SET status='queued', failures=?, worker=NULL, started=NULL WHERE id=?",
                           [(f, i) for i, f in rows])
         return self._write(thd)
 
     def set_status(self, rows: list[tuple[int, str, str | None, float]]) -> Deferred:
+        """Set ``(id, status, error, finished)`` directly, e.g. a queued job killed or lost."""
         def thd(c: sqlite3.Connection) -> None:
             c.executemany("UPDATE jobs SET status=?, error=?, finished=? WHERE id=?",
                           [(s, e, f, i) for i, s, e, f in rows])
         return self._write(thd)
 
     def update_progress(self, rows: list[tuple[int, float, str]]) -> Deferred:
+        """Store ``(id, fraction, message)`` progress reports."""
         def thd(c: sqlite3.Connection) -> None:
             c.executemany("UPDATE jobs SET progress=?, progress_message=? WHERE id=?",
                           [(p, m, i) for i, p, m in rows])
         return self._write(thd)
 
     def get_job(self, job_id: int) -> Deferred:
+        """Fires with every column of one job (``needs`` as a frozenset, the result read back), or None."""
         def thd(c: sqlite3.Connection) -> dict[str, Any] | None:
             cur = c.execute("SELECT * FROM jobs WHERE id=?", (job_id,))
             r = cur.fetchone()
@@ -261,6 +300,8 @@ class SqliteStore:
 
     def list_jobs(self, owner: str | None = None, status: str | None = None, text: str | None = None,
                   after_id: int = 0, limit: int = 1000, newest_first: bool = False) -> Deferred:
+        """Fires with job summaries (no payload, result, output or code) with ``id > after_id``,
+        filtered by owner, status and ``text`` (in name or code), oldest or newest first."""
         def thd(c: sqlite3.Connection) -> list[dict[str, Any]]:
             where, args = ["id > ?"], [after_id]
             if owner is not None:
@@ -279,6 +320,7 @@ class SqliteStore:
         return self._read(thd)
 
     def count_by_status(self, owner: str | None = None) -> Deferred:
+        """Fires with ``{status: count}``, for one owner or everyone."""
         def thd(c: sqlite3.Connection) -> dict[str, int]:
             if owner is None:
                 rows = c.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
@@ -290,12 +332,14 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ blobs
     def put_blob(self, blob_id: str, data: bytes, owner: str) -> Deferred:
+        """Store a function blob once (a second put of the same id is a no-op)."""
         def thd(c: sqlite3.Connection) -> None:
             c.execute("INSERT OR IGNORE INTO blobs (id, data, owner, created) VALUES (?,?,?,?)",
                       (blob_id, data, owner, time.time()))
         return self._write(thd)
 
     def get_blob(self, blob_id: str) -> Deferred:
+        """Fires with a blob's bytes, or None."""
         def thd(c: sqlite3.Connection) -> bytes | None:
             r = c.execute("SELECT data FROM blobs WHERE id=?", (blob_id,)).fetchone()
             return None if r is None else bytes(r[0])
@@ -303,6 +347,7 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ users
     def add_user(self, name: str, pubkey: str, role: str) -> Deferred:
+        """Add a user; :class:`StoreError` if the name or the key is taken."""
         def thd(c: sqlite3.Connection) -> None:
             try:
                 c.execute("INSERT INTO users (name, pubkey, role, created) VALUES (?,?,?,?)",
@@ -313,9 +358,11 @@ class SqliteStore:
         return self._write(thd)
 
     def remove_user(self, name: str) -> Deferred:
+        """Remove a user; fires with whether one was removed."""
         return self._write(lambda c: c.execute("DELETE FROM users WHERE name=?", (name,)).rowcount > 0)
 
     def list_users(self) -> Deferred:
+        """Fires with every user (name, pubkey, role, created), by name."""
         def thd(c: sqlite3.Connection) -> list[dict[str, Any]]:
             cur = c.execute("SELECT name, pubkey, role, created FROM users ORDER BY name")
             return [_row(cur, r) for r in cur.fetchall()]
@@ -329,38 +376,45 @@ class SqliteStore:
         return self._read(thd)
 
     def user_by_pubkey(self, pubkey: str) -> Deferred:
+        """Fires with the user holding this public key, or None."""
         return self._user_where("pubkey", pubkey)
 
     def user_by_name(self, name: str) -> Deferred:
+        """Fires with the user of this name, or None."""
         return self._user_where("name", name)
 
     def user_count(self) -> Deferred:
+        """Fires with the number of users."""
         return self._read(lambda c: c.execute("SELECT COUNT(*) FROM users").fetchone()[0])
 
     # ------------------------------------------------------------------ invites
     def add_invite(self, invite_id: str, secret_hash: str, role: str, expires: float, uses: int) -> Deferred:
+        """Store an invite: only the secret's hash, the role it grants, expiry and number of uses."""
         def thd(c: sqlite3.Connection) -> None:
             c.execute("INSERT INTO invites (id, secret_hash, role, expires, uses_left, created) "
                       "VALUES (?,?,?,?,?,?)", (invite_id, secret_hash, role, expires, uses, time.time()))
         return self._write(thd)
 
     def use_invite(self, invite_id: str, secret_hash: str, now: float) -> Deferred:
+        """Spend one use of an invite atomically; fires with its role or fails with :class:`InviteError`."""
         def thd(c: sqlite3.Connection) -> str:
             r = c.execute("SELECT secret_hash, role, expires, uses_left, revoked FROM invites WHERE id=?",
                           (invite_id,)).fetchone()
-            if r is None or r[0] != secret_hash:
-                raise InviteError("unknown invite code (check that it was copied whole)")
+            if r is None or not hmac.compare_digest(str(r[0]), secret_hash):
+                # one message for both: an attacker must not learn which invite ids exist
+                raise InviteError("unknown invite code or wrong secret (check that it was copied whole)")
             if r[4]:
                 raise InviteError("this invite code was revoked")
             if r[2] is not None and now > r[2]:
                 raise InviteError("this invite code has expired; ask for a new one")
             if r[3] is not None and r[3] <= 0:
-                raise InviteError("this invite code was already used")
+                raise InviteError("this invite code was already used (no uses left); ask for a new one")
             c.execute("UPDATE invites SET uses_left = uses_left - 1 WHERE id=?", (invite_id,))
             return str(r[1])
         return self._write(thd)
 
     def list_invites(self) -> Deferred:
+        """Fires with every invite, oldest first."""
         def thd(c: sqlite3.Connection) -> list[dict[str, Any]]:
             cur = c.execute("SELECT id, secret_hash, role, expires, uses_left, created, revoked FROM invites "
                             "ORDER BY created")
@@ -368,17 +422,20 @@ class SqliteStore:
         return self._read(thd)
 
     def revoke_invite(self, invite_id: str) -> Deferred:
+        """Revoke an invite; fires with whether it existed."""
         return self._write(lambda c: c.execute("UPDATE invites SET revoked=1 WHERE id=?",
                                                (invite_id,)).rowcount > 0)
 
     # ------------------------------------------------------------------ audit
     def audit(self, event: str, user: str, address: str, detail: str) -> Deferred:
+        """Append an audit record (time is now)."""
         def thd(c: sqlite3.Connection) -> None:
             c.execute("INSERT INTO audit (time, event, user, address, detail) VALUES (?,?,?,?,?)",
                       (time.time(), event, user, address, detail))
         return self._write(thd)
 
     def recent_audit(self, limit: int = 100) -> Deferred:
+        """Fires with the newest audit records, newest first."""
         def thd(c: sqlite3.Connection) -> list[dict[str, Any]]:
             cur = c.execute("SELECT time, event, user, address, detail FROM audit ORDER BY id DESC LIMIT ?",
                             (limit,))

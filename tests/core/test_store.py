@@ -1,13 +1,17 @@
-"""The SQLite store on a real file: schema, durability across reopen, owner filtering, invites,
-storage trouble, and FIFO on the dedicated thread."""
+"""The SQLite store on a real file: schema and migrations, durability across reopen, every method,
+owner filtering, invites, storage trouble, and FIFO on the dedicated thread."""
 import queue
 import sqlite3
+import tempfile
+import threading
+from pathlib import Path
 
 import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
 from dsage_core.store import (FinishedJob, InlineRunner, InviteError, NewJob, RunningJob, SqliteStore,
                               StoreError, StoreUnavailable, ThreadRunner)
+from dsage_core.store.schema import MIGRATIONS, migrate
 
 
 def new(i, owner="alice", **kw):
@@ -17,98 +21,281 @@ def new(i, owner="alice", **kw):
     return NewJob(**d)
 
 
-class StoreTests(SynchronousTestCase):
+def done(i, status="completed", result=b"P\x04", **kw):
+    d = dict(id=i, status=status, result=result, result_preview="4", error=None, output="out",
+             started=2.0, finished=3.0, worker="w")
+    d.update(kw)
+    return FinishedJob(**d)
+
+
+class StoreCase(SynchronousTestCase):
     def setUp(self):
-        import tempfile
-        from pathlib import Path
         self.path = Path(tempfile.mkdtemp()) / "db.sqlite"
         self.store = SqliteStore(self.path, InlineRunner())
-        self.successResultOf(self.store.open())
+        self.snap = self.successResultOf(self.store.open())
+
+    def tearDown(self):
+        self.successResultOf(self.store.close())
+
+    def ok(self, d):
+        return self.successResultOf(d)
 
     def reopen(self):
-        self.successResultOf(self.store.close())
+        self.ok(self.store.close())
         self.store = SqliteStore(self.path, InlineRunner())
-        return self.successResultOf(self.store.open())
+        return self.ok(self.store.open())
 
-    def test_survives_reopen(self):
+
+class SchemaTests(StoreCase):
+    def test_open_fresh_creates_schema_and_pragmas(self):
+        """A new file gets every table, the latest user_version, WAL and the durability pragmas."""
+        c = self.store._conn()
+        tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        self.assertEqual(tables, {"jobs", "blobs", "users", "invites", "audit"})
+        self.assertEqual(c.execute("PRAGMA user_version").fetchone()[0], len(MIGRATIONS))
+        self.assertEqual(c.execute("PRAGMA journal_mode").fetchone()[0], "wal")
+        self.assertEqual(c.execute("PRAGMA synchronous").fetchone()[0], 1)  # NORMAL
+        self.assertEqual(c.execute("PRAGMA foreign_keys").fetchone()[0], 1)
+        self.assertEqual(c.execute("PRAGMA busy_timeout").fetchone()[0], 5000)
+        self.assertEqual(self.snap, (0, []))
+
+    def test_open_old_version_migrates_and_keeps_rows(self):
+        """A database at schema version 1 is brought up to date without losing its jobs."""
+        old = self.path.parent / "old.sqlite"
+        c = sqlite3.connect(old, isolation_level=None)
+        migrate(c, MIGRATIONS[:1])
+        c.execute("INSERT INTO jobs (id, owner, status) VALUES (7, 'a', 'queued')")
+        c.close()
+        s = SqliteStore(old, InlineRunner())
+        snap = self.ok(s.open())
+        self.assertEqual((snap.max_job_id, [r["id"] for r in snap.active]), (7, [7]))
+        cols = {r[1] for r in s._conn().execute("PRAGMA table_info(jobs)")}
+        self.assertIn("result_file", cols)
+        self.assertEqual(s._conn().execute("PRAGMA user_version").fetchone()[0], len(MIGRATIONS))
+        self.ok(s.close())
+
+    def test_open_newer_schema_refused(self):
+        """A database written by a newer dsage is refused with a clear error instead of being damaged."""
+        self.store._conn().execute(f"PRAGMA user_version={len(MIGRATIONS) + 1}")
+        s = SqliteStore(self.path, InlineRunner())
+        f = self.failureResultOf(s.open(), sqlite3.DatabaseError)
+        self.assertIn("newer than this dsage", str(f.value))
+        self.ok(s.close())
+
+
+class JobTests(StoreCase):
+    def test_reopen_keeps_queued_running_and_finished(self):
         """Queued jobs stay queued, running ones are listed for requeue, finished results stay readable."""
         s = self.store
-        self.successResultOf(s.insert_jobs([new(1), new(2), new(3, needs="sage")]))
-        self.successResultOf(s.record([RunningJob(2, 1, "w", 5.0)], []))
-        self.successResultOf(s.finish_jobs([FinishedJob(1, "completed", b"P\x04", "4", None, "out", 2.0, 3.0, "w")]))
+        self.ok(s.insert_jobs([new(1), new(2), new(3, needs="sage,gpu", priority=5)]))
+        self.ok(s.mark_running([RunningJob(2, 1, "w", 5.0)]))
+        self.ok(s.finish_jobs([done(1)]))
         snap = self.reopen()
         self.assertEqual(snap.max_job_id, 3)
         self.assertEqual([(r["id"], r["status"]) for r in snap.active], [(2, "running"), (3, "queued")])
-        self.assertEqual(snap.active[1]["needs"], frozenset({"sage"}))
-        row = self.successResultOf(self.store.get_job(1))
-        self.assertEqual((row["status"], row["result"], row["output"], row["progress"]),
-                         ("completed", b"P\x04", "out", 1.0))
+        self.assertEqual((snap.active[1]["needs"], snap.active[1]["priority"]), (frozenset({"sage", "gpu"}), 5))
+        self.assertEqual(snap.active[0]["attempts"], 1)
+        row = self.ok(self.store.get_job(1))
+        self.assertEqual((row["status"], row["result"], row["output"], row["progress"], row["worker"]),
+                         ("completed", b"P\x04", "out", 1.0, "w"))
+
+    def test_get_job_unknown_is_none(self):
+        """get_job of an id never inserted fires with None."""
+        self.assertIsNone(self.ok(self.store.get_job(99)))
+
+    def test_finish_failed_keeps_progress_and_records_error(self):
+        """A failed job keeps its last progress, gets the error text and needs as an empty frozenset."""
+        s = self.store
+        self.ok(s.insert_jobs([new(1)]))
+        self.ok(s.update_progress([(1, 0.25, "quarter")]))
+        self.ok(s.finish_jobs([done(1, "failed", None, error="ZeroDivisionError", started=None, worker=None)]))
+        row = self.ok(s.get_job(1))
+        self.assertEqual((row["status"], row["error"], row["progress"], row["progress_message"], row["needs"]),
+                         ("failed", "ZeroDivisionError", 0.25, "quarter", frozenset()))
+        self.assertIsNone(row["started"])
+
+    def test_requeue_clears_worker_and_counts_failures(self):
+        """A requeued job is queued again with its failure count, without worker or start time."""
+        s = self.store
+        self.ok(s.insert_jobs([new(1)]))
+        self.ok(s.mark_running([RunningJob(1, 1, "w", 5.0)]))
+        self.ok(s.requeue_jobs([(1, 1)]))
+        row = self.ok(s.get_job(1))
+        self.assertEqual((row["status"], row["failures"], row["worker"], row["started"], row["attempts"]),
+                         ("queued", 1, None, None, 1))
+
+    def test_set_status_marks_queued_job_terminal(self):
+        """set_status records a killed queued job with its error and finish time; it leaves the snapshot."""
+        s = self.store
+        self.ok(s.insert_jobs([new(1), new(2)]))
+        self.ok(s.set_status([(1, "killed", "killed by alice", 9.0)]))
+        row = self.ok(s.get_job(1))
+        self.assertEqual((row["status"], row["error"], row["finished"]), ("killed", "killed by alice", 9.0))
+        self.assertEqual([r["id"] for r in self.reopen().active], [2])
+
+    def test_record_writes_everything_in_one_transaction(self):
+        """record() inserts, dispatches and finishes in one commit; a failure in it leaves nothing."""
+        s = self.store
+        self.ok(s.record([RunningJob(1, 1, "w", 2.0)], [done(2)], [new(1), new(2)]))
+        self.assertEqual(self.ok(s.count_by_status()), {"running": 1, "completed": 1})
+        self.failureResultOf(s.record([], [], [new(3), new(1)]), StoreError)  # duplicate id: rolled back
+        self.assertIsNone(self.ok(s.get_job(3)))
 
     def test_large_results_live_in_files(self):
         """A result over the threshold is stored in a file beside the database and read back whole."""
         s = self.store
         big = b"P" + bytes(range(256)) * 4096
-        self.successResultOf(s.insert_jobs([new(1)]))
-        self.successResultOf(s.finish_jobs([FinishedJob(1, "completed", big, "b'...'", None, None, 1.0, 2.0, "w")]))
+        self.ok(s.insert_jobs([new(1)]))
+        self.ok(s.finish_jobs([done(1, result=big)]))
         self.assertTrue(list((self.path.parent / "results").rglob("1.bin")))
         self.reopen()
-        self.assertEqual(self.successResultOf(self.store.get_job(1))["result"], big)
+        self.assertEqual(self.ok(self.store.get_job(1))["result"], big)
 
-    def test_owner_filter_and_listing(self):
-        """list_jobs filters by owner, status and text and never returns payloads."""
-        s = self.store
-        self.successResultOf(s.insert_jobs([new(1), new(2, owner="bob"), new(3, code="factor(7)")]))
-        rows = self.successResultOf(s.list_jobs(owner="alice"))
-        self.assertEqual([r["id"] for r in rows], [1, 3])
-        self.assertNotIn("payload", rows[0])
-        self.assertEqual([r["id"] for r in self.successResultOf(s.list_jobs(text="factor"))], [3])
-        self.assertEqual(self.successResultOf(s.count_by_status("bob")), {"queued": 1})
 
-    def test_users(self):
-        """Users are unique by name and by key; removal reports whether it did anything."""
-        s = self.store
-        self.successResultOf(s.add_user("a", "ssh-ed25519 AAA", "admin"))
-        self.failureResultOf(s.add_user("a", "ssh-ed25519 BBB", "client"), StoreError)
-        self.failureResultOf(s.add_user("b", "ssh-ed25519 AAA", "client"), StoreError)
-        self.assertEqual(self.successResultOf(s.user_by_pubkey("ssh-ed25519 AAA"))["name"], "a")
-        self.assertTrue(self.successResultOf(s.remove_user("a")))
-        self.assertFalse(self.successResultOf(s.remove_user("a")))
+class ListingTests(StoreCase):
+    def setUp(self):
+        super().setUp()
+        self.ok(self.store.insert_jobs([new(1), new(2, owner="bob"), new(3, code="factor(7)"),
+                                        new(4, name="factorial"), new(5)]))
+        self.ok(self.store.finish_jobs([done(5)]))
 
-    def test_invites(self):
-        """An invite is used once; wrong secret, expired and revoked codes fail with clear messages."""
-        s = self.store
-        self.successResultOf(s.add_invite("i1", "h", "worker", 100.0, 1))
-        self.failureResultOf(s.use_invite("i1", "wrong", 50.0), InviteError)
-        self.assertEqual(self.successResultOf(s.use_invite("i1", "h", 50.0)), "worker")
-        f = self.failureResultOf(s.use_invite("i1", "h", 50.0), InviteError)
-        self.assertIn("already used", str(f.value))
-        self.successResultOf(s.add_invite("i2", "h", "client", 100.0, 5))
-        self.assertIn("expired", str(self.failureResultOf(s.use_invite("i2", "h", 101.0), InviteError).value))
-        self.successResultOf(s.revoke_invite("i2"))
-        self.assertIn("revoked", str(self.failureResultOf(s.use_invite("i2", "h", 50.0), InviteError).value))
+    def ids(self, **kw):
+        return [r["id"] for r in self.ok(self.store.list_jobs(**kw))]
 
-    def test_unwritable_database_refuses_writes_and_keeps_reads(self):
-        """A database that cannot be written fails writes with StoreUnavailable; reads work; recovery clears it."""
+    def test_list_jobs_filters_by_owner_status_and_text(self):
+        """Owner, status and text (name or code) filters each narrow the listing."""
+        self.assertEqual(self.ids(owner="alice"), [1, 3, 4, 5])
+        self.assertEqual(self.ids(owner="bob"), [2])
+        self.assertEqual(self.ids(status="completed"), [5])
+        self.assertEqual(self.ids(text="factor"), [3, 4])
+        self.assertEqual(self.ids(owner="bob", text="factor"), [])
+
+    def test_list_jobs_pages_and_orders(self):
+        """after_id, limit and newest_first page through the table."""
+        self.assertEqual(self.ids(after_id=2, limit=2), [3, 4])
+        self.assertEqual(self.ids(newest_first=True, limit=2), [5, 4])
+
+    def test_list_jobs_summaries_carry_no_blobs(self):
+        """Summaries leave out payload, result, output and code, but carry status and preview."""
+        row = self.ok(self.store.list_jobs(status="completed"))[0]
+        for heavy in ("payload", "result", "output", "code", "limits"):
+            self.assertNotIn(heavy, row)
+        self.assertEqual((row["result_preview"], row["needs"]), ("4", frozenset()))
+
+    def test_count_by_status_per_owner(self):
+        """count_by_status counts everyone's jobs or one owner's."""
+        self.assertEqual(self.ok(self.store.count_by_status()), {"queued": 4, "completed": 1})
+        self.assertEqual(self.ok(self.store.count_by_status("bob")), {"queued": 1})
+        self.assertEqual(self.ok(self.store.count_by_status("nobody")), {})
+
+
+class BlobUserAuditTests(StoreCase):
+    def test_blobs_stored_once(self):
+        """put_blob keeps the first bytes for an id; get_blob returns them, or None for an unknown id."""
         s = self.store
-        self.successResultOf(s.insert_jobs([new(1)]))
+        self.ok(s.put_blob("h1", b"fn", "alice"))
+        self.ok(s.put_blob("h1", b"other", "bob"))
+        self.assertEqual(self.ok(s.get_blob("h1")), b"fn")
+        self.assertIsNone(self.ok(s.get_blob("h2")))
+
+    def test_users_unique_by_name_and_key(self):
+        """Users are unique by name and by key; lookups, count and removal report what they find."""
+        s = self.store
+        self.ok(s.add_user("a", "ssh-ed25519 AAA", "admin"))
+        self.ok(s.add_user("b", "ssh-ed25519 BBB", "worker"))
+        f = self.failureResultOf(s.add_user("a", "ssh-ed25519 CCC", "client"), StoreError)
+        self.assertIn("already exists", str(f.value))
+        self.failureResultOf(s.add_user("c", "ssh-ed25519 AAA", "client"), StoreError)
+        self.assertEqual(self.ok(s.user_by_pubkey("ssh-ed25519 AAA"))["name"], "a")
+        self.assertEqual(self.ok(s.user_by_name("b"))["role"], "worker")
+        self.assertIsNone(self.ok(s.user_by_name("c")))
+        self.assertEqual([u["name"] for u in self.ok(s.list_users())], ["a", "b"])
+        self.assertEqual(self.ok(s.user_count()), 2)
+        self.assertTrue(self.ok(s.remove_user("a")))
+        self.assertFalse(self.ok(s.remove_user("a")))
+        self.assertIsNone(self.ok(s.user_by_pubkey("ssh-ed25519 AAA")))
+
+    def test_audit_newest_first(self):
+        """Audit records come back newest first, at most ``limit`` of them."""
+        s = self.store
+        for i in range(3):
+            self.ok(s.audit("login", f"u{i}", "127.0.0.1", "ok"))
+        rows = self.ok(s.recent_audit(2))
+        self.assertEqual([(r["event"], r["user"]) for r in rows], [("login", "u2"), ("login", "u1")])
+        self.assertEqual(rows[0]["address"], "127.0.0.1")
+
+
+class InviteTests(StoreCase):
+    def use(self, iid="i1", secret="h", now=50.0):
+        return self.store.use_invite(iid, secret, now)
+
+    def error(self, **kw):
+        return str(self.failureResultOf(self.use(**kw), InviteError).value)
+
+    def test_invite_used_up_after_its_uses(self):
+        """A two-use invite grants its role twice, then says it was already used."""
+        self.ok(self.store.add_invite("i1", "h", "worker", 100.0, 2))
+        self.assertEqual([self.ok(self.use()), self.ok(self.use())], ["worker", "worker"])
+        self.assertIn("already used", self.error())
+        self.assertEqual(self.ok(self.store.list_invites())[0]["uses_left"], 0)
+
+    def test_invite_errors_are_clear(self):
+        """Unknown code, wrong secret, expired and revoked each fail with their own message."""
+        s = self.store
+        self.ok(s.add_invite("i1", "h", "client", 100.0, 5))
+        self.assertIn("unknown invite code", self.error(iid="nope"))
+        self.assertIn("wrong secret", self.error(secret="bad"))
+        self.assertIn("expired", self.error(now=101.0))
+        self.assertTrue(self.ok(s.revoke_invite("i1")))
+        self.assertFalse(self.ok(s.revoke_invite("nope")))
+        self.assertIn("revoked", self.error())
+        inv = self.ok(s.list_invites())
+        self.assertEqual([(i["id"], i["revoked"], i["uses_left"]) for i in inv], [("i1", 1, 5)])
+
+
+class UnwritableTests(StoreCase):
+    def test_disk_full_refuses_writes_and_keeps_reads(self):
+        """A write failing for lack of space gives StoreUnavailable; reads work; the next write recovers."""
+        s = self.store
+        self.ok(s.insert_jobs([new(1)]))
 
         def disk_full():
             raise sqlite3.OperationalError("database or disk is full")
         s.fault_hook = disk_full
         f = self.failureResultOf(s.insert_jobs([new(2)]), StoreUnavailable)
-        self.assertIn("cannot be written", str(f.value))
-        self.assertFalse(s.writable)
-        self.assertEqual(self.successResultOf(s.get_job(1))["id"], 1)
-        self.assertIsNone(self.successResultOf(s.get_job(2)))
+        self.assertIn("database", str(f.value))
+        self.assertIn("cannot be written (database or disk is full)", str(f.value))
+        self.assertEqual((s.writable, s.last_error), (False, "database or disk is full"))
+        self.assertEqual(self.ok(s.get_job(1))["id"], 1)
+        self.assertIsNone(self.ok(s.get_job(2)))
         s.fault_hook = None
-        self.successResultOf(s.insert_jobs([new(2)]))
+        self.ok(s.insert_jobs([new(2)]))
+        self.assertEqual((s.writable, s.last_error), (True, None))
+
+    def test_readonly_database_rolls_back_and_keeps_reads(self):
+        """SQLite's own readonly error (query_only) fails every kind of write cleanly, mid-batch too."""
+        s = self.store
+        self.ok(s.insert_jobs([new(1)]))
+        s._conn().execute("PRAGMA query_only=ON")
+        f = self.failureResultOf(s.insert_jobs([new(5)]), StoreUnavailable)
+        self.assertIn("readonly", str(f.value))
+        self.failureResultOf(s.finish_jobs([done(1)]), StoreUnavailable)
+        self.failureResultOf(s.add_user("a", "k", "admin"), StoreUnavailable)
+        self.assertFalse(s.writable)
+        self.assertEqual(self.ok(s.get_job(1))["status"], "queued")
+        self.assertFalse(s._conn().in_transaction)
+        s._conn().execute("PRAGMA query_only=OFF")
+        self.ok(s.finish_jobs([done(1)]))
         self.assertTrue(s.writable)
 
-    def test_readonly_file(self):
-        """A database file opened read-only (query_only) gives StoreUnavailable, not a crash."""
-        s = self.store
-        s._conn().execute("PRAGMA query_only=ON")
-        self.failureResultOf(s.insert_jobs([new(5)]), StoreUnavailable)
+    def test_other_operational_error_is_store_error_not_unavailable(self):
+        """An error that is not about writing (a bug) is a StoreError and leaves ``writable`` alone."""
+        def bug():
+            raise sqlite3.OperationalError("no such column: nope")
+        self.store.fault_hook = bug
+        f = self.failureResultOf(self.store.insert_jobs([new(1)]), StoreError)
+        self.assertNotIsInstance(f.value, StoreUnavailable)
+        self.assertTrue(self.store.writable)
 
 
 class FakeReactor:
@@ -116,15 +303,17 @@ class FakeReactor:
 
     def __init__(self):
         self.q = queue.Queue()
+        self.triggers = []
 
     def callFromThread(self, f, *a, **kw):
         self.q.put((f, a, kw))
 
-    def addSystemEventTrigger(self, *a):
-        return None
+    def addSystemEventTrigger(self, phase, event, fn):
+        self.triggers.append(fn)
+        return fn
 
     def removeSystemEventTrigger(self, t):
-        pass
+        self.triggers.remove(t)
 
     def drain_until(self, d, timeout=10):
         results = []
@@ -136,12 +325,49 @@ class FakeReactor:
 
 
 def test_thread_runner_is_fifo(tmp_path):
-    """On the dedicated thread an UPDATE issued after an INSERT sees the row."""
+    """On the dedicated thread each UPDATE issued right after its INSERT sees the rows, in order."""
     r = FakeReactor()
     s = SqliteStore(tmp_path / "db.sqlite", ThreadRunner(r))
     r.drain_until(s.open())
-    s.insert_jobs([new(i) for i in range(1, 501)])
-    s.record([RunningJob(i, 1, "w", 2.0) for i in range(1, 501)], [])
-    d = s.count_by_status(None)
-    assert r.drain_until(d) == {"running": 500}
+    for b in range(4):
+        s.insert_jobs([new(i) for i in range(b * 250 + 1, b * 250 + 251)])
+        s.mark_running([RunningJob(i, 1, "w", 2.0) for i in range(b * 250 + 1, b * 250 + 251)])
+    s.finish_jobs([done(i) for i in range(1, 11)])
+    assert r.drain_until(s.count_by_status(None)) == {"running": 990, "completed": 10}
     r.drain_until(s.close())
+
+
+def test_thread_runner_runs_on_one_thread_and_reports_errors():
+    """Every call runs on the same non-reactor thread; exceptions arrive as failures via callFromThread."""
+    r = FakeReactor()
+    runner = ThreadRunner(r)
+    runner.start()
+    names = [r.drain_until(runner.run(lambda: threading.current_thread().name)) for _ in range(3)]
+    assert names == ["dsage-db"] * 3
+    failure = r.drain_until(runner.run(lambda: 1 / 0))
+    assert failure.check(ZeroDivisionError)
+    runner.stop()
+
+
+def test_thread_runner_stop_joins_and_refuses_later_work():
+    """stop() finishes queued work, joins the thread, drops the shutdown trigger; later calls fail."""
+    r = FakeReactor()
+    runner = ThreadRunner(r)
+    runner.start()
+    thread = runner._thread
+    d = runner.run(lambda: "queued before stop")
+    assert r.triggers == [runner.stop]
+    runner.stop()
+    assert not thread.is_alive()
+    assert r.triggers == []
+    assert r.drain_until(d) == "queued before stop"
+    with pytest.raises(StoreError):
+        r.drain_until(runner.run(lambda: 1)).raiseException()
+
+
+def test_inline_runner_fires_at_once():
+    """InlineRunner returns already-fired Deferreds for results and failures."""
+    got = []
+    InlineRunner().run(lambda x: x + 1, 1).addBoth(got.append)
+    InlineRunner().run(lambda: 1 / 0).addBoth(got.append)
+    assert got[0] == 2 and got[1].check(ZeroDivisionError)
