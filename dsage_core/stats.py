@@ -1,48 +1,104 @@
-"""Throughput history for charts: fixed-size ring buffers fed by the server's periodic counters.
+"""Throughput history for charts: fixed-size ring buffers fed by the server's periodic counters,
+and a rate meter for events counted locally.
 
 Qt-free; the GUI only renders it. The cost per sample is constant, whatever the number of jobs.
+Time is never read here except through the clock a caller injects (``RateMeter(clock=...)``).
 """
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Callable
 
 import numpy as np
 
 SERIES = ("completed_per_s", "queued", "running", "busy_slots")
+FINISHED_COUNTERS = ("completed", "failed", "killed", "timed_out", "lost")
+
+
+class RingBuffer:
+    """The last *capacity* floats pushed, readable oldest first."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.data = np.zeros(capacity)
+        self.n = 0
+
+    def push(self, value: float) -> None:
+        self.data[self.n % self.capacity] = value
+        self.n += 1
+
+    def __len__(self) -> int:
+        return min(self.n, self.capacity)
+
+    def values(self) -> np.ndarray:
+        """A copy, oldest first."""
+        k = len(self)
+        return self.data[np.arange(self.n - k, self.n) % self.capacity]
 
 
 class History:
-    """The last *capacity* samples of each series, with their times."""
+    """The last *capacity* counter samples of each series, with their (server) times."""
 
     def __init__(self, capacity: int = 3600) -> None:
         self.capacity = capacity
-        self.t = np.zeros(capacity)
-        self.values = {name: np.zeros(capacity) for name in SERIES}
-        self.n = 0
+        self.t = RingBuffer(capacity)
+        self.series = {name: RingBuffer(capacity) for name in SERIES}
         self._last_done: tuple[float, int] | None = None
 
+    @property
+    def n(self) -> int:
+        return self.t.n
+
     def add(self, stats: dict[str, Any]) -> None:
-        """One counters sample from the server (``time``, ``completed``, ``queued``...)."""
+        """One counters sample from the server (``time``, ``completed``, ``queued``...); the completion
+        rate is the change of the finished counters over the change of the server's time."""
         now = float(stats.get("time", 0.0))
-        done = sum(int(stats.get(k, 0)) for k in ("completed", "failed", "killed", "timed_out", "lost"))
+        done = sum(int(stats.get(k, 0)) for k in FINISHED_COUNTERS)
         rate = 0.0
         if self._last_done is not None and now > self._last_done[0]:
             rate = max(0.0, (done - self._last_done[1]) / (now - self._last_done[0]))
         self._last_done = (now, done)
-        i = self.n % self.capacity
-        self.t[i] = now
-        self.values["completed_per_s"][i] = rate
+        self.t.push(now)
+        self.series["completed_per_s"].push(rate)
         for name in ("queued", "running", "busy_slots"):
-            self.values[name][i] = float(stats.get(name, 0))
-        self.n += 1
+            self.series[name].push(float(stats.get(name, 0)))
 
     def window(self, seconds: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Samples of the last *seconds*, oldest first."""
-        k = min(self.n, self.capacity)
-        if k == 0:
-            return np.zeros(0), {name: np.zeros(0) for name in SERIES}
-        start = self.n - k
-        idx = np.arange(start, self.n) % self.capacity
-        t = self.t[idx]
+        """Samples of the last *seconds* (counted back from the newest sample), oldest first."""
+        t = self.t.values()
+        if len(t) == 0:
+            return t, {name: np.zeros(0) for name in SERIES}
         keep = t >= t[-1] - seconds
-        return t[keep], {name: v[idx][keep] for name, v in self.values.items()}
+        return t[keep], {name: b.values()[keep] for name, b in self.series.items()}
+
+
+class RateMeter:
+    """Events per second over the last *window* seconds, in one-second buckets.
+
+    ``clock`` is injected (``time.monotonic`` by default) so tests drive it by hand.
+    """
+
+    def __init__(self, window: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window = max(1, int(window))
+        self.clock = clock
+        self.buckets = np.zeros(self.window)
+        self._second = int(clock())
+
+    def _advance(self) -> int:
+        now = int(self.clock())
+        gap = now - self._second
+        if gap >= self.window:
+            self.buckets[:] = 0
+        else:
+            for s in range(self._second + 1, now + 1):
+                self.buckets[s % self.window] = 0
+        self._second = max(self._second, now)
+        return now
+
+    def add(self, count: int = 1) -> None:
+        self.buckets[self._advance() % self.window] += count
+
+    def rate(self) -> float:
+        """Mean events/s over the full window (the current, partial second included)."""
+        self._advance()
+        return float(self.buckets.sum()) / self.window

@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv if argv is not None else sys.argv[1:])
     from dsage_gui.app import bootstrap, run
     app, loop, reactor = bootstrap(offscreen=bool(args.screenshot))
+    if args.screenshot and not os.environ.get("DSAGE_SETTINGS_DIR"):
+        import tempfile  # a screenshot uses the default layout, and leaves the user's settings alone
+        os.environ["DSAGE_SETTINGS_DIR"] = tempfile.mkdtemp(prefix="dsage-screenshot-settings-")
     settings_path()
     state: dict[str, Any] = {"code": 0}
 
@@ -52,25 +55,27 @@ def main(argv: list[str] | None = None) -> int:
             app.lastWindowClosed.connect(lambda: shutdown(reactor, state["session"]))
             win.switch_requested.connect(switch)
             if args.server:
-                from dsage_gui.main_window import remember_server
-                remember_server(args.server)
+                from dsage_gui.dialogs.connect_dialog import remember_server
+                remember_server(args.server, args.key or "")
             win.show()
             if args.demo:
-                for code, mode in DEMO:
-                    session.client.submit_code(code, mode=mode).addErrback(session.report_error)
+                submit_demo(session, win)
             if args.screenshot:
                 from dsage_gui.screenshot import when_live
-                when_live(win, args.screenshot, lambda: win.close())
+                def grabbed(ok: bool) -> None:
+                    state["code"] = 0 if ok else 1
+                    win.close()
+                when_live(win, args.screenshot, grabbed)
 
         def failed(f: Any) -> None:
             print(f"dsage gui: {f.getErrorMessage()}", file=sys.stderr)
             state["code"] = 1
             reactor.stop()
 
-        def switch(furl: str) -> None:
+        def switch(furl: str, key: str = "") -> None:
             """Connect to another server; the old session (and an embedded server) stops after."""
             old_win, old_session = state["window"], state["session"]
-            d2 = open_session(reactor, server=furl, key=args.key, home=args.home)
+            d2 = open_session(reactor, server=furl, key=key or args.key, home=args.home)
 
             def swapped(session: Any) -> None:
                 new_win = MainWindow(session)
@@ -88,6 +93,15 @@ def main(argv: list[str] | None = None) -> int:
         d.addCallbacks(opened, failed)
     run(start)
     return state["code"]
+
+
+def submit_demo(session: Any, win: Any) -> Any:
+    """A small batch of mixed jobs (some fail); the window notifies when the batch is done."""
+    from twisted.internet.defer import gatherResults
+    ds = [session.client.submit_code(code, mode=mode) for code, mode in DEMO]
+    d = gatherResults(ds, consumeErrors=True)
+    d.addCallback(lambda ids: win.notifier.tracker.track(ids, "demo batch"))
+    return d.addErrback(session.report_error)
 
 
 def shutdown(reactor: Any, session: Any) -> None:

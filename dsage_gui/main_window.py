@@ -5,21 +5,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import (QInputDialog, QLabel, QMainWindow, QMessageBox, QSplitter, QSystemTrayIcon,
-                               QTabWidget)
+from PySide6.QtWidgets import QDialog, QLabel, QMainWindow, QSplitter, QTabWidget
 
+from dsage_gui.bridge import deferred_slot
+from dsage_gui.dialogs.connect_dialog import ConnectDialog, remember_server
+from dsage_gui.notifications import Notifier
 from dsage_gui.panes.jobs_pane import JobsPane
 from dsage_gui.panes.submit_pane import SubmitPane
 from dsage_gui.panes.throughput_pane import ThroughputPane
 from dsage_gui.panes.workers_pane import WorkersPane
 
 SUBMITTABLE = (".py", ".sage")
+CONNECTION_STYLE = {"connected": "color: #1e8449;", "reconnecting": "color: white; background: #d68910;",
+                    "disconnected": "color: white; background: #c0392b;"}
+__all__ = ["MainWindow", "droppable_files", "remember_server"]
 
 
 def droppable_files(urls: list[Any]) -> tuple[list[str], list[str]]:
-    """(accepted paths, refused names) for a drop: only local .py/.sage files are accepted."""
+    """(accepted paths, refused names) for a drop: only existing local .py/.sage files are accepted."""
     ok, refused = [], []
     for u in urls:
         path = u.toLocalFile() if hasattr(u, "toLocalFile") else str(u)
@@ -30,21 +35,8 @@ def droppable_files(urls: list[Any]) -> tuple[list[str], list[str]]:
     return ok, refused
 
 
-def remember_server(furl: str | None) -> list[str]:
-    """Recent servers (most recent first), after adding *furl* when given."""
-    s = QSettings()
-    recent = [r for r in (s.value("servers/recent") or []) if r]
-    if isinstance(recent, str):
-        recent = [recent]
-    if furl:
-        recent = [furl] + [r for r in recent if r != furl][:9]
-        s.setValue("servers/recent", recent)
-        s.setValue("servers/last", furl)
-    return recent
-
-
 class MainWindow(QMainWindow):
-    switch_requested = Signal(str)
+    switch_requested = Signal(str, str)  # server, key ("" = the default key)
 
     def __init__(self, session: Any) -> None:
         super().__init__()
@@ -65,26 +57,31 @@ class MainWindow(QMainWindow):
         self.splitter.addWidget(self.tabs)
         self.splitter.setSizes([380, 820])
         self.setCentralWidget(self.splitter)
-        self.server_label = QLabel(session.server_label)
-        self.conn_label = QLabel("connected")
-        self.counts_label = QLabel("")
-        for w in (self.server_label, self.conn_label):
-            self.statusBar().addWidget(w)
-        self.statusBar().addPermanentWidget(self.counts_label)
-        self.tray = QSystemTrayIcon(self) if QSystemTrayIcon.isSystemTrayAvailable() else None
-        if self.tray is not None:
-            self.tray.setIcon(self.windowIcon())
-            self.tray.show()
-        self.batches: list[set[int]] = []
-        self.notifications: list[str] = []
+        self._status_bar()
+        self.notifier = Notifier(self.statusBar(), session.hub, icon_from=self, parent=self)
         self._menus()
         self.submit_pane.files_requested.connect(self.submit_files)
         self.jobs_pane.clone_requested.connect(self.submit_pane.set_code)
         session.connection_changed.connect(self._connection)
         session.stats_changed.connect(self._stats)
-        session.jobs_changed.connect(self._watch_batches)
-        session.notice.connect(self.show_notice)
+        session.jobs_changed.connect(self.notifier.jobs_changed)
+        self._connection(session.connection)
         self._restore()
+
+    @property
+    def notifications(self) -> list[str]:
+        """Notices posted in this session (newest last), as the status bar showed them."""
+        return [f"{level}: {text}" for level, text in self.session.hub.history]
+
+    def _status_bar(self) -> None:
+        self.server_label = QLabel(self.session.server_label)
+        self.conn_label = QLabel("")
+        self.conn_label.setObjectName("connectionState")
+        self.counts_label = QLabel("")
+        self.counts_label.setObjectName("counts")
+        # permanent widgets stay visible while a temporary message (notice) is shown on the left
+        for w in (self.counts_label, self.server_label, self.conn_label):
+            self.statusBar().addPermanentWidget(w)
 
     # -------------------------------------------------------------- menus
     def _menus(self) -> None:
@@ -100,14 +97,13 @@ class MainWindow(QMainWindow):
         m.addAction(quit_)
 
     def connect_dialog(self) -> None:
-        """Ask for a server (recent ones offered) and switch this window's session to it."""
-        recent = remember_server(None)
-        furl, ok = QInputDialog.getItem(self, "Connect to a dsage server",
-                                        "Server furl or furl file (your key: DSAGE_HOME/dsage_key):",
-                                        recent, 0, True)
-        if ok and furl.strip():
-            remember_server(furl.strip())
-            self.switch_requested.emit(furl.strip())
+        """Ask for a server (recent ones offered) and a key; the app switches this window to it."""
+        dlg = ConnectDialog(self)
+        if dlg.exec() == QDialog.DialogCode.Accepted:
+            server, key = dlg.values()
+            if server:
+                remember_server(server, key or "")
+                self.switch_requested.emit(server, key or "")
 
     # -------------------------------------------------------------- drag and drop
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
@@ -116,64 +112,51 @@ class MainWindow(QMainWindow):
         else:
             event.ignore()
 
+    dragMoveEvent = dragEnterEvent  # type: ignore[assignment]
+
     def dropEvent(self, event: QDropEvent) -> None:
-        ok, refused = droppable_files(event.mimeData().urls())
+        """All or nothing: every file must be a .py/.sage file, or nothing is submitted."""
+        ok, refused = droppable_files(event.mimeData().urls()) if event.mimeData().hasUrls() else ([], [])
         if refused or not ok:
-            names = ", ".join(refused[:5]) or "nothing usable"
-            self.show_notice("warning", f"drop refused, nothing submitted: only .py and .sage files can be "
-                                        f"submitted ({names})")
+            names = ", ".join(refused[:5]) + (" …" if len(refused) > 5 else "") or "nothing usable"
+            self.session.post("warning", f"drop refused, nothing submitted: only .py and .sage files can be "
+                                         f"submitted ({names})")
             event.ignore()
             return
         event.acceptProposedAction()
         self.submit_files(ok)
 
+    @deferred_slot()
     def submit_files(self, paths: list[str]) -> Any:
+        """Submit each file as one job; several files are a batch (notified when all are done)."""
         from twisted.internet.defer import gatherResults
         opts = self.submit_pane.options()
         opts.pop("name", None)
-        ds = [self.session.client.submit_file(p, **opts) for p in paths]
-        d = gatherResults(ds, consumeErrors=True)
+        d = gatherResults([self.session.client.submit_file(p, **opts) for p in paths], consumeErrors=True)
 
         def done(ids: list[int]) -> list[int]:
-            self.batches.append(set(ids))
-            self.show_notice("info", f"submitted {len(ids)} file(s) as job(s) {', '.join(map(str, ids))}")
+            if len(ids) > 1:
+                self.notifier.tracker.track(ids, f"batch of {len(ids)} files")
+            self.session.post("info", f"submitted {len(ids)} file(s) as job(s) {', '.join(map(str, ids))}")
             return ids
-        d.addCallback(done)
-        d.addErrback(lambda f: self.session.report_error(getattr(f.value, "subFailure", f)))
-        return d
+        return d.addCallback(done)
 
-    # -------------------------------------------------------------- status and notifications
+    # -------------------------------------------------------------- status
     def _connection(self, state: str) -> None:
         self.conn_label.setText(state)
+        self.conn_label.setStyleSheet(CONNECTION_STYLE.get(state, ""))
 
     def _stats(self, s: dict[str, Any]) -> None:
         self.counts_label.setText(f"{s.get('queued', 0)} queued · {s.get('running', 0)} running · "
                                   f"{s.get('completed', 0)} done · {s.get('failed', 0)} failed · "
+                                  f"{s.get('busy_slots', 0)}/{s.get('total_slots', 0)} slots · "
                                   f"{s.get('workers', 0)} workers")
 
-    def _watch_batches(self, infos: list[Any]) -> None:
-        for i in infos:
-            if i.status == "failed":
-                self.notify(f"job {i.id} failed", (i.error or "").strip().splitlines()[-1:] and
-                            (i.error or "").strip().splitlines()[-1] or "")
-        finished = {i.id for i in infos if i.done}
-        for batch in list(self.batches):
-            batch -= finished
-            if not batch:
-                self.batches.remove(batch)
-                self.notify("batch finished", "all jobs of the batch are done")
+    def show_notice(self, level: str, text: str) -> None:
+        self.session.post(level, text)
 
     def notify(self, title: str, text: str) -> None:
-        self.notifications.append(f"{title}: {text}")
-        del self.notifications[:-100]
-        if self.tray is not None:
-            self.tray.showMessage(f"dsage: {title}", text)
-        self.statusBar().showMessage(f"{title}: {text}", 8000)
-
-    def show_notice(self, level: str, text: str) -> None:
-        self.notifications.append(f"{level}: {text}")
-        del self.notifications[:-100]
-        self.statusBar().showMessage(text, 10000)
+        self.notifier.notify(title, text)
 
     # -------------------------------------------------------------- persistence
     def _restore(self) -> None:
@@ -197,4 +180,6 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: Any) -> None:
         self.save_layout()
+        self.submit_pane.save_settings()
+        self.notifier.close()
         super().closeEvent(event)

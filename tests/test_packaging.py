@@ -21,6 +21,11 @@ def test_wheel_installs_and_desktop_install_works(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "dsage_resources/icons/hicolor/512x512/apps/dsage.png" in names
     assert "dsage_resources/dsage.desktop" in names and "dsage_gui/tray/ui.py" in names
+    # every package of the source tree is in the wheel (a new subpackage must be listed in pyproject)
+    import pathlib
+    for init in pathlib.Path(root).glob("dsage_*/**/__init__.py"):
+        rel = init.relative_to(root).as_posix()
+        assert rel in names, f"{rel} missing from the wheel: add its package to pyproject.toml"
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     py = env_dir / "bin" / "python"

@@ -5,45 +5,16 @@ import csv
 import json
 from typing import Any
 
-from PySide6.QtCore import QSortFilterProxyModel, Qt, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QLineEdit,
                                QPushButton, QSplitter, QTableView, QTextEdit, QVBoxLayout, QWidget)
 
 from dsage_core.model.job import ALL_STATES, JobInfo
-from dsage_gui.models.jobs_model import COLUMNS, JobsTableModel
+from dsage_gui.models.jobs_model import JobsTableModel
+from dsage_gui.models.proxies import JobsFilter
 
-
-class JobsFilter(QSortFilterProxyModel):
-    """Status filter plus a case-insensitive text filter over name, result and worker."""
-
-    def __init__(self, parent: Any = None) -> None:
-        super().__init__(parent)
-        self.status: str | None = None
-        self.text = ""
-        self.setDynamicSortFilter(False)  # no re-sorting through Python per change; filters re-run on demand
-
-    def set_status(self, status: str | None) -> None:
-        self.status = status or None
-        self.invalidateFilter()
-
-    def set_text(self, text: str) -> None:
-        self.text = text.lower()
-        self.invalidateFilter()
-
-    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
-        self.sourceModel().sort(column, order)  # the source sorts itself; the proxy keeps its order
-
-    def filterAcceptsRow(self, row: int, parent: Any) -> bool:
-        if not self.status and not self.text:
-            return True
-        job = self.sourceModel().rows[row]
-        if self.status and job.status != self.status:
-            return False
-        if self.text:
-            hay = f"{job.id} {job.name} {job.worker or ''} {job.result_preview or ''} {job.error or ''}".lower()
-            return self.text in hay
-        return True
+__all__ = ["JobsPane", "JobsFilter"]
 
 
 class JobsPane(QWidget):
@@ -94,6 +65,8 @@ class JobsPane(QWidget):
         layout.addWidget(split, 1)
         self.view.selectionModel().selectionChanged.connect(lambda *a: self.show_detail())
         self._detail_job: JobInfo | None = None
+        self._detail_id: int | None = None
+        self._fetching = False
         self.refresh = QTimer(self)
         self.refresh.setInterval(1000)
         self.refresh.timeout.connect(self._refresh_running)
@@ -113,19 +86,29 @@ class JobsPane(QWidget):
         rows = {self.proxy.mapToSource(i).row() for i in self.view.selectionModel().selectedRows()}
         return [self.model.job_at(r) for r in sorted(rows)]
 
-    def show_detail(self) -> None:
+    def show_detail(self) -> Any:
+        """Fetch the first selected job in full (code, output, result, traceback) and show it."""
         jobs = self.selected_jobs()
         if not jobs:
             self._detail_job = None
             self.detail.clear()
-            return
+            return None
+        self._detail_id = jobs[0].id
+        self._fetching = True
         d = self.session.client.get_job(jobs[0].id)
         d.addCallback(self._render_detail)
         d.addErrback(self.session.report_error)
+        d.addBoth(lambda _: setattr(self, "_fetching", False))
+        return d
 
     def _render_detail(self, job: JobInfo) -> None:
+        if job.id != self._detail_id:
+            return  # the selection moved on while this was in flight
+        same = self._detail_job is not None and self._detail_job.id == job.id
         self._detail_job = job
         parts = [f"Job {job.id}  {job.name}  [{job.status}]  worker: {job.worker or '-'}"]
+        if job.duration is not None:
+            parts[0] += f"  {job.duration:.2f} s"
         if job.progress is not None:
             parts.append(f"progress: {job.progress * 100:.0f}% {job.progress_message or ''}")
         parts += ["--- code ---", job.code or "(function)"]
@@ -134,20 +117,26 @@ class JobsPane(QWidget):
         if job.result_preview is not None:
             parts += ["--- result ---", job.result_preview]
         if job.error:
-            parts += ["--- error ---", job.error]
+            parts += ["--- traceback ---", job.error]
+        bar = self.detail.verticalScrollBar()
+        at_end, where = bar.value() >= bar.maximum() - 4, bar.value()
         self.detail.setPlainText("\n".join(parts))
+        if same:  # a refresh: follow live output like a terminal, unless the user scrolled up
+            bar.setValue(bar.maximum() if at_end else where)
 
     def _refresh_running(self) -> None:
         j = self._detail_job
-        if j is not None and j.status in ("queued", "running"):
-            self.show_detail()  # live output while it runs
+        if j is not None and not j.done and not self._fetching and self.isVisible():
+            self.show_detail()  # live output while it runs (one request in flight at most)
 
     # -------------------------------------------------------------- actions
     def kill_selected(self) -> None:
         for j in self.selected_jobs():
-            self.session.client.kill(j.id).addErrback(self.session.report_error)
+            if not j.done:
+                self.session.client.kill(j.id).addErrback(self.session.report_error)
 
     def resubmit_selected(self) -> None:
+        """Submit the selected jobs' code again, with their name, priority and options."""
         for j in self.selected_jobs():
             d = self.session.client.get_job(j.id)
             d.addCallback(self._resubmit)
@@ -155,19 +144,21 @@ class JobsPane(QWidget):
 
     def _resubmit(self, job: JobInfo) -> Any:
         if not job.code:
-            self.session.notice.emit("warning", f"job {job.id} is a function job; resubmit it from Python")
+            self.session.post("warning", f"job {job.id} is a function job; resubmit it from Python")
             return None
         mode = "expr" if job.kind == "expr" else "exec"
-        return self.session.client.submit_code(job.code, mode=mode, name=job.name, priority=job.priority,
-                                               trusted_only=job.trusted_only).addErrback(self.session.report_error)
+        return self.session.client.submit_code(job.code, mode=mode, sage=job.sage, name=job.name,
+                                               priority=job.priority, trusted_only=job.trusted_only)
 
     def clone_selected(self) -> None:
+        """Put the first selected job's code into the editor."""
         jobs = self.selected_jobs()
         if jobs:
             self.session.client.get_job(jobs[0].id).addCallback(
                 lambda j: j.code and self.clone_requested.emit(j.code)).addErrback(self.session.report_error)
 
     def copy_result(self) -> None:
+        """Copy the first selected job's result preview (or its error) to the clipboard."""
         jobs = self.selected_jobs()
         if jobs:
             j = jobs[0]

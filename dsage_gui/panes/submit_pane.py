@@ -8,6 +8,7 @@ from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
                                QLineEdit, QPlainTextEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
+from dsage_gui.bridge import deferred_slot
 from dsage_gui.highlighter import PythonHighlighter
 
 EXAMPLE = "# Ctrl+Enter submits. The value of the last expression is the result.\nsum(i * i for i in range(10**6))\n"
@@ -82,21 +83,21 @@ class SubmitPane(QWidget):
                 "timeout": self.timeout.value() or None, "priority": self.priority.value(),
                 "trusted_only": self.trusted.isChecked()}
 
+    @deferred_slot()
     def submit(self) -> Any:
+        """Submit the editor's text as one job with the options shown (Ctrl+Enter, Submit button)."""
         code = self.editor.toPlainText()
         if not code.strip():
-            self.session.notice.emit("warning", "nothing to submit: the editor is empty")
+            self.session.post("warning", "nothing to submit: the editor is empty")
             return None
-        self._save_settings()
+        self.save_settings()
         mode = "expr" if self.mode.currentIndex() == 0 else "exec"
         d = self.session.client.submit_code(code, mode=mode, sage=self.sage.isChecked(), **self.options())
-        d.addCallback(self._done)
-        d.addErrback(self.session.report_error)
-        return d
+        return d.addCallback(self._done)
 
     def _done(self, job_id: int) -> int:
         self.submitted.emit(job_id)
-        self.session.notice.emit("info", f"submitted job {job_id}")
+        self.session.post("info", f"submitted job {job_id}")
         return job_id
 
     def choose_files(self) -> None:
@@ -107,7 +108,8 @@ class SubmitPane(QWidget):
     def set_code(self, code: str) -> None:
         self.editor.setPlainText(code)
 
-    def _save_settings(self) -> None:
+    def save_settings(self) -> None:
+        """Editor text and options (restored by the next window)."""
         s = QSettings()
         s.setValue("editor/code", self.editor.toPlainText())
         s.setValue("editor/mode", self.mode.currentIndex())

@@ -1,21 +1,20 @@
 """Throughput pane: completed jobs/s, queue depth, running jobs and busy slots over time.
 
-Curves are created once; samples go into ring buffers (``dsage_core.stats.History``) when the
-server's counters arrive; a QTimer redraws at a fixed rate, never per event.
+Samples go into ring buffers (``dsage_core.stats.History``) when the server's counters arrive (once per
+second, whatever the number of jobs); a QTimer redraws the curves at a fixed rate, never per event.
 """
 from __future__ import annotations
 
 from typing import Any
 
-import pyqtgraph as pg
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from dsage_core.stats import History
+from dsage_core.stats import History, RateMeter
+from dsage_gui.charts.throughput import CURVES, ThroughputPlot
 
-WINDOWS = {"1 minute": 60, "10 minutes": 600, "1 hour": 3600}
-CURVES = (("completed_per_s", "completed jobs/s", "#1e8449"), ("queued", "queued", "#7f8c8d"),
-          ("running", "running", "#2471a3"), ("busy_slots", "busy slots", "#b9770e"))
+WINDOWS = {"1 minute": 60, "10 minutes": 600, "30 minutes": 1800, "1 hour": 3600}
+__all__ = ["ThroughputPane", "WINDOWS", "CURVES"]
 
 
 class ThroughputPane(QWidget):
@@ -23,32 +22,24 @@ class ThroughputPane(QWidget):
         super().__init__(parent)
         self.setObjectName("throughputPane")
         self.history = History()
+        self.updates = RateMeter(10)  # job updates/s reaching this window (the GUI's own load)
         self.window_s = 600
         self.combo = QComboBox(self)
+        self.combo.setObjectName("throughputWindow")
         self.combo.addItems(list(WINDOWS))
-        self.combo.setCurrentText("10 minutes")
-        self.combo.currentTextChanged.connect(lambda t: setattr(self, "window_s", WINDOWS[t]))
+        self.combo.currentTextChanged.connect(self.set_window)
+        self.combo.setCurrentText(str(QSettings().value("throughput/window", "10 minutes")))
+        self.set_window(self.combo.currentText())
         self.summary = QLabel(self)
-        pg.setConfigOptions(antialias=False, background="w", foreground="k")
-        self.rate_plot = pg.PlotWidget(axisItems={"bottom": pg.DateAxisItem()})
-        self.count_plot = pg.PlotWidget(axisItems={"bottom": pg.DateAxisItem()})
-        self.rate_plot.setLabel("left", "jobs/s")
-        self.count_plot.addLegend(offset=(5, 5))
-        self.curves = {}
-        for key, label, color in CURVES:
-            plot = self.rate_plot if key == "completed_per_s" else self.count_plot
-            c = plot.plot(name=label, pen=pg.mkPen(color, width=2))
-            c.setDownsampling(auto=True, method="peak")
-            c.setClipToView(True)
-            self.curves[key] = c
+        self.plot = ThroughputPlot(self)
+        self.curves = self.plot.curves
         top = QHBoxLayout()
         top.addWidget(QLabel("Window:", self))
         top.addWidget(self.combo)
         top.addWidget(self.summary, 1)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
-        layout.addWidget(self.rate_plot, 1)
-        layout.addWidget(self.count_plot, 1)
+        layout.addWidget(self.plot, 1)
         self.redraws = 0
         self.timer = QTimer(self)
         self.timer.setInterval(redraw_ms)
@@ -56,6 +47,12 @@ class ThroughputPane(QWidget):
         self.timer.start()
         self.last: dict[str, Any] = {}
         session.stats_changed.connect(self.add_sample)
+        session.jobs_changed.connect(lambda infos: self.updates.add(len(infos)))
+
+    def set_window(self, label: str) -> None:
+        if label in WINDOWS:
+            self.window_s = WINDOWS[label]
+            QSettings().setValue("throughput/window", label)
 
     def add_sample(self, stats: dict[str, Any]) -> None:
         self.history.add(stats)
@@ -65,9 +62,10 @@ class ThroughputPane(QWidget):
         t, series = self.history.window(self.window_s)
         if len(t) == 0:
             return
-        for key, curve in self.curves.items():
-            curve.setData(t, series[key])
+        self.plot.set_data(t, series)
         s = self.last
-        self.summary.setText(f"{s.get('rate_1m', 0):.1f} jobs/s (1 min) · {s.get('queued', 0)} queued · "
-                             f"{s.get('running', 0)} running · {s.get('busy_slots', 0)}/{s.get('total_slots', 0)} slots")
+        self.summary.setText(
+            f"{s.get('rate_1m', 0):.1f} jobs/s (1 min) · {s.get('queued', 0)} queued · "
+            f"{s.get('running', 0)} running · {s.get('busy_slots', 0)}/{s.get('total_slots', 0)} slots · "
+            f"{self.updates.rate():.0f} updates/s received")
         self.redraws += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import shiboken6
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSpinBox, QTableView, QVBoxLayout, QWidget
 
 from dsage_gui.models.workers_model import WorkersTableModel
@@ -61,6 +62,8 @@ class WorkersPane(QWidget):
         self._update_local()
 
     def _update_local(self) -> None:
+        if not shiboken6.isValid(self.local):  # a worker stopped after the window closed
+            return
         emb = self.session.embedded
         n = len(emb.workers) if emb else 0
         self.local.setText(f"{n} local worker process(es)" if emb else "connected to a remote server")

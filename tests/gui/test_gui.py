@@ -147,7 +147,7 @@ def test_layout_and_editor_options_persist(qtbot, fake_session):
     win.tabs.setCurrentIndex(2)
     win.submit_pane.priority.setValue(7)
     win.submit_pane.editor.setPlainText("'persisted'")
-    win.submit_pane._save_settings()
+    win.submit_pane.save_settings()
     win.save_layout()
     win2 = MainWindow(fake_session)
     qtbot.addWidget(win2)

@@ -51,11 +51,12 @@ def test_pause_stops_children_and_resume_finishes_the_job(qtbot, run, server, tr
     qtbot.waitUntil(lambda: ctl.state == "working", timeout=20_000)
     ui.menu.pause_action.trigger()
     qtbot.waitUntil(lambda: ctl.state == "paused", timeout=5_000)
-    assert all(p.status() == psutil.STATUS_STOPPED for p in _children(ctl))
+    # SIGSTOP is delivered asynchronously: wait for the kernel to show every child stopped
+    qtbot.waitUntil(lambda: all(p.status() == psutil.STATUS_STOPPED for p in _children(ctl)), timeout=5_000)
     assert server.client.states[jid].status == "running"  # the lease is kept while paused
     ui.menu.pause_action.trigger()  # now reads "Resume"
     qtbot.waitUntil(lambda: server.client.states[jid].status == "completed", timeout=20_000)
-    assert all(p.status() != psutil.STATUS_STOPPED for p in _children(ctl))
+    qtbot.waitUntil(lambda: all(p.status() != psutil.STATUS_STOPPED for p in _children(ctl)), timeout=5_000)
 
 
 def test_cores_change_shows_on_the_server(qtbot, run, server, tray):
