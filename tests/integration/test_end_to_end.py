@@ -129,4 +129,6 @@ def test_priority_orders_queued_jobs(cluster):
     high = cluster.client.eval("import time\nDSAGE_RESULT=time.time()", priority=10)
     for j in blockers + low + [high]:
         j.wait(30)
-    assert high.result <= min(j.result for j in low)
+    # When the blockers end, two slots free together: the high job takes the first and at most one
+    # low job can start beside it, so it ran no later than the second low job to start.
+    assert high.result <= sorted(j.result for j in low)[1]
