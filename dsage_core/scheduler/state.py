@@ -117,7 +117,7 @@ class Scheduler:
     job queued or held, by id), ``workers`` (``WorkerState`` by id), ``log`` (the last 1000 events).
     """
 
-    def __init__(self, *, max_failures: int = 3, lease_timeout: float = 15.0, prefetch_seconds: float = 0.05,
+    def __init__(self, *, max_failures: int = 3, lease_timeout: float = 15.0, prefetch_seconds: float = 0.2,
                  max_prefetch_per_slot: int = 500, max_dispatch_batch: int = 1000) -> None:
         self.max_failures = max_failures
         self.lease_timeout = lease_timeout

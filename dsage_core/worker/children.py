@@ -127,12 +127,16 @@ class ChildProcess(protocol.ProcessProtocol):
         return len(self.inflight)
 
     def allowance(self) -> int:
-        """How many jobs this child may hold: 1 for slow jobs (none waits behind a long one)."""
+        """How many jobs this child may hold: 1 for slow jobs (none waits behind a long one), 2 for
+        jobs up to 0.1 s (the next is there when one ends: no idle gap for the monitor's round trip),
+        more for short jobs."""
         if not self.ready or self.recycling or self.stopped:
             return 0
         avg = self.avg_wall
-        if avg is None or avg > 0.005:
+        if avg is None or avg > 0.1:
             return 1
+        if avg > 0.005:
+            return 2
         return max(2, min(128, int(0.005 / max(avg, 1e-6))))
 
     def send(self, jobs: list[Assigned], blobs: dict[str, bytes]) -> None:

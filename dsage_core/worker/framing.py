@@ -31,14 +31,15 @@ class FrameDecoder:
         out = []
         pos = 0
         n = len(buf)
-        while n - pos >= 4:
-            (size,) = _LEN.unpack_from(buf, pos)
-            if size > self.max_frame:
-                raise FrameTooLarge(f"frame of {size} bytes > limit {self.max_frame}")
-            if n - pos - 4 < size:
-                break
-            out.append(msgpack.unpackb(bytes(buf[pos + 4:pos + 4 + size]), raw=False, strict_map_key=False))
-            pos += 4 + size
+        with memoryview(buf) as view:  # no copy of a large result on its way through
+            while n - pos >= 4:
+                (size,) = _LEN.unpack_from(buf, pos)
+                if size > self.max_frame:
+                    raise FrameTooLarge(f"frame of {size} bytes > limit {self.max_frame}")
+                if n - pos - 4 < size:
+                    break
+                out.append(msgpack.unpackb(view[pos + 4:pos + 4 + size], raw=False, strict_map_key=False))
+                pos += 4 + size
         if pos:
             del buf[:pos]
         return out

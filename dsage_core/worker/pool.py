@@ -23,7 +23,21 @@ from dsage_core.worker.children import Assigned, ChildEvents, ChildProcess, desc
 
 log = Logger(namespace="dsage.worker.pool")
 
-Report = Callable[[list[Any]], None]
+Report = Callable[..., None]   #: report(events, hold=0.0): see Batcher.add_many
+
+#: A result of a job that ran a while may wait for company, at most this fraction of the job's
+#: wall time and never more than HOLD_MAX seconds, but only while its slot still has work: then
+#: nobody needs the message to start anything, and two or three results share one.
+HOLD_FRACTION = 0.5
+HOLD_MIN_WALL = 0.002
+HOLD_MAX = 0.02
+
+
+def report_hold(wall: float | None, slot_has_work: bool) -> float:
+    """How long a finished job's report may wait for company (0: send now)."""
+    if not wall or wall < HOLD_MIN_WALL or not slot_has_work:
+        return 0.0
+    return min(HOLD_MAX, HOLD_FRACTION * wall)
 
 
 def _signame(sig: int) -> str:
@@ -186,16 +200,21 @@ class ChildPool:
         _, status, result, error, preview, cpu, wall = entry[:7]
         if a.kill_reason == "killed":
             status, result, error = "killed", None, "killed by its owner"
-        self._report_done(a, status, result, preview, error, cpu, wall)
+        hold = report_hold(wall, bool(child.load or self.queue) and not self.closing)
+        self._report_done(a, status, result, preview, error, cpu, wall, hold)
 
     def _report_done(self, a: Assigned, status: str, result: Any, preview: Any, error: Any,
-                     cpu: float, wall: float) -> None:
+                     cpu: float, wall: float, hold: float = 0.0) -> None:
         now = self.reactor.seconds()
         self.jobs_done += 1
         started = a.started if a.started is not None else now - (wall or 0.0)
         if wall:
             started = now - wall
-        self.report([["done", a.job_id, a.attempt, status, result, preview, error, started, now, cpu]])
+        event = ["done", a.job_id, a.attempt, status, result, preview, error, started, now, cpu]
+        if hold > 0:
+            self.report([event], hold)
+        else:
+            self.report([event])
 
     def _on_output(self, a: Assigned, text: str) -> None:
         self.report([["out", a.job_id, a.attempt, text]])

@@ -90,7 +90,7 @@ class WorkerService:
         self.session: Any = None
         self.listeners: list[Any] = []
         self.reports = Batcher(None, max_items=5000, max_in_flight=1, on_failure=self._report_failed,
-                               size_of=_event_size, max_bytes=1024 * 1024)
+                               size_of=_event_size, max_bytes=1024 * 1024, clock=reactor)
         scratch = config.home / "scratch"
         limits: dict[str, Any] = {}
         if config.mem_limit:

@@ -68,3 +68,49 @@ def test_size_limit_caps_bytes_per_batch():
     b = Batcher(send, max_in_flight=10, size_of=len, max_bytes=10)
     b.add_many([b"x" * 6, b"y" * 6, b"z" * 20, b"w"])
     assert [len(c[0]) for c in send.calls] == [1, 1, 1, 1]
+
+
+def test_held_items_wait_for_company_until_the_hold_ends():
+    """Items added with a hold wait (at most that long) so later ones share their message."""
+    from twisted.internet.task import Clock
+    clock, send = Clock(), FakeSend()
+    b = Batcher(send, clock=clock)
+    b.add_many([1], hold=0.01)
+    clock.advance(0.004)
+    b.add_many([2], hold=0.01)          # the earlier deadline stays
+    assert send.calls == []
+    clock.advance(0.006)
+    assert [c[0] for c in send.calls] == [[1, 2]]
+    assert clock.getDelayedCalls() == []
+
+
+def test_urgent_item_takes_held_ones_along_at_once():
+    """Anything added without a hold ends the hold: nothing urgent waits behind held items."""
+    from twisted.internet.task import Clock
+    clock, send = Clock(), FakeSend()
+    b = Batcher(send, clock=clock)
+    b.add_many([1], hold=0.5)
+    b.add(2)
+    assert [c[0] for c in send.calls] == [[1, 2]]
+    assert clock.getDelayedCalls() == []
+
+
+def test_hold_ignored_when_other_items_already_wait():
+    """Items queued behind a call in flight go with the answer; a hold does not delay them."""
+    from twisted.internet.task import Clock
+    clock, send = Clock(), FakeSend()
+    b = Batcher(send, clock=clock)
+    b.add(1)
+    b.add(2)
+    b.add_many([3], hold=0.5)
+    send.calls[0][1].callback(None)
+    assert [c[0] for c in send.calls] == [[1], [2, 3]]
+
+
+def test_report_hold_policy():
+    """A result waits only if its job ran a while and its slot still has work; never over 20 ms."""
+    from dsage_core.worker.pool import report_hold
+    assert report_hold(0.0005, True) == 0.0        # short job: its result is on someone's wait
+    assert report_hold(0.02, False) == 0.0         # the slot is idle: the server must hear now
+    assert report_hold(0.02, True) == 0.01
+    assert report_hold(5.0, True) == 0.02

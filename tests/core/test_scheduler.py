@@ -266,7 +266,7 @@ def test_dispatch_batch_cap_and_top_up():
 
 def test_prefetched_worker_topped_up_at_half_buffer():
     """A worker with a prefetch buffer is topped up only once half of it is used."""
-    s = Scheduler()
+    s = Scheduler(prefetch_seconds=0.05)
     join(s, "a", 1)
     submit(s, *range(1, 200))
     finish(s, "a", s.held_by("a"), duration=0.005)     # allowance 1 + 10
