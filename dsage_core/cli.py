@@ -59,6 +59,8 @@ def _run_reactor(start: Any, stop: Any) -> int:
 
 def cmd_server(args: argparse.Namespace) -> int:
     from dsage_core.limits import Limits
+    from dsage_core.memory import tune_this_process
+    tune_this_process()
     from dsage_core.server.service import ServerConfig, create_server
     limits = Limits()
     if args.max_queued:
@@ -83,7 +85,9 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from dsage_core.memory import tune_this_process
     from dsage_core.protocol.connect import read_furl
+    tune_this_process()
     from dsage_core.worker.service import WorkerConfig, WorkerService
     home = _home(args)
     try:

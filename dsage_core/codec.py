@@ -95,12 +95,14 @@ def is_plain(data: bytes) -> bool:
 def decode_value(data: bytes, *, allow_pickle: bool = True) -> Any:
     tag = data[:1]
     if tag == PLAIN:
-        return _unpack(data[1:])
+        with memoryview(data) as view:  # no copy of a large result before decoding it
+            return _unpack(view[1:])
     if tag == PICKLED:
         if not allow_pickle:
             raise UnsafeResult("this result was pickled by an untrusted (anonymous) worker and is not unpickled")
         import cloudpickle
-        return cloudpickle.loads(data[1:])
+        with memoryview(data) as view:
+            return cloudpickle.loads(view[1:])
     raise ValueError(f"not a dsage result encoding (tag {tag!r})")
 
 

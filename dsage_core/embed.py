@@ -60,6 +60,7 @@ class LocalWorker:
 
 def start_worker_process(reactor: Any, home: Path, furl: str, slots: int, *, anonymous: bool = False,
                          key: Path | None = None) -> LocalWorker:
+    from dsage_core.memory import tuned_env
     from dsage_core.worker.reaping import ensure_reaper
     ensure_reaper(reactor)
     args = [sys.executable, "-m", "dsage_core", "worker", "--home", str(home), "--server", furl,
@@ -69,7 +70,7 @@ def start_worker_process(reactor: Any, home: Path, furl: str, slots: int, *, ano
     elif key is not None:
         args += ["--key", str(key)]
     proto = _WorkerProcess()
-    transport = reactor.spawnProcess(proto, sys.executable, args, env=dict(os.environ))
+    transport = reactor.spawnProcess(proto, sys.executable, args, env=tuned_env(dict(os.environ)))
     return LocalWorker(slots, proto, transport)
 
 

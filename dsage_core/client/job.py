@@ -69,6 +69,7 @@ class JobState:
             if self.status != "completed" or self.result_bytes is None:
                 return None
             self._value = codec.decode_value(self.result_bytes)
+            self.result_bytes = None  # decoded once: do not keep a large result twice
         return self._value
 
     def info(self) -> JobInfo:

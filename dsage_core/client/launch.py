@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dsage_core import home as homes
+from dsage_core.memory import tuned_env
 from dsage_core.protocol.errors import ServerUnavailable
 
 
@@ -88,6 +89,7 @@ def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
     out = open(log, "ab")
     try:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                preexec_fn=_die_with_parent, close_fds=True)
+                                preexec_fn=_die_with_parent, close_fds=True,
+                                env=tuned_env(dict(os.environ)))
     finally:
         out.close()

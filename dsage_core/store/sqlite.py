@@ -100,6 +100,7 @@ class SqliteStore:
         self.last_error: str | None = None
         self._local = threading.local()
         self.fault_hook: Callable[[], None] | None = None   #: tests: called inside every write transaction
+        self._result_dirs: set[str] = set()  #: result subdirectories known to exist (DB thread)
 
     # ------------------------------------------------------------------ plumbing
     def _conn(self) -> sqlite3.Connection:
@@ -217,18 +218,27 @@ class SqliteStore:
 
     def _thd_write_result(self, job_id: int, data: bytes) -> str:
         """A large result goes to a file beside the database (5-10x faster than a BLOB); written
-        before the row that names it commits, and as durable as the WAL with synchronous=NORMAL."""
-        d = self.path.parent / "results" / f"{job_id // 1000:06d}"
-        d.mkdir(parents=True, exist_ok=True)
-        p = d / f"{job_id}.bin"
-        tmp = p.with_suffix(".tmp")
+        before the row that names it commits, and as durable as the WAL with synchronous=NORMAL.
+        Written in place (no temporary and rename): only a committed row makes a file visible, and
+        a job's result is committed once."""
+        sub = f"{job_id // 1000:06d}"
+        d = self.path.parent / "results" / sub
+        if sub not in self._result_dirs:
+            d.mkdir(parents=True, exist_ok=True)
+            self._result_dirs.add(sub)
+        rel = f"results/{sub}/{job_id}.bin"
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, p)
+            fd = os.open(d / f"{job_id}.bin", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
         except OSError as e:
+            self._result_dirs.discard(sub)
             raise sqlite3.OperationalError(f"disk I/O error writing a result file: {e}") from None
-        return str(p.relative_to(self.path.parent))
+        return rel
 
     def _thd_read_result(self, row: dict[str, Any]) -> None:
         rf = row.pop("result_file", None)

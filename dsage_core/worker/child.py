@@ -27,7 +27,7 @@ import msgpack
 
 from dsage_core import _progress as progress_mod, codec
 from dsage_core.worker.capture import Capture
-from dsage_core.worker.framing import FrameDecoder, pack_frame
+from dsage_core.worker.framing import FrameDecoder, frame_parts
 
 MAX_ERROR = 64 * 1024
 COALESCE_S = 0.002
@@ -41,12 +41,13 @@ class Channel:
         self.lock = threading.Lock()
 
     def send(self, obj: Any) -> None:
-        data = pack_frame(obj)
+        head, body = frame_parts(obj)
         with self.lock:
-            view = memoryview(data)
-            while view:
-                n = os.write(self.fd, view)
-                view = view[n:]
+            n = os.writev(self.fd, [head, body])
+            if n < len(head) + len(body):  # the pipe was full: write the rest
+                data = memoryview(head + body)[n:]
+                while data:
+                    data = data[os.write(self.fd, data):]
 
 
 class Inbox:

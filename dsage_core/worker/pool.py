@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from twisted.logger import Logger
 
+from dsage_core.memory import tuned_env
 from dsage_core.worker.reaping import ensure_reaper
 from dsage_core.worker.children import Assigned, ChildEvents, ChildProcess, describe_exit
 
@@ -56,7 +57,7 @@ class ChildPool:
         self.reactor = reactor
         self.report = report
         self.scratch = scratch
-        self.base_env = dict(env or os.environ)
+        self.base_env = tuned_env(dict(env or os.environ))
         self.base_env["DSAGE_NICE"] = str(nice)
         self.default_limits = default_limits or {}
         self.queue: deque[Assigned] = deque()
