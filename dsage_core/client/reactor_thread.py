@@ -45,9 +45,15 @@ def _stop() -> None:
         _thread.join(5)
 
 
+_is_io_thread: Callable[[], bool] | None = None
+
+
 def in_reactor_thread() -> bool:
-    from twisted.python import threadable
-    return threadable.isInIOThread()
+    global _is_io_thread
+    if _is_io_thread is None:  # bound once: attribute access through twisted's module proxy is slow
+        from twisted.python.threadable import isInIOThread
+        _is_io_thread = isInIOThread
+    return _is_io_thread()
 
 
 def blocking(fn: Callable[..., Any], *args: Any, timeout: float | None = None, **kw: Any) -> Any:

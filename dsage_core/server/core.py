@@ -605,7 +605,7 @@ class JobServer:
         d.addErrback(_log_failure)
 
     def _committed(self, jobs: list[ActiveJob]) -> None:
-        self._notify(jobs)
+        self._notify(jobs, self._push_hold(jobs))
         for job in jobs:
             self.jobs.pop(job.id, None)
             self.watchers.pop(job.id, None)
@@ -616,7 +616,18 @@ class JobServer:
         self._notify(jobs)
         return f
 
-    def _notify(self, jobs: list[ActiveJob]) -> None:
+    def _push_hold(self, jobs: list[ActiveJob]) -> float:
+        """How long finished jobs may wait for company on their way to clients: only results of
+        jobs that ran a while, of owners with more jobs still to come (nobody's single wait)."""
+        shortest = None
+        for j in jobs:
+            if j.started is None or j.finished is None or self.queued_by_owner.get(j.owner, 0) == 0:
+                return 0.0
+            ran = j.finished - j.started
+            shortest = ran if shortest is None else min(shortest, ran)
+        return push_hold(shortest)
+
+    def _notify(self, jobs: list[ActiveJob], hold: float = 0.0) -> None:
         per_watcher: dict[Any, list[ActiveJob]] = {}
         owners = self.owner_watchers
         for job in jobs:
@@ -625,7 +636,10 @@ class JobServer:
             for w in owners.get(job.owner, ()) if owners else ():
                 per_watcher.setdefault(w, []).append(job)  # duplicates collapse in the pusher
         for w, js in per_watcher.items():
-            w.push_jobs(js)
+            if hold > 0:
+                w.push_jobs(js, hold)
+            else:
+                w.push_jobs(js)
 
     def pending_writes(self) -> Deferred:
         """Fires when every store write issued so far has finished (for shutdown and tests)."""
@@ -639,6 +653,18 @@ class JobServer:
     def take_workers_dirty(self) -> bool:
         dirty, self._workers_dirty = self._workers_dirty, False
         return dirty
+
+
+#: Results of jobs that ran at least PUSH_HOLD_MIN seconds wait up to half their run time, at most
+#: PUSH_HOLD_MAX, before being pushed to clients, while their owner has more jobs queued or running.
+PUSH_HOLD_MIN = 0.002
+PUSH_HOLD_MAX = 0.02
+
+
+def push_hold(ran: float | None) -> float:
+    if ran is None or ran < PUSH_HOLD_MIN:
+        return 0.0
+    return min(PUSH_HOLD_MAX, 0.5 * ran)
 
 
 def _duration(d: list[Any]) -> float:

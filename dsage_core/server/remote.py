@@ -41,9 +41,11 @@ def _abort(rref: Any) -> None:
 class KeyedPusher:
     """Coalescing push of job updates to one client: one call in flight, latest state wins.
 
-    A job that finished goes out at once (it is on every wait's latency path). Updates that only say
-    "running" or carry progress wait up to ``lazy_delay``: a short job's running update is then
-    replaced by its result, which halves the calls per job when jobs take milliseconds.
+    A job that finished goes out at once (it is on every wait's latency path), unless the server
+    passes a *hold* (results of jobs that ran a while, in a batch still running: they wait a few ms
+    so several share a call). Updates that only say "running" or carry progress wait up to
+    ``lazy_delay``: a short job's running update is then replaced by its result, which halves the
+    calls per job when jobs take milliseconds.
     """
 
     def __init__(self, rref: Any, clock: Any = None, max_items: int = 2000, lazy_delay: float = 0.05,
@@ -57,19 +59,36 @@ class KeyedPusher:
         self.dead = False
         self.lazy_delay = lazy_delay
         self._timer: Any = None
+        self._due = 0.0
 
-    def push_jobs(self, jobs: list[Any]) -> None:
+    def push_jobs(self, jobs: list[Any], hold: float = 0.0) -> None:
         urgent = self.clock is None
+        delay = self.lazy_delay
         for j in jobs:
             self.pending[j.id] = j
             if j.status in TERMINAL:
-                urgent = True
+                if hold > 0:
+                    delay = min(delay, hold)
+                else:
+                    urgent = True
         if urgent:
             self._pump()
-        elif self._timer is None or not self._timer.active():
-            self._timer = self.clock.callLater(self.lazy_delay, self._pump)
+        else:
+            self._pump_within(delay)
+
+    def _pump_within(self, delay: float) -> None:
+        due = self.clock.seconds() + delay
+        if self._timer is not None and self._timer.active():
+            if self._due <= due:
+                return
+            self._timer.cancel()
+        self._due = due
+        self._timer = self.clock.callLater(delay, self._pump)
 
     def _pump(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()  # everything pending goes now
+        self._timer = None
         if self.in_flight or not self.pending or self.dead:
             return
         # a few MiB per call: Foolscap reassembles one huge string slowly on the receiving side
@@ -140,9 +159,9 @@ class ClientSession(Referenceable):
         self.rref: Any = None
 
     # the watcher interface JobServer uses
-    def push_jobs(self, jobs: list[Any]) -> None:
+    def push_jobs(self, jobs: list[Any], hold: float = 0.0) -> None:
         if self.listener is not None:
-            self.listener.push_jobs(jobs)
+            self.listener.push_jobs(jobs, hold)
 
     def remote_get_version(self) -> dict[str, Any]:
         return {"version": __version__, "user": self.who.name, "role": self.who.role,

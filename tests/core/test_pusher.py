@@ -1,0 +1,66 @@
+"""Pushing job updates to a client: results at once, or held briefly to share a call."""
+from types import SimpleNamespace
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+
+from dsage_core.protocol import envelope
+from dsage_core.server.core import push_hold
+from dsage_core.server.remote import KeyedPusher
+
+
+class FakeRef:
+    def __init__(self):
+        self.calls = []
+
+    def callRemote(self, name, data):
+        d = Deferred()
+        self.calls.append(([u[0] for u in envelope.unpack(data)], d))
+        return d
+
+    def isConnected(self):
+        return True
+
+
+def job(jid, status):
+    return SimpleNamespace(id=jid, status=status, result=None,
+                           update=lambda: [jid, status, None, None, None, None, None, None, None, "", 0])
+
+
+def test_results_go_at_once_running_updates_wait():
+    clock, ref = Clock(), FakeRef()
+    p = KeyedPusher(ref, clock)
+    p.push_jobs([job(1, "running")])
+    assert ref.calls == []
+    p.push_jobs([job(2, "completed")])
+    assert [c[0] for c in ref.calls] == [[1, 2]]
+    assert clock.getDelayedCalls() == []
+
+
+def test_held_results_share_one_call_and_never_wait_longer_than_the_hold():
+    clock, ref = Clock(), FakeRef()
+    p = KeyedPusher(ref, clock)
+    p.push_jobs([job(1, "completed")], hold=0.01)
+    clock.advance(0.006)
+    p.push_jobs([job(2, "completed")], hold=0.01)
+    assert ref.calls == []
+    clock.advance(0.004)
+    assert [c[0] for c in ref.calls] == [[1, 2]]
+    p.push_jobs([job(3, "completed")], hold=0.01)     # a call in flight: goes with its answer
+    ref.calls[0][1].callback(None)
+    assert [c[0] for c in ref.calls] == [[1, 2], [3]]
+    assert clock.getDelayedCalls() == []
+
+
+def test_an_urgent_result_takes_held_ones_along():
+    clock, ref = Clock(), FakeRef()
+    p = KeyedPusher(ref, clock)
+    p.push_jobs([job(1, "completed")], hold=0.02)
+    p.push_jobs([job(2, "failed")])
+    assert [c[0] for c in ref.calls] == [[1, 2]]
+    assert clock.getDelayedCalls() == []
+
+
+def test_push_hold_policy():
+    assert push_hold(None) == 0.0 and push_hold(0.001) == 0.0
+    assert push_hold(0.02) == 0.01 and push_hold(3.0) == 0.02
