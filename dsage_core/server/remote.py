@@ -60,6 +60,8 @@ class KeyedPusher:
         self.lazy_delay = lazy_delay
         self._timer: Any = None
         self._due = 0.0
+        self.idle_gap = 0.001
+        self._last_send = float("-inf")
 
     def push_jobs(self, jobs: list[Any], hold: float = 0.0) -> None:
         urgent = self.clock is None
@@ -101,8 +103,17 @@ class KeyedPusher:
             del self.pending[jid]
             updates.append(job.update())
             size += n
+        data = envelope.pack(updates)
+        if self.clock is not None:
+            now = self.clock.seconds()
+            idle, self._last_send = now - self._last_send >= self.idle_gap, now
+            if idle and not self.pending:
+                # a lone push needs no answer (its CPU on both sides is most of a W2 round trip);
+                # anything soon after goes with one, so a busy or slow client still paces us
+                self.rref.callRemoteOnly("jobs_changed", data)
+                return
         self.in_flight = True
-        d = self.rref.callRemote("jobs_changed", envelope.pack(updates))
+        d = self.rref.callRemote("jobs_changed", data)
         d.addBoth(self._sent)
 
     def _sent(self, r: Any) -> None:
@@ -115,11 +126,13 @@ class KeyedPusher:
 class RunSender:
     """Sends dispatched jobs to one worker: eager batches of <= 1000 jobs, blobs carried along."""
 
-    def __init__(self, worker: Worker, max_items: int = 1000) -> None:
+    def __init__(self, worker: Worker, max_items: int = 1000, clock: Any = None) -> None:
         self.worker = worker
         self.blobs: dict[str, bytes] = {}
+        run_only = getattr(worker.link, "run_only", None)
         self.batcher = Batcher(self._send, max_items=max_items, max_in_flight=2,
-                               on_failure=lambda items, f: None)
+                               on_failure=lambda items, f: None, clock=clock,
+                               send_only=self._send_only if run_only is not None else None)
 
     def add_many(self, entries: list[list[Any]], blobs: dict[str, bytes]) -> None:
         self.blobs.update(blobs)
@@ -128,6 +141,10 @@ class RunSender:
     def _send(self, entries: list[list[Any]]) -> Any:
         blobs, self.blobs = self.blobs, {}
         return self.worker.link.run({"jobs": entries, "blobs": blobs})
+
+    def _send_only(self, entries: list[list[Any]]) -> None:
+        blobs, self.blobs = self.blobs, {}
+        self.worker.link.run_only({"jobs": entries, "blobs": blobs})
 
 
 class WorkerLinkRef:
@@ -138,6 +155,10 @@ class WorkerLinkRef:
 
     def run(self, batch: dict[str, Any]) -> Any:
         return self.rref.callRemote("run", envelope.pack(batch))
+
+    def run_only(self, batch: dict[str, Any]) -> None:
+        """The same without an answer (an idle link's lone batch; see Batcher)."""
+        self.rref.callRemoteOnly("run", envelope.pack(batch))
 
     def kill(self, items: list[list[int]]) -> Any:
         return self.rref.callRemote("kill", envelope.pack(items))

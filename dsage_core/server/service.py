@@ -83,7 +83,8 @@ class ServerService(MultiService):
         store = SqliteStore(self.home / homes.DATABASE, ThreadRunner(self.reactor))
         scheduler = Scheduler(max_failures=cfg.max_failures, lease_timeout=cfg.lease_timeout)
         core = JobServer(store, self.reactor, limits=cfg.limits, scheduler=scheduler,
-                         server_id=server_id, make_dispatcher=RunSender)
+                         server_id=server_id,
+                         make_dispatcher=lambda w: RunSender(w, clock=self.reactor))
         self.core = core
         yield core.restore()
         yield ensure_owner(store, self.home)

@@ -90,7 +90,8 @@ class WorkerService:
         self.session: Any = None
         self.listeners: list[Any] = []
         self.reports = Batcher(None, max_items=5000, max_in_flight=1, on_failure=self._report_failed,
-                               size_of=_event_size, max_bytes=1024 * 1024, clock=reactor)
+                               size_of=_event_size, max_bytes=1024 * 1024, clock=reactor,
+                               send_only=self._send_reports_only)
         scratch = config.home / "scratch"
         limits: dict[str, Any] = {}
         if config.mem_limit:
@@ -137,6 +138,9 @@ class WorkerService:
 
     def _send_reports(self, events: list[Any]) -> Deferred:
         return self.session.callRemote("report", envelope.pack(events))
+
+    def _send_reports_only(self, events: list[Any]) -> None:
+        self.session.callRemoteOnly("report", envelope.pack(events))
 
     def _report_failed(self, events: list[Any], f: Any) -> None:
         # connection gone: keep the events for the next session (the server drops stale ones)

@@ -114,3 +114,21 @@ def test_report_hold_policy():
     assert report_hold(0.02, False) == 0.0         # the slot is idle: the server must hear now
     assert report_hold(0.02, True) == 0.01
     assert report_hold(5.0, True) == 0.02
+
+
+def test_idle_batch_goes_without_answer_then_answers_pace_the_rest():
+    """After a quiet spell a batch goes through send_only; batches soon after wait for answers."""
+    from twisted.internet.task import Clock
+    clock, send, only = Clock(), FakeSend(), []
+    b = Batcher(send, clock=clock, send_only=only.append)
+    b.add(1)
+    assert only == [[1]] and send.calls == []
+    b.add(2)                              # within the idle gap: answered
+    b.add(3)
+    assert [c[0] for c in send.calls] == [[2]] and b.pending == 1
+    send.calls[0][1].callback(None)
+    assert [c[0] for c in send.calls] == [[2], [3]]
+    send.calls[1][1].callback(None)
+    clock.advance(1.0)
+    b.add(4)
+    assert only == [[1], [4]]

@@ -18,6 +18,9 @@ class FakeRef:
         self.calls.append(([u[0] for u in envelope.unpack(data)], d))
         return d
 
+    def callRemoteOnly(self, name, data):
+        self.calls.append(([u[0] for u in envelope.unpack(data)], None))
+
     def isConnected(self):
         return True
 
@@ -46,10 +49,26 @@ def test_held_results_share_one_call_and_never_wait_longer_than_the_hold():
     assert ref.calls == []
     clock.advance(0.004)
     assert [c[0] for c in ref.calls] == [[1, 2]]
-    p.push_jobs([job(3, "completed")], hold=0.01)     # a call in flight: goes with its answer
-    ref.calls[0][1].callback(None)
-    assert [c[0] for c in ref.calls] == [[1, 2], [3]]
     assert clock.getDelayedCalls() == []
+
+
+def test_a_lone_push_needs_no_answer_but_a_busy_stream_is_paced_by_answers():
+    """After a quiet spell a push goes without an answer; pushes right after it wait for answers."""
+    clock, ref = Clock(), FakeRef()
+    p = KeyedPusher(ref, clock)
+    p.push_jobs([job(1, "completed")])
+    assert ref.calls == [([1], None)]                 # no answer asked
+    p.push_jobs([job(2, "completed")])                # soon after: answered
+    p.push_jobs([job(3, "completed")])                # piles up behind it
+    p.push_jobs([job(4, "completed")])
+    assert [c[0] for c in ref.calls] == [[1], [2]] and ref.calls[1][1] is not None
+    ref.calls[1][1].callback(None)
+    assert [c[0] for c in ref.calls] == [[1], [2], [3, 4]]
+    clock.advance(1.0)
+    p.push_jobs([job(5, "completed")])                # quiet again, but one call still unanswered
+    assert len(ref.calls) == 3
+    ref.calls[2][1].callback(None)
+    assert [c[0] for c in ref.calls][-1] == [5]
 
 
 def test_an_urgent_result_takes_held_ones_along():
