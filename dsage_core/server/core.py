@@ -655,8 +655,9 @@ class JobServer:
         return dirty
 
 
-#: Results of jobs that ran at least PUSH_HOLD_MIN seconds wait up to half their run time, at most
-#: PUSH_HOLD_MAX, before being pushed to clients, while their owner has more jobs queued or running.
+#: Results of jobs that ran at least PUSH_HOLD_MIN seconds wait up to their own run time, at most
+#: PUSH_HOLD_MAX, before being pushed to clients, while their owner has more jobs queued or running
+#: (a batch's throughput is unchanged; each result of it arrives at most that much later).
 PUSH_HOLD_MIN = 0.002
 PUSH_HOLD_MAX = 0.02
 
@@ -664,7 +665,7 @@ PUSH_HOLD_MAX = 0.02
 def push_hold(ran: float | None) -> float:
     if ran is None or ran < PUSH_HOLD_MIN:
         return 0.0
-    return min(PUSH_HOLD_MAX, 0.5 * ran)
+    return min(PUSH_HOLD_MAX, ran)
 
 
 def _duration(d: list[Any]) -> float:

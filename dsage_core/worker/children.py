@@ -74,6 +74,7 @@ class ChildProcess(protocol.ProcessProtocol):
         self.recycling = False
         self.stopped = False
         self.avg_wall: float | None = None
+        self.avg_key: str | None = None   #: the function (blob id) avg_wall was measured on
         self._ended = False
         self.messages: _PipeReader | None = None
 
@@ -126,13 +127,13 @@ class ChildProcess(protocol.ProcessProtocol):
     def load(self) -> int:
         return len(self.inflight)
 
-    def allowance(self) -> int:
+    def allowance(self, key: str | None = None) -> int:
         """How many jobs this child may hold: 1 for slow jobs (none waits behind a long one), 2 for
         jobs up to 0.1 s (the next is there when one ends: no idle gap for the monitor's round trip),
         more for short jobs."""
         if not self.ready or self.recycling or self.stopped:
             return 0
-        avg = self.avg_wall
+        avg = self.avg_wall if key == self.avg_key else None  # another function: duration unknown
         if avg is None or avg > 0.1:
             return 1
         if avg > 0.005:
@@ -224,14 +225,17 @@ class ChildProcess(protocol.ProcessProtocol):
         if a.timer is not None and a.timer.active():
             a.timer.cancel()
         wall = entry[6] or 0.0
-        self.avg_wall = wall if self.avg_wall is None else 0.8 * self.avg_wall + 0.2 * wall
+        if self.avg_wall is None or a.blob_id != self.avg_key:
+            self.avg_wall, self.avg_key = wall, a.blob_id
+        else:
+            self.avg_wall = 0.8 * self.avg_wall + 0.2 * wall
         self._became_current()
         self.events.done(self, a, entry)
 
-    def wants_more(self) -> int:
+    def wants_more(self, key: str | None = None) -> int:
         """How many jobs to send now: top up only once the child's pipeline is half empty, so
         frames carry many jobs when jobs are short (one frame per job caps the hop at ~45k/s)."""
-        allow = self.allowance()
+        allow = self.allowance(key)
         if self.load > allow // 2:
             return 0
         return allow - self.load

@@ -112,7 +112,7 @@ def test_report_hold_policy():
     from dsage_core.worker.pool import report_hold
     assert report_hold(0.0005, True) == 0.0        # short job: its result is on someone's wait
     assert report_hold(0.02, False) == 0.0         # the slot is idle: the server must hear now
-    assert report_hold(0.02, True) == 0.01
+    assert report_hold(0.01, True) == 0.01
     assert report_hold(5.0, True) == 0.02
 
 

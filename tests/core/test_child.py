@@ -194,3 +194,18 @@ def test_jobs_run_at_lower_priority(tmp_path):
         assert decoded(c.dones(1)[1]) == base + 10
     finally:
         c.close()
+
+
+def test_monitor_paces_a_child_per_function():
+    """A child fast on one function is not handed a deep pipeline of another, unmeasured one."""
+    from dsage_core.worker.children import ChildEvents, ChildProcess
+    noop = lambda *a: None  # noqa: E731
+    c = ChildProcess(1, None, {}, ChildEvents(noop, noop, noop, noop, noop))
+    c.ready = True
+    c.avg_wall, c.avg_key = 0.00003, "fast"
+    assert c.allowance("fast") == 128
+    assert c.allowance("other") == 1          # unknown duration: one at a time
+    c.avg_wall = 0.02
+    assert c.allowance("fast") == 2           # the next is there when one ends
+    c.avg_wall = 0.5
+    assert c.allowance("fast") == 1

@@ -82,4 +82,4 @@ def test_an_urgent_result_takes_held_ones_along():
 
 def test_push_hold_policy():
     assert push_hold(None) == 0.0 and push_hold(0.001) == 0.0
-    assert push_hold(0.02) == 0.01 and push_hold(3.0) == 0.02
+    assert push_hold(0.01) == 0.01 and push_hold(3.0) == 0.02
