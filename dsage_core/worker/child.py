@@ -143,7 +143,7 @@ class Child:
             if kind != "job":
                 continue
             self.run_one(entry)
-            if self.pending_done and time.perf_counter() - self.oldest_done > COALESCE_S:
+            if self.pending_done and time.perf_counter() - self.oldest_done >= COALESCE_S:
                 self.flush_done()
             if self._rss() > self.max_rss:
                 self.flush_done()
@@ -236,7 +236,8 @@ class Child:
         entry = [job_id, status, result, error, preview, _cpu() - c0, time.perf_counter() - t0]
         with self.done_lock:
             if not self.pending_done:
-                self.oldest_done = time.perf_counter()
+                self.oldest_done = t0  # when the batch's first job started: a job that ran
+                # longer than COALESCE_S has its done sent at once, not by the flusher thread
             self.pending_done.append(entry)
 
     def _execute(self, p: dict[str, Any], blob_id: str | None, blob: bytes | None, scratch: Path) -> Any:
