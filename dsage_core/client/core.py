@@ -18,7 +18,8 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from dsage_core.client.job import JobState
+from dsage_core import local_results
+from dsage_core.client.job import JobState, LocalResult
 from dsage_core.client.payload import Options, Submission, code_job, file_job
 from dsage_core.model.job import TERMINAL, JobInfo
 from dsage_core.protocol import envelope, tubs
@@ -111,6 +112,7 @@ class AsyncClient:
         self._submits = Batcher(None, max_items=500, max_in_flight=2, on_failure=self._submit_failed)
         self._listener = _Listener(self)
         self.conn: ServerConnection | None = None
+        self.local_home: Any = None   #: our home is the server's (dsage_core.local_results)
 
     # ------------------------------------------------------------------ connection
     def start(self) -> None:
@@ -143,6 +145,14 @@ class AsyncClient:
     @inlineCallbacks
     def _got_session(self, session: Any) -> Any:
         version = yield session.callRemote("get_version")
+        self.local_home = None
+        token = local_results.read_token(self.home)
+        if token:  # same home as the server: large results are read from its files
+            try:
+                if (yield session.callRemote("prove_local", token)):
+                    self.local_home = self.home
+            except Exception:
+                pass  # an older server: results come over the wire
         yield session.callRemote("subscribe", self._listener)
         self.user, self.role = version.get("user", ""), version.get("role", "")
         self.limits = version.get("limits", {})
@@ -199,6 +209,12 @@ class AsyncClient:
     def _on_updates(self, updates: list[list[Any]]) -> None:
         changed = []
         for u in updates:
+            if isinstance(u[5], dict):
+                try:
+                    u[5] = LocalResult(self.local_home, u[5])
+                except ValueError:
+                    log.failure("dsage.client.bad_result_file")
+                    u[5] = None
             s = self.states.get(u[0])
             if s is None:
                 s = self.states[u[0]] = JobState(u[0])

@@ -68,7 +68,10 @@ class JobState:
         if self._value is _NO_RESULT:
             if self.status != "completed" or self.result_bytes is None:
                 return None
-            self._value = codec.decode_value(self.result_bytes)
+            data = self.result_bytes
+            if isinstance(data, LocalResult):
+                data = data.read()
+            self._value = codec.decode_value(data)
             self.result_bytes = None  # decoded once: do not keep a large result twice
         return self._value
 
@@ -78,6 +81,35 @@ class JobState:
                        progress=self.progress, progress_message=self.progress_message,
                        attempts=self.attempts, result_preview=self.result_preview, error=self.error,
                        priority=self.priority, code=self.code)
+
+
+class LocalResult:
+    """A large result the server stored in a file of the home this client shares with it."""
+
+    __slots__ = ("path", "size")
+
+    def __init__(self, home: Any, marker: dict[str, Any]) -> None:
+        from pathlib import Path
+        name = str(marker.get("file", ""))
+        if home is None or not name.startswith("results/") or ".." in name:
+            raise ValueError(f"the server sent a result file name this client cannot use: {name[:100]!r}")
+        self.path = Path(home) / name
+        self.size = int(marker.get("size", 0))
+
+    def read(self) -> bytes:
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise ResultUnavailable(f"the result file {self.path} cannot be read ({e}); the server still "
+                                    f"has it: D.get_job(id).result fetches it over the network") from None
+        if len(data) != self.size:
+            raise ResultUnavailable(f"the result file {self.path} has {len(data)} bytes, not {self.size}")
+        return data
+
+
+class ResultUnavailable(RuntimeError):
+    """A result stored in a shared file could not be read."""
 
 
 class JobFailed(RuntimeError):

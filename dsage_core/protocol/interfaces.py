@@ -61,6 +61,10 @@ class RIClientSession(RemoteInterface):
         """Push updates for every job of this user, wherever it was submitted (the desktop app)."""
         return None
 
+    def prove_local(token=StringConstraint(64)):
+        """Send back the token of the server's results dir: large results then come as file names."""
+        return BooleanConstraint()
+
     def submit(batch=WIRE_BATCH):
         """Store a batch of new jobs durably, then queue them; returns the packed list of new job ids."""
         return WIRE_BATCH

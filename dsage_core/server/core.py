@@ -61,6 +61,7 @@ class Worker:
     paused: bool = False
     sent_blobs: set[str] = field(default_factory=set)
     dispatcher: Any = None
+    local: bool = False   #: shares the server's home: writes large results as files there
 
     def describe(self) -> dict[str, Any]:
         i = self.info
@@ -125,6 +126,8 @@ class JobServer:
         self._finished_rows: list[tuple[FinishedJob, ActiveJob]] = []
         self._flush_scheduled = False
         self._store_writes: set[Deferred] = set()
+        self.home: Any = None            #: the server's home (set by the service)
+        self.local_token: str | None = None  #: see dsage_core.local_results
 
     # ------------------------------------------------------------------ start-up
     @inlineCallbacks
@@ -259,6 +262,8 @@ class JobServer:
         row = yield self.store.get_job(job_id)
         if row is None and job is not None:  # finishing: terminal, commit pending
             row = _job_record(job)
+            if job.result_file is not None and with_result:
+                row["result"] = self.read_result_file(job.result_file)
         if row is None or not self._visible(owner, admin, row["owner"]):
             raise NotFound(f"no such job: {job_id}")
         row = dict(row)
@@ -363,6 +368,7 @@ class JobServer:
         slots = max(0, min(int(info.get("slots", 1)), 1024))
         caps = frozenset(c for c in info.get("capabilities", []) if isinstance(c, str))
         w = Worker(wid, link, user, anonymous, info, slots, now, now)
+        w.local = self.is_local(info.get("local_token")) and not anonymous
         if self._make_dispatcher is not None:
             w.dispatcher = self._make_dispatcher(w)
         self.workers[wid] = w
@@ -370,6 +376,12 @@ class JobServer:
         log.info("dsage.server.worker_joined", worker=wid, slots=slots, anonymous=anonymous, user=user)
         self._apply(self.scheduler.handle(ev.WorkerJoined(wid, slots, anonymous, caps, now)))
         return w
+
+    def is_local(self, token: Any) -> bool:
+        """True if *token* is this run's local token: the peer read the server's results dir."""
+        import hmac
+        return (self.local_token is not None and isinstance(token, str)
+                and hmac.compare_digest(token, self.local_token))
 
     def worker_left(self, worker_id: str, reason: str) -> None:
         if worker_id not in self.workers:
@@ -469,6 +481,14 @@ class JobServer:
         _, _, _, status, result, preview, error, started, finished, _cpu = d[:10]
         if status not in ("completed", "failed", "timed_out", "killed"):
             status, error = "failed", f"worker reported an unknown status {status!r}"
+        rfile = d[10] if len(d) > 10 and isinstance(d[10], dict) else None
+        if rfile is not None and status == "completed":
+            why = self._check_result_file(w, job, rfile)
+            if why is not None:
+                status, result, error = "failed", None, why
+            else:
+                result = None
+                job.result_file, job.result_size = rfile["file"], rfile["size"]
         if result is not None and not isinstance(result, bytes):
             status, result, error = "failed", None, "worker sent a malformed result"
         if result is not None and len(result) > self.limits.max_result:
@@ -490,6 +510,25 @@ class JobServer:
             job.started = float(started)
         self._finalize(job, status, float(finished) if isinstance(finished, (int, float)) else None)
 
+    def read_result_file(self, rel: str) -> bytes | None:
+        """The bytes of a result a local worker wrote (for peers that do not share the home)."""
+        try:
+            with open(self.home / rel, "rb") as f:
+                return f.read()
+        except OSError as e:
+            log.error("dsage.server.result_file_unreadable", file=rel, error=str(e))
+            return None
+
+    def _check_result_file(self, w: Worker, job: ActiveJob, rfile: dict[str, Any]) -> str | None:
+        """Why a result file named by a worker cannot be taken (None: it is the expected one)."""
+        from dsage_core import local_results
+        if not w.local or self.home is None:
+            return "the worker sent a result as a file but does not share the server's home"
+        why = local_results.check_result(self.home, job.id, job.attempt, rfile.get("file"), rfile.get("size"))
+        if why is None and rfile["size"] > self.limits.max_result:
+            why = f"result too large: {rfile['size']} bytes > limit {self.limits.max_result}"
+        return why
+
     def _finalize(self, job: ActiveJob, status: str, finished: float | None = None) -> None:
         now = self.clock.seconds()
         job.status = status
@@ -501,7 +540,7 @@ class JobServer:
         self._count_queued(job.owner, -1)
         self._finished_rows.append((FinishedJob(job.id, status, job.result, job.result_preview, job.error,
                                                 job.output_text() or None, job.started, job.finished,
-                                                job.worker), job))
+                                                job.worker, job.result_file), job))
         self._schedule_flush()
 
     # ------------------------------------------------------------------ applying actions

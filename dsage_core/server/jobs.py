@@ -42,6 +42,8 @@ class ActiveJob:
     result: bytes | None = None
     result_preview: str | None = None
     error: str | None = None
+    result_file: str | None = None   #: a large result in a file a local worker wrote
+    result_size: int = 0
 
     def add_output(self, text: str, limit: int) -> None:
         """Append captured output, keeping at most *limit* characters and marking the cut."""
@@ -61,7 +63,10 @@ class ActiveJob:
 
     def update(self) -> list[Any]:
         """The positional update record (see ``protocol.updates``)."""
-        return [self.id, self.status, self.worker, self.started, self.finished, self.result,
+        result: Any = self.result
+        if result is None and self.result_file is not None:
+            result = {"file": self.result_file, "size": self.result_size}  # see local_results
+        return [self.id, self.status, self.worker, self.started, self.finished, result,
                 self.result_preview, self.error, self.progress, self.progress_message,
                 self.attempt, self.name, self.created, self.priority, self.kind]
 

@@ -49,8 +49,9 @@ class KeyedPusher:
     """
 
     def __init__(self, rref: Any, clock: Any = None, max_items: int = 2000, lazy_delay: float = 0.05,
-                 max_bytes: int = 1024 * 1024) -> None:
+                 max_bytes: int = 1024 * 1024, materialize: Any = None) -> None:
         self.rref = rref
+        self.materialize = materialize
         self.max_bytes = max_bytes
         self.clock = clock
         self.pending: dict[int, Any] = {}
@@ -97,12 +98,16 @@ class KeyedPusher:
         updates, size = [], 0
         for jid in list(self.pending)[: self.max_items]:
             job = self.pending[jid]
-            n = len(job.result) if job.result is not None and job.status in TERMINAL else 0
+            n = 0
+            if job.status in TERMINAL:
+                n = len(job.result) if job.result is not None else job.result_size
             if updates and size + n > self.max_bytes:
                 break
             del self.pending[jid]
             updates.append(job.update())
             size += n
+        if self.materialize is not None:
+            updates = self.materialize(updates)
         data = envelope.pack(updates)
         if self.clock is not None:
             now = self.clock.seconds()
@@ -178,6 +183,7 @@ class ClientSession(Referenceable):
         self.address = address
         self.listener: KeyedPusher | None = None
         self.rref: Any = None
+        self.local = False   #: proved it shares the server's home (see dsage_core.local_results)
 
     # the watcher interface JobServer uses
     def push_jobs(self, jobs: list[Any], hold: float = 0.0) -> None:
@@ -188,9 +194,21 @@ class ClientSession(Referenceable):
         return {"version": __version__, "user": self.who.name, "role": self.who.role,
                 "limits": self.core.limits.to_dict(), "server_id": self.core.server_id}
 
+    def remote_prove_local(self, token: str) -> bool:
+        self.local = self.core.is_local(token)
+        return self.local
+
+    def materialize(self, updates: list[list[Any]]) -> list[list[Any]]:
+        """Replace result-file names by the bytes for a session that does not share the home."""
+        if not self.local:
+            for u in updates:
+                if isinstance(u[5], dict):
+                    u[5] = self.core.read_result_file(u[5]["file"])
+        return updates
+
     def remote_subscribe(self, listener: Any) -> None:
         self.rref = listener
-        self.listener = KeyedPusher(listener, self.core.clock)
+        self.listener = KeyedPusher(listener, self.core.clock, materialize=self.materialize)
         self.address = self.address or _peer(listener)
         listener.notifyOnDisconnect(self._gone)
         self.core.clients.add(self)
@@ -223,7 +241,7 @@ class ClientSession(Referenceable):
     def remote_watch(self, job_ids: bytes) -> Any:
         ids = _int_list(job_ids, "job ids", self.core.limits.max_list)
         d = self.core.watch(self.who.name, self.who.admin, ids, self)
-        return d.addCallback(envelope.pack)
+        return d.addCallback(self.materialize).addCallback(envelope.pack)
 
     def remote_list_jobs(self, query: bytes) -> Any:
         q = envelope.unpack(query, what="query")
@@ -284,7 +302,8 @@ class WorkerSession(Referenceable):
         wid = self.worker.id
         runner.notifyOnDisconnect(self.core.worker_left, wid, "connection lost")
         return envelope.pack({"worker_id": wid, "heartbeat": self.core.heartbeat_interval,
-                              "lease_timeout": self.core.scheduler.lease_timeout})
+                              "lease_timeout": self.core.scheduler.lease_timeout,
+                              "local_results": self.worker.local})
 
     def _wid(self) -> str:
         if self.worker is None:

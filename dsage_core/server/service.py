@@ -12,6 +12,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from dsage_core import local_results
 from dsage_core import home as homes
 from dsage_core import keys
 from dsage_core.limits import Limits
@@ -86,6 +87,8 @@ class ServerService(MultiService):
                          server_id=server_id,
                          make_dispatcher=lambda w: RunSender(w, clock=self.reactor))
         self.core = core
+        core.home = self.home
+        core.local_token = local_results.write_token(self.home)
         yield core.restore()
         yield ensure_owner(store, self.home)
         self.auth = Authenticator(store, self.reactor, server_id, allow_anonymous=cfg.allow_anonymous)

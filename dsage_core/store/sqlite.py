@@ -65,6 +65,7 @@ class FinishedJob(NamedTuple):
     started: float | None
     finished: float
     worker: str | None
+    result_file: str | None = None   #: a large result a local worker already wrote (relative name)
 
 
 class Snapshot(NamedTuple):
@@ -205,7 +206,7 @@ class SqliteStore:
     def _thd_finished(self, c: sqlite3.Connection, rows: list[FinishedJob]) -> None:
         params = []
         for r in rows:
-            result, result_file = r.result, None
+            result, result_file = r.result, r.result_file
             if result is not None and len(result) > LARGE_RESULT:
                 result_file = self._thd_write_result(r.id, result)
                 result = None

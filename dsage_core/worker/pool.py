@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from twisted.logger import Logger
 
+from dsage_core import local_results
 from dsage_core.memory import tuned_env
 from dsage_core.worker.reaping import ensure_reaper
 from dsage_core.worker.children import Assigned, ChildEvents, ChildProcess, describe_exit
@@ -74,6 +75,7 @@ class ChildPool:
         self.capabilities: dict[str, Any] = {}
         self.cpu_fraction = 1.0
         self._duty: Any = None
+        self.local_home: Path | None = None   #: set when the server shares our home (local_results)
         ensure_reaper(reactor)
         self.set_slots(slots)
 
@@ -216,6 +218,14 @@ class ChildPool:
         if wall:
             started = now - wall
         event = ["done", a.job_id, a.attempt, status, result, preview, error, started, now, cpu]
+        if (self.local_home is not None and status == "completed" and isinstance(result, bytes)
+                and len(result) > local_results.LARGE):
+            try:  # the server reads it where it expects it; only the name crosses the network
+                rel = local_results.write_result(self.local_home, a.job_id, a.attempt, result)
+                event[4] = None
+                event.append({"file": rel, "size": len(result)})
+            except OSError as e:
+                log.warn("dsage.worker.result_file_failed", job=a.job_id, error=str(e))
         if hold > 0:
             self.report([event], hold)
         else:

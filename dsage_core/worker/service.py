@@ -20,7 +20,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from dsage_core import __version__
+from dsage_core import __version__, local_results
 from dsage_core.protocol import envelope, tubs
 from dsage_core.protocol.batcher import Batcher
 from dsage_core.protocol.connect import ServerConnection
@@ -127,8 +127,12 @@ class WorkerService:
     @inlineCallbacks
     def _got_session(self, session: Any) -> Any:
         info = host_inventory(self.pool.slots)
+        token = local_results.read_token(self.config.home)
+        if token and not self.config.anonymous:
+            info["local_token"] = token
         answer = yield session.callRemote("register", self.runner, envelope.pack(info))
         settings = envelope.unpack(answer)
+        self.pool.local_home = self.config.home if settings.get("local_results") else None
         self.session = session
         self.worker_id = settings["worker_id"]
         self.reports.attach(self._send_reports)

@@ -26,7 +26,7 @@ class FakeRef:
 
 
 def job(jid, status):
-    return SimpleNamespace(id=jid, status=status, result=None,
+    return SimpleNamespace(id=jid, status=status, result=None, result_size=0,
                            update=lambda: [jid, status, None, None, None, None, None, None, None, "", 0])
 
 

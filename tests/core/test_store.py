@@ -371,3 +371,18 @@ def test_inline_runner_fires_at_once():
     InlineRunner().run(lambda x: x + 1, 1).addBoth(got.append)
     InlineRunner().run(lambda: 1 / 0).addBoth(got.append)
     assert got[0] == 2 and got[1].check(ZeroDivisionError)
+
+
+def test_a_worker_may_only_name_the_expected_result_file(tmp_path):
+    """The server takes a result file only under the name it expects, with the size reported."""
+    from dsage_core import local_results as lr
+    rel = lr.write_result(tmp_path, 1234, 2, b"x" * 10)
+    assert rel == "results/000001/1234-2.bin"
+    assert lr.check_result(tmp_path, 1234, 2, rel, 10) is None
+    assert "unexpected result file" in lr.check_result(tmp_path, 1234, 3, rel, 10)
+    assert "unexpected result file" in lr.check_result(tmp_path, 1234, 2, "../../etc/passwd", 10)
+    assert "not the 11" in lr.check_result(tmp_path, 1234, 2, rel, 11)
+    assert "missing" in lr.check_result(tmp_path, 99, 1, lr.result_name(99, 1), 0)
+    assert "malformed" in lr.check_result(tmp_path, 1234, 2, rel, "10")
+    token = lr.write_token(tmp_path)
+    assert lr.read_token(tmp_path) == token and lr.read_token(tmp_path / "nowhere") is None

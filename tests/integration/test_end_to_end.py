@@ -132,3 +132,29 @@ def test_priority_orders_queued_jobs(cluster):
     # When the blockers end, two slots free together: the high job takes the first and at most one
     # low job can start beside it, so it ran no later than the second low job to start.
     assert high.result <= sorted(j.result for j in low)[1]
+
+
+def test_large_results_go_through_files_on_one_machine(cluster, tmp_path):
+    """Worker, server and client share a home: a large result is written once, as the file the
+    server expects for that job and attempt, and read by the client; a client elsewhere gets the
+    bytes over the network; the stored record has them too."""
+    import random
+    from dsage_core import local_results
+    from dsage_core.client.api import connect
+    from dsage_core.client.job import LocalResult
+    code = "import random\nrandom.seed(7)\nDSAGE_RESULT = random.randbytes(600_000)"
+    random.seed(7)
+    expected = random.randbytes(600_000)
+    assert cluster.client.aclient.local_home == cluster.home
+    j = cluster.client.eval(code).wait(30)
+    assert j.status == "completed" and isinstance(j._s.result_bytes, LocalResult)
+    assert j.result == expected
+    assert (cluster.home / local_results.result_name(j.id, 1)).is_file()
+    elsewhere = connect(cluster.furl, key=cluster.home / "dsage_key", home=tmp_path / "elsewhere", timeout=10)
+    try:
+        assert elsewhere.aclient.local_home is None
+        j2 = elsewhere.eval(code).wait(30)
+        assert isinstance(j2._s.result_bytes, bytes) and j2.result == expected
+        assert elsewhere.get_job(j.id).result == expected   # the stored record, over the network
+    finally:
+        elsewhere.shutdown()
