@@ -475,6 +475,8 @@ class JobServer:
             if isinstance(a, act.Accepted):
                 for jid in a.job_ids:
                     self._finish_from_worker(w, self.jobs[jid], by_id[jid])
+            elif isinstance(a, act.Discarded) and a.job_id in by_id:
+                self._drop_result_file(w, by_id[a.job_id])
         self._apply([a for a in actions if not isinstance(a, act.Accepted)])
 
     def _finish_from_worker(self, w: Worker, job: ActiveJob, d: list[Any]) -> None:
@@ -486,6 +488,7 @@ class JobServer:
             why = self._check_result_file(w, job, rfile)
             if why is not None:
                 status, result, error = "failed", None, why
+                self._drop_result_file(w, d)
             else:
                 result = None
                 job.result_file, job.result_size = rfile["file"], rfile["size"]
@@ -509,6 +512,18 @@ class JobServer:
         if isinstance(started, (int, float)):
             job.started = float(started)
         self._finalize(job, status, float(finished) if isinstance(finished, (int, float)) else None)
+
+    def _drop_result_file(self, w: Worker, d: list[Any]) -> None:
+        """A discarded result (stale attempt) that a local worker wrote as a file: remove the file."""
+        from dsage_core import local_results
+        rfile = d[10] if len(d) > 10 and isinstance(d[10], dict) else None
+        if rfile is None or not w.local or self.home is None:
+            return
+        if rfile.get("file") == local_results.result_name(d[1], d[2]):  # never any other name
+            try:
+                (self.home / rfile["file"]).unlink()
+            except OSError:
+                pass
 
     def read_result_file(self, rel: str) -> bytes | None:
         """The bytes of a result a local worker wrote (for peers that do not share the home)."""

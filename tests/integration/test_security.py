@@ -155,3 +155,12 @@ def test_unwritable_database_refuses_new_work_and_keeps_old(cluster):
     assert cluster.client.get_job(before.id).wait(10).result == "stored"
     cluster.server.core.store.fault_hook = None
     assert cluster.client("'back'").wait(30).result == "back"
+
+
+def test_oversize_result_file_fails_the_job_and_is_removed(cluster):
+    """A large result written as a file by a local worker still obeys the server's result limit."""
+    from dsage_core import local_results
+    cluster.server.core.limits.max_result = 300_000
+    j = cluster.client("b'x' * 400_000").wait(30)
+    assert j.status == "failed" and "result too large" in j.error
+    assert not (cluster.home / local_results.result_name(j.id, 1)).exists()
