@@ -303,7 +303,8 @@ class WorkerSession(Referenceable):
         runner.notifyOnDisconnect(self.core.worker_left, wid, "connection lost")
         return envelope.pack({"worker_id": wid, "heartbeat": self.core.heartbeat_interval,
                               "lease_timeout": self.core.scheduler.lease_timeout,
-                              "local_results": self.worker.local})
+                              "local_results": self.worker.local,
+                              "max_result": self.core.limits.max_result})
 
     def _wid(self) -> str:
         if self.worker is None:

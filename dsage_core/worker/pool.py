@@ -76,6 +76,7 @@ class ChildPool:
         self.cpu_fraction = 1.0
         self._duty: Any = None
         self.local_home: Path | None = None   #: set when the server shares our home (local_results)
+        self.max_result = 64 * 1024 * 1024    #: the server's limit (from its register answer)
         ensure_reaper(reactor)
         self.set_slots(slots)
 
@@ -217,6 +218,10 @@ class ChildPool:
         started = a.started if a.started is not None else now - (wall or 0.0)
         if wall:
             started = now - wall
+        if isinstance(result, bytes) and len(result) > self.max_result:
+            # never send what the server must refuse (a report that size would not even arrive)
+            status, result, error = "failed", None, (f"result too large: {len(result)} bytes > limit "
+                                                     f"{self.max_result}")
         event = ["done", a.job_id, a.attempt, status, result, preview, error, started, now, cpu]
         if (self.local_home is not None and status == "completed" and isinstance(result, bytes)
                 and len(result) > local_results.LARGE):

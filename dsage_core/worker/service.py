@@ -133,6 +133,8 @@ class WorkerService:
         answer = yield session.callRemote("register", self.runner, envelope.pack(info))
         settings = envelope.unpack(answer)
         self.pool.local_home = self.config.home if settings.get("local_results") else None
+        if isinstance(settings.get("max_result"), int):
+            self.pool.max_result = settings["max_result"]
         self.session = session
         self.worker_id = settings["worker_id"]
         self.reports.attach(self._send_reports)
