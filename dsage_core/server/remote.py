@@ -137,6 +137,7 @@ class RunSender:
         run_only = getattr(worker.link, "run_only", None)
         self.batcher = Batcher(self._send, max_items=max_items, max_in_flight=2,
                                on_failure=lambda items, f: None, clock=clock,
+                               size_of=_entry_size, max_bytes=32 * 1024 * 1024,
                                send_only=self._send_only if run_only is not None else None)
 
     def add_many(self, entries: list[list[Any]], blobs: dict[str, bytes]) -> None:
@@ -150,6 +151,12 @@ class RunSender:
     def _send_only(self, entries: list[list[Any]]) -> None:
         blobs, self.blobs = self.blobs, {}
         self.worker.link.run_only({"jobs": entries, "blobs": blobs})
+
+
+def _entry_size(entry: list[Any]) -> int:
+    """Bytes a dispatched job adds to a run batch (payloads of big jobs split batches)."""
+    payload = entry[2]
+    return (len(payload) if isinstance(payload, (bytes, bytearray)) else 0) + 100
 
 
 class WorkerLinkRef:
