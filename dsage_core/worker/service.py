@@ -198,6 +198,7 @@ class WorkerService:
             self.pool.set_slots(self.pool.slots)  # keep children; just wait
             yield self.pool.when_idle()
             yield self.reports.when_idle()
+            yield self._delivered()
         if self._heartbeat is not None and self._heartbeat.running:
             self._heartbeat.stop()
         if self.conn is not None:
@@ -206,9 +207,22 @@ class WorkerService:
         if self.session is not None:
             try:
                 yield _with_timeout(self.reactor, self.reports.when_idle(), 2.0)
+                yield self._delivered()
             except Exception:
                 pass
         yield self.tub.stopService()
+
+    @inlineCallbacks
+    def _delivered(self) -> Any:
+        """Wait until the server has processed every report sent so far: reports may go without an
+        answer, and calls on one connection are processed in order, so one answered call is a barrier."""
+        if self.session is None:
+            return
+        state = {"slots": self.pool.slots, "busy": self.pool.busy, "paused": self.pool.paused}
+        try:
+            yield _with_timeout(self.reactor, self.session.callRemote("heartbeat", envelope.pack(state)), 5.0)
+        except Exception:
+            pass  # gone: the server requeues what it did not hear about
 
 
 def _event_size(e: list[Any]) -> int:
