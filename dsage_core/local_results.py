@@ -4,8 +4,8 @@ When a worker or a client shares the server's home directory (``start_all``, the
 process started with the same ``--home``), a large result is written once by the worker monitor
 into the server's ``results/`` directory and read once by the client; only its name crosses the
 network. Sharing is proven, not assumed: the server writes a fresh random token to
-``results/.local-token`` at every start, and a peer that sends it back has read that very
-directory. Everyone else (other hosts, other homes) gets the bytes over Foolscap as before.
+``results/.local-token`` at every start, and a peer that sends back an HMAC of it bound to the
+server's id (:func:`proof`) has read that very directory. Everyone else (other hosts, other homes) gets the bytes over Foolscap as before.
 
 A worker may only name the one file the server expects for that job and attempt
 (:func:`result_name`), whose size must match what it reported: a file is never taken on trust.
@@ -30,7 +30,11 @@ def write_token(home: Path) -> str:
     d.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(16)
     tmp = d / (TOKEN_FILE + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        tmp.unlink()  # a fresh file: created 0600 by us, not a leftover or a link
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(token)
     os.replace(tmp, d / TOKEN_FILE)
@@ -48,6 +52,19 @@ def read_token(home: Path | None) -> str | None:
     return text if len(text) == 32 else None
 
 
+def proof(token: str, server_id: str) -> str:
+    """What a peer sends to show it read *token*: bound to the server it talks to, so a server that
+    receives it by mistake (a worker of this home joining another server) cannot use it here."""
+    import hashlib
+    import hmac
+    return hmac.new(token.encode(), b"dsage-local:" + server_id.encode(), hashlib.sha256).hexdigest()
+
+
+def server_id_of(furl: str) -> str:
+    """The tub id in a furl (``pb://<id>@...``)."""
+    return furl.split("://", 1)[-1].split("@", 1)[0]
+
+
 def result_name(job_id: int, attempt: int) -> str:
     """The only name a worker may write a result of (job, attempt) under, relative to the home."""
     return f"results/{job_id // 1000:06d}/{job_id}-{attempt}.bin"
@@ -58,13 +75,15 @@ def write_result(home: Path, job_id: int, attempt: int, data: bytes) -> str:
     rel = result_name(job_id, attempt)
     p = Path(home) / rel
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = p.with_name(f"{p.name}.{os.getpid()}.tmp")  # never seen half-written, even by a rival writer
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
     finally:
         os.close(fd)
+    os.replace(tmp, p)
     return rel
 
 

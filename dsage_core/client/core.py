@@ -149,7 +149,8 @@ class AsyncClient:
         token = local_results.read_token(self.home)
         if token:  # same home as the server: large results are read from its files
             try:
-                if (yield session.callRemote("prove_local", token)):
+                proof = local_results.proof(token, local_results.server_id_of(self.furl))
+                if (yield session.callRemote("prove_local", proof)):
                     self.local_home = self.home
             except Exception:
                 pass  # an older server: results come over the wire
@@ -210,11 +211,7 @@ class AsyncClient:
         changed = []
         for u in updates:
             if isinstance(u[5], dict):
-                try:
-                    u[5] = LocalResult(self.local_home, u[5])
-                except ValueError:
-                    log.failure("dsage.client.bad_result_file")
-                    u[5] = None
+                u[5] = LocalResult(self.local_home, u[5])  # reads the file, or raises a clear error
             s = self.states.get(u[0])
             if s is None:
                 s = self.states[u[0]] = JobState(u[0])

@@ -65,15 +65,19 @@ class JobState:
     @property
     def value(self) -> Any:
         """The decoded result (decoded once); None unless completed."""
-        if self._value is _NO_RESULT:
-            if self.status != "completed" or self.result_bytes is None:
-                return None
-            data = self.result_bytes
-            if isinstance(data, LocalResult):
-                data = data.read()
-            self._value = codec.decode_value(data)
-            self.result_bytes = None  # decoded once: do not keep a large result twice
-        return self._value
+        v = self._value
+        if v is not _NO_RESULT:
+            return v
+        data = self.result_bytes
+        if self.status != "completed" or data is None:
+            v = self._value  # another thread may just have decoded it (and dropped the bytes)
+            return None if v is _NO_RESULT else v
+        if isinstance(data, LocalResult):
+            data = data.read()
+        v = codec.decode_value(data)
+        self._value = v             # set before the bytes go, for a thread reading concurrently
+        self.result_bytes = None    # decoded once: do not keep a large result twice
+        return v
 
     def info(self) -> JobInfo:
         return JobInfo(id=self.id, name=self.name, kind=self.kind, status=self.status, worker=self.worker,
@@ -86,17 +90,23 @@ class JobState:
 class LocalResult:
     """A large result the server stored in a file of the home this client shares with it."""
 
-    __slots__ = ("path", "size")
+    __slots__ = ("path", "size", "problem")
 
     def __init__(self, home: Any, marker: dict[str, Any]) -> None:
         from pathlib import Path
         name = str(marker.get("file", ""))
-        if home is None or not name.startswith("results/") or ".." in name:
-            raise ValueError(f"the server sent a result file name this client cannot use: {name[:100]!r}")
-        self.path = Path(home) / name
-        self.size = int(marker.get("size", 0))
+        self.path, self.size, self.problem = None, 0, None
+        if "missing" in marker:
+            self.problem = str(marker["missing"])[:500]
+        elif home is None or not name.startswith("results/") or ".." in name:
+            self.problem = f"the server sent a result file name this client cannot use: {name[:100]!r}"
+        else:
+            self.path = Path(home) / name
+            self.size = int(marker.get("size", 0))
 
     def read(self) -> bytes:
+        if self.path is None:
+            raise ResultUnavailable(self.problem)
         try:
             with open(self.path, "rb") as f:
                 data = f.read()

@@ -6,7 +6,8 @@ by themselves (high throughput). This is the recipe that took the prototype from
 An idle sender does not even wait for an answer: when nothing is in flight and nothing was sent
 for ``idle_gap`` seconds, a batch goes through *send_only* (Foolscap ``callRemoteOnly``), which
 saves the answer's CPU on both sides of a lone message (W2). Anything sent soon after goes through
-*send* with an answer again, so under load the answers pace the batches exactly as before. Items
+*send* with an answer again, so under load the answers pace the batches exactly as before; and at
+most *max_unanswered* go in a row, so a slow receiver is still probed and paces a slow stream. Items
 sent without an answer are lost if the connection dies under them; every user of this tolerates
 that (the server requeues what a lost worker held; a client re-reads the state of its jobs).
 
@@ -37,7 +38,7 @@ class Batcher:
                  on_failure: Callable[[list[Any], Failure], None] | None = None,
                  size_of: Callable[[Any], int] | None = None, max_bytes: int = 32 * 1024 * 1024,
                  clock: Any = None, send_only: Callable[[list[Any]], None] | None = None,
-                 idle_gap: float = 0.001) -> None:
+                 idle_gap: float = 0.001, max_unanswered: int = 8) -> None:
         self._send = send
         self._queue: deque[Any] = deque()
         self._max_items = max_items
@@ -51,6 +52,8 @@ class Batcher:
         self._send_only = send_only if clock is not None else None
         self._idle_gap = idle_gap
         self._last_send = float("-inf")
+        self._max_unanswered = max_unanswered
+        self._unanswered = 0   #: sends without an answer since the last answer came back
         self._hold_timer: Any = None
         self._hold_until = 0.0
 
@@ -134,14 +137,16 @@ class Batcher:
             batch = self._take()
             if self._send_only is not None:
                 now = self._clock.seconds()
-                idle = self._in_flight == 0 and now - self._last_send >= self._idle_gap
+                idle = (self._in_flight == 0 and now - self._last_send >= self._idle_gap
+                        and self._unanswered < self._max_unanswered)
                 self._last_send = now
                 if idle:
                     try:
                         self._send_only(batch)
+                        self._unanswered += 1
                         continue
                     except Exception:
-                        pass  # e.g. no connection: the answered send below reports the failure
+                        pass  # send_only refused (e.g. connection gone): the answered send decides
             self._in_flight += 1
             try:
                 d = self._send(batch)
@@ -153,6 +158,7 @@ class Batcher:
 
     def _sent(self, _: Any) -> None:
         self._in_flight -= 1
+        self._unanswered = 0  # calls are processed in order: everything before it was taken
         self._pump()
 
     def _failed(self, f: Failure, batch: list[Any]) -> None:

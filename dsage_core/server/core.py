@@ -263,7 +263,8 @@ class JobServer:
         if row is None and job is not None:  # finishing: terminal, commit pending
             row = _job_record(job)
             if job.result_file is not None and with_result:
-                row["result"] = self.read_result_file(job.result_file)
+                data = self.read_result_file(job.result_file)
+                row["result"] = data if isinstance(data, bytes) else None
         if row is None or not self._visible(owner, admin, row["owner"]):
             raise NotFound(f"no such job: {job_id}")
         row = dict(row)
@@ -377,11 +378,13 @@ class JobServer:
         self._apply(self.scheduler.handle(ev.WorkerJoined(wid, slots, anonymous, caps, now)))
         return w
 
-    def is_local(self, token: Any) -> bool:
-        """True if *token* is this run's local token: the peer read the server's results dir."""
+    def is_local(self, proof: Any) -> bool:
+        """True if *proof* was made from this run's local token: the peer read the server's results
+        dir (the token itself never leaves the machine; see local_results.proof)."""
         import hmac
-        return (self.local_token is not None and isinstance(token, str)
-                and hmac.compare_digest(token, self.local_token))
+        from dsage_core import local_results
+        return (self.local_token is not None and isinstance(proof, str)
+                and hmac.compare_digest(proof, local_results.proof(self.local_token, self.server_id)))
 
     def worker_left(self, worker_id: str, reason: str) -> None:
         if worker_id not in self.workers:
@@ -476,7 +479,12 @@ class JobServer:
                 for jid in a.job_ids:
                     self._finish_from_worker(w, self.jobs[jid], by_id[jid])
             elif isinstance(a, act.Discarded) and a.job_id in by_id:
-                self._drop_result_file(w, by_id[a.job_id])
+                job = self.jobs.get(a.job_id)
+                d = by_id[a.job_id]
+                if job is not None and isinstance(d[2], int) and d[2] < job.attempt:
+                    # a stale attempt of a job still running elsewhere: nobody will name its file.
+                    # Never for a job that is gone: a resent report must not delete a stored result.
+                    self._drop_result_file(w, d)
         self._apply([a for a in actions if not isinstance(a, act.Accepted)])
 
     def _finish_from_worker(self, w: Worker, job: ActiveJob, d: list[Any]) -> None:
@@ -514,7 +522,8 @@ class JobServer:
         self._finalize(job, status, float(finished) if isinstance(finished, (int, float)) else None)
 
     def _drop_result_file(self, w: Worker, d: list[Any]) -> None:
-        """A discarded result (stale attempt) that a local worker wrote as a file: remove the file."""
+        """Remove a result file no row will name (a stale attempt, or a result refused before it was
+        recorded). Callers make sure of that; the name must be the one of that job and attempt."""
         from dsage_core import local_results
         rfile = d[10] if len(d) > 10 and isinstance(d[10], dict) else None
         if rfile is None or not w.local or self.home is None:
@@ -525,14 +534,15 @@ class JobServer:
             except OSError:
                 pass
 
-    def read_result_file(self, rel: str) -> bytes | None:
-        """The bytes of a result a local worker wrote (for peers that do not share the home)."""
+    def read_result_file(self, rel: str) -> bytes | dict[str, str]:
+        """The bytes of a result a local worker wrote (for peers that do not share the home), or a
+        ``{"missing": reason}`` marker the client turns into a clear error when the result is read."""
         try:
             with open(self.home / rel, "rb") as f:
                 return f.read()
         except OSError as e:
             log.error("dsage.server.result_file_unreadable", file=rel, error=str(e))
-            return None
+            return {"missing": f"the server cannot read the result file {rel}: {e.strerror or e}"}
 
     def _check_result_file(self, w: Worker, job: ActiveJob, rfile: dict[str, Any]) -> str | None:
         """Why a result file named by a worker cannot be taken (None: it is the expected one)."""

@@ -63,6 +63,7 @@ class KeyedPusher:
         self._due = 0.0
         self.idle_gap = 0.001
         self._last_send = float("-inf")
+        self._unanswered = 0   #: pushes without an answer since the last answer (at most 8 in a row)
 
     def push_jobs(self, jobs: list[Any], hold: float = 0.0) -> None:
         urgent = self.clock is None
@@ -112,10 +113,11 @@ class KeyedPusher:
         if self.clock is not None:
             now = self.clock.seconds()
             idle, self._last_send = now - self._last_send >= self.idle_gap, now
-            if idle and not self.pending:
+            if idle and not self.pending and self._unanswered < 8 and self.rref.isConnected():
                 # a lone push needs no answer (its CPU on both sides is most of a W2 round trip);
                 # anything soon after goes with one, so a busy or slow client still paces us
                 self.rref.callRemoteOnly("jobs_changed", data)
+                self._unanswered += 1
                 return
         self.in_flight = True
         d = self.rref.callRemote("jobs_changed", data)
@@ -123,6 +125,7 @@ class KeyedPusher:
 
     def _sent(self, r: Any) -> None:
         self.in_flight = False
+        self._unanswered = 0
         if hasattr(r, "check") and r.check(Exception):
             self.dead = not self.rref.isConnected()
         self._pump()
@@ -137,26 +140,31 @@ class RunSender:
         run_only = getattr(worker.link, "run_only", None)
         self.batcher = Batcher(self._send, max_items=max_items, max_in_flight=2,
                                on_failure=lambda items, f: None, clock=clock,
-                               size_of=_entry_size, max_bytes=32 * 1024 * 1024,
+                               size_of=self._entry_size, max_bytes=32 * 1024 * 1024,
                                send_only=self._send_only if run_only is not None else None)
 
     def add_many(self, entries: list[list[Any]], blobs: dict[str, bytes]) -> None:
         self.blobs.update(blobs)
         self.batcher.add_many(entries)
 
+    def _entry_size(self, entry: list[Any]) -> int:
+        """Bytes a dispatched job adds to a run batch: its payload, and its function if that still
+        has to go (big jobs and big functions split batches; the wire limit is 256 MiB)."""
+        payload, blob_id = entry[2], entry[3]
+        n = (len(payload) if isinstance(payload, (bytes, bytearray)) else 0) + 100
+        if blob_id is not None and blob_id in self.blobs:
+            n += len(self.blobs[blob_id])
+        return n
+
+    def _blobs_for(self, entries: list[list[Any]]) -> dict[str, bytes]:
+        """The pending functions these jobs need (the others wait for their own jobs' batch)."""
+        return {b: self.blobs.pop(b) for b in {e[3] for e in entries} if b is not None and b in self.blobs}
+
     def _send(self, entries: list[list[Any]]) -> Any:
-        blobs, self.blobs = self.blobs, {}
-        return self.worker.link.run({"jobs": entries, "blobs": blobs})
+        return self.worker.link.run({"jobs": entries, "blobs": self._blobs_for(entries)})
 
     def _send_only(self, entries: list[list[Any]]) -> None:
-        blobs, self.blobs = self.blobs, {}
-        self.worker.link.run_only({"jobs": entries, "blobs": blobs})
-
-
-def _entry_size(entry: list[Any]) -> int:
-    """Bytes a dispatched job adds to a run batch (payloads of big jobs split batches)."""
-    payload = entry[2]
-    return (len(payload) if isinstance(payload, (bytes, bytearray)) else 0) + 100
+        self.worker.link.run_only({"jobs": entries, "blobs": self._blobs_for(entries)})
 
 
 class WorkerLinkRef:
@@ -170,6 +178,8 @@ class WorkerLinkRef:
 
     def run_only(self, batch: dict[str, Any]) -> None:
         """The same without an answer (an idle link's lone batch; see Batcher)."""
+        if not self.rref.isConnected():  # callRemoteOnly would drop it without a word
+            raise ConnectionError("connection lost")
         self.rref.callRemoteOnly("run", envelope.pack(batch))
 
     def kill(self, items: list[list[int]]) -> Any:

@@ -129,7 +129,7 @@ class WorkerService:
         info = host_inventory(self.pool.slots)
         token = local_results.read_token(self.config.home)
         if token and not self.config.anonymous:
-            info["local_token"] = token
+            info["local_token"] = local_results.proof(token, local_results.server_id_of(self.config.furl))
         answer = yield session.callRemote("register", self.runner, envelope.pack(info))
         settings = envelope.unpack(answer)
         self.pool.local_home = self.config.home if settings.get("local_results") else None
@@ -146,6 +146,8 @@ class WorkerService:
         return self.session.callRemote("report", envelope.pack(events))
 
     def _send_reports_only(self, events: list[Any]) -> None:
+        if not self.session.isConnected():  # callRemoteOnly would drop them without a word
+            raise ConnectionError("connection lost")
         self.session.callRemoteOnly("report", envelope.pack(events))
 
     def _report_failed(self, events: list[Any], f: Any) -> None:

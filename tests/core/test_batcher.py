@@ -132,3 +132,17 @@ def test_idle_batch_goes_without_answer_then_answers_pace_the_rest():
     clock.advance(1.0)
     b.add(4)
     assert only == [[1], [4]]
+
+
+def test_a_slow_stream_is_still_paced_by_answers():
+    """Lone batches spaced out in time go without answers, but at most 8 in a row: then one is
+    answered, and until that answer comes items pile up (a slow receiver paces the sender)."""
+    from twisted.internet.task import Clock
+    clock, send, only = Clock(), FakeSend(), []
+    b = Batcher(send, clock=clock, send_only=only.append)
+    for i in range(10):
+        b.add(i)
+        clock.advance(0.002)
+    assert len(only) == 8 and [c[0] for c in send.calls] == [[8]] and b.pending == 1
+    send.calls[0][1].callback(None)
+    assert only[-1] == [9]                 # answered: unanswered sends allowed again

@@ -83,3 +83,13 @@ def test_an_urgent_result_takes_held_ones_along():
 def test_push_hold_policy():
     assert push_hold(None) == 0.0 and push_hold(0.001) == 0.0
     assert push_hold(0.01) == 0.01 and push_hold(3.0) == 0.02
+
+
+def test_a_slow_client_is_probed_every_eight_pushes():
+    clock, ref = Clock(), FakeRef()
+    p = KeyedPusher(ref, clock)
+    for i in range(10):
+        p.push_jobs([job(i, "completed")])
+        clock.advance(0.002)
+    assert [c[1] is None for c in ref.calls] == [True] * 8 + [False]
+    assert list(p.pending) == [9]          # waits for the answer

@@ -164,3 +164,13 @@ def test_oversize_result_file_fails_the_job_and_is_removed(cluster):
     j = cluster.client("b'x' * 400_000").wait(30)
     assert j.status == "failed" and "result too large" in j.error
     assert not (cluster.home / local_results.result_name(j.id, 1)).exists()
+
+
+def test_worker_learns_the_result_limit_and_fails_an_oversize_result_itself(cluster):
+    """A worker that joined after the limit was set refuses the result before sending it."""
+    cluster.server.core.limits.max_result = 100_000
+    cluster.stop_worker(cluster.workers[0])
+    w = cluster.add_worker()
+    assert w.pool.max_result == 100_000
+    j = cluster.client("b'x' * 200_000").wait(30)
+    assert j.status == "failed" and "result too large: 200" in j.error
