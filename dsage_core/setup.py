@@ -28,7 +28,22 @@ def ensure_setup(home: Path) -> dict[str, Any]:
 
 
 def server_id(home: Path) -> str:
-    """The Tub id of this home's server certificate (what its furl pins)."""
-    from foolscap.crypto import loadCertificate
+    """The Tub id of this home's server certificate (what its furl pins). Cached beside the
+    certificate, keyed by its hash, so ``start_all`` need not import Foolscap to compute it."""
+    import hashlib
+    cert = (home / homes.SERVER_CERT).read_bytes()
+    digest = hashlib.sha256(cert).hexdigest()
+    cache = home / "server.id"
+    try:
+        cached_digest, tub_id = cache.read_text().split()
+        if cached_digest == digest:
+            return tub_id
+    except (OSError, ValueError):
+        pass
     from foolscap.api import Tub
-    return Tub(certData=(home / homes.SERVER_CERT).read_bytes()).getTubID()
+    tub_id = Tub(certData=cert).getTubID()
+    try:
+        cache.write_text(f"{digest} {tub_id}\n")
+    except OSError:
+        pass
+    return tub_id

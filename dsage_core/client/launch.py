@@ -49,13 +49,13 @@ class LocalCluster:
 
     @classmethod
     def start(cls, home: Any, workers: int) -> "LocalCluster":
-        from dsage_core.server.service import _pick_port
+        from dsage_core.ports import pick_port
         from dsage_core.setup import ensure_setup, server_id
         h = homes.resolve_home(home)
         ensure_setup(h)
         if server_running(h):
             raise ServerUnavailable(f"a dsage server already runs on {h}; use dsage.connect() to use it")
-        port = _pick_port(h, 0)
+        port = pick_port(h, 0)
         furl = f"pb://{server_id(h)}@tcp:127.0.0.1:{port}/login"
         logs = h / homes.LOGS
         logs.mkdir(exist_ok=True)

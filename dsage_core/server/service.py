@@ -12,10 +12,10 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from dsage_core import local_results
 from dsage_core import home as homes
-from dsage_core import keys
+from dsage_core import keys, local_results
 from dsage_core.limits import Limits
+from dsage_core.ports import pick_port
 from dsage_core.protocol import envelope, tubs
 from dsage_core.scheduler import Scheduler
 from dsage_core.server.auth import Authenticator
@@ -41,24 +41,7 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
 
 
-def _pick_port(home: Path, wanted: int) -> int:
-    from foolscap.util import allocate_tcp_port
-    if wanted:
-        return wanted
-    saved = home / "server.port"
-    if saved.exists():
-        try:
-            port = int(saved.read_text().strip())
-            import socket
-            with socket.socket() as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s.bind(("127.0.0.1", port))
-            return port
-        except (ValueError, OSError):
-            pass
-    port = allocate_tcp_port()
-    saved.write_text(str(port))
-    return port
+_pick_port = pick_port  # the name other modules used
 
 
 class ServerService(MultiService):
