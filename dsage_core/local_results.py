@@ -16,6 +16,8 @@ import os
 import secrets
 from pathlib import Path
 
+from dsage_core.fileio import write_private
+
 TOKEN_FILE = ".local-token"
 LARGE = 256 * 1024   #: results above this go through files (same threshold as the store's files)
 
@@ -76,13 +78,7 @@ def write_result(home: Path, job_id: int, attempt: int, data: bytes) -> str:
     p = Path(home) / rel
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f"{p.name}.{os.getpid()}.tmp")  # never seen half-written, even by a rival writer
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
+    write_private(tmp, data)
     os.replace(tmp, p)
     return rel
 

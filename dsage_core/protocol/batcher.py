@@ -24,6 +24,8 @@ from typing import Any, Callable
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from dsage_core.protocol.pacing import AnswerPacer, EarliestTimer
+
 Send = Callable[[list[Any]], Deferred]
 
 
@@ -50,12 +52,8 @@ class Batcher:
         self._idle_waiters: list[Deferred] = []
         self._clock = clock
         self._send_only = send_only if clock is not None else None
-        self._idle_gap = idle_gap
-        self._last_send = float("-inf")
-        self._max_unanswered = max_unanswered
-        self._unanswered = 0   #: sends without an answer since the last answer came back
-        self._hold_timer: Any = None
-        self._hold_until = 0.0
+        self._pacer = AnswerPacer(clock, idle_gap, max_unanswered) if clock is not None else None
+        self._hold = EarliestTimer(clock, self._pump) if clock is not None else None
 
     @property
     def pending(self) -> int:
@@ -80,27 +78,22 @@ class Batcher:
         """Queue items; with *hold* > 0 (and a clock) they may wait that long for more to join them.
 
         Items are held only if nothing else is waiting: urgent items never wait behind held ones."""
-        holding = self._hold_timer is not None
+        holding = self._holding
         was_empty = not self._queue
         self._queue.extend(items)
-        if hold > 0 and self._clock is not None and (holding or was_empty):
-            until = self._clock.seconds() + hold
-            if not holding or until < self._hold_until:
-                self._cancel_hold()
-                self._hold_until = until
-                self._hold_timer = self._clock.callLater(hold, self._release)
+        if hold > 0 and self._hold is not None and (holding or was_empty):
+            self._hold.within(hold)
             return
         self._cancel_hold()
         self._pump()
 
-    def _release(self) -> None:
-        self._hold_timer = None
-        self._pump()
+    @property
+    def _holding(self) -> bool:
+        return self._hold is not None and self._hold.active
 
     def _cancel_hold(self) -> None:
-        if self._hold_timer is not None and self._hold_timer.active():
-            self._hold_timer.cancel()
-        self._hold_timer = None
+        if self._hold is not None:
+            self._hold.cancel()
 
     def requeue_front(self, items: list[Any]) -> None:
         """Put items back at the head (e.g. a batch whose send failed), without sending yet."""
@@ -131,22 +124,17 @@ class Batcher:
         return batch
 
     def _pump(self) -> None:
-        if self._hold_timer is not None:
+        if self._holding:
             return  # only held items are queued; they go when the hold ends or something urgent comes
         while self._send is not None and self._queue and self._in_flight < self._max_in_flight:
             batch = self._take()
-            if self._send_only is not None:
-                now = self._clock.seconds()
-                idle = (self._in_flight == 0 and now - self._last_send >= self._idle_gap
-                        and self._unanswered < self._max_unanswered)
-                self._last_send = now
-                if idle:
-                    try:
-                        self._send_only(batch)
-                        self._unanswered += 1
-                        continue
-                    except Exception:
-                        pass  # send_only refused (e.g. connection gone): the answered send decides
+            if self._send_only is not None and self._pacer.may_skip_answer(self._in_flight > 0):
+                try:
+                    self._send_only(batch)
+                    self._pacer.sent_without_answer()
+                    continue
+                except Exception:
+                    pass  # send_only refused (e.g. connection gone): the answered send decides
             self._in_flight += 1
             try:
                 d = self._send(batch)
@@ -158,7 +146,8 @@ class Batcher:
 
     def _sent(self, _: Any) -> None:
         self._in_flight -= 1
-        self._unanswered = 0  # calls are processed in order: everything before it was taken
+        if self._pacer is not None:
+            self._pacer.answered()
         self._pump()
 
     def _failed(self, f: Failure, batch: list[Any]) -> None:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Protocol
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 
-from dsage_core import codec
+from dsage_core import codec, local_results
 from dsage_core.limits import Limits
 from dsage_core.model.job import TERMINAL
 from dsage_core.protocol.errors import BadRequest, NotFound, PermissionDenied, QuotaExceeded, ServerUnavailable
@@ -382,7 +382,6 @@ class JobServer:
         """True if *proof* was made from this run's local token: the peer read the server's results
         dir (the token itself never leaves the machine; see local_results.proof)."""
         import hmac
-        from dsage_core import local_results
         return (self.local_token is not None and isinstance(proof, str)
                 and hmac.compare_digest(proof, local_results.proof(self.local_token, self.server_id)))
 
@@ -491,7 +490,7 @@ class JobServer:
         _, _, _, status, result, preview, error, started, finished, _cpu = d[:10]
         if status not in ("completed", "failed", "timed_out", "killed"):
             status, error = "failed", f"worker reported an unknown status {status!r}"
-        rfile = d[10] if len(d) > 10 and isinstance(d[10], dict) else None
+        rfile = _result_file_of(d)
         if rfile is not None and status == "completed":
             why = self._check_result_file(w, job, rfile)
             if why is not None:
@@ -524,8 +523,7 @@ class JobServer:
     def _drop_result_file(self, w: Worker, d: list[Any]) -> None:
         """Remove a result file no row will name (a stale attempt, or a result refused before it was
         recorded). Callers make sure of that; the name must be the one of that job and attempt."""
-        from dsage_core import local_results
-        rfile = d[10] if len(d) > 10 and isinstance(d[10], dict) else None
+        rfile = _result_file_of(d)
         if rfile is None or not w.local or self.home is None:
             return
         if rfile.get("file") == local_results.result_name(d[1], d[2]):  # never any other name
@@ -546,7 +544,6 @@ class JobServer:
 
     def _check_result_file(self, w: Worker, job: ActiveJob, rfile: dict[str, Any]) -> str | None:
         """Why a result file named by a worker cannot be taken (None: it is the expected one)."""
-        from dsage_core import local_results
         if not w.local or self.home is None:
             return "the worker sent a result as a file but does not share the server's home"
         why = local_results.check_result(self.home, job.id, job.attempt, rfile.get("file"), rfile.get("size"))
@@ -700,10 +697,7 @@ class JobServer:
             for w in owners.get(job.owner, ()) if owners else ():
                 per_watcher.setdefault(w, []).append(job)  # duplicates collapse in the pusher
         for w, js in per_watcher.items():
-            if hold > 0:
-                w.push_jobs(js, hold)
-            else:
-                w.push_jobs(js)
+            w.push_jobs(js, hold)
 
     def pending_writes(self) -> Deferred:
         """Fires when every store write issued so far has finished (for shutdown and tests)."""
@@ -730,6 +724,11 @@ def push_hold(ran: float | None) -> float:
     if ran is None or ran < PUSH_HOLD_MIN:
         return 0.0
     return min(PUSH_HOLD_MAX, ran)
+
+
+def _result_file_of(d: list[Any]) -> dict[str, Any] | None:
+    """The ``{"file", "size"}`` a local worker put after a done event's ten fields, if any."""
+    return d[10] if len(d) > 10 and isinstance(d[10], dict) else None
 
 
 def _duration(d: list[Any]) -> float:

@@ -15,6 +15,7 @@ from dsage_core import __version__
 from dsage_core.model.job import TERMINAL
 from dsage_core.protocol import envelope
 from dsage_core.protocol.batcher import Batcher
+from dsage_core.protocol.pacing import AnswerPacer, EarliestTimer
 from dsage_core.protocol.errors import BadRequest, PermissionDenied
 from dsage_core.protocol.interfaces import RIClientSession, RILogin, RIWorkerSession
 from dsage_core.server.auth import Authenticator, Identity
@@ -59,11 +60,8 @@ class KeyedPusher:
         self.max_items = max_items
         self.dead = False
         self.lazy_delay = lazy_delay
-        self._timer: Any = None
-        self._due = 0.0
-        self.idle_gap = 0.001
-        self._last_send = float("-inf")
-        self._unanswered = 0   #: pushes without an answer since the last answer (at most 8 in a row)
+        self._timer = EarliestTimer(clock, self._pump) if clock is not None else None
+        self._pacer = AnswerPacer(clock) if clock is not None else None
 
     def push_jobs(self, jobs: list[Any], hold: float = 0.0) -> None:
         urgent = self.clock is None
@@ -78,21 +76,11 @@ class KeyedPusher:
         if urgent:
             self._pump()
         else:
-            self._pump_within(delay)
-
-    def _pump_within(self, delay: float) -> None:
-        due = self.clock.seconds() + delay
-        if self._timer is not None and self._timer.active():
-            if self._due <= due:
-                return
-            self._timer.cancel()
-        self._due = due
-        self._timer = self.clock.callLater(delay, self._pump)
+            self._timer.within(delay)
 
     def _pump(self) -> None:
-        if self._timer is not None and self._timer.active():
+        if self._timer is not None:
             self._timer.cancel()  # everything pending goes now
-        self._timer = None
         if self.in_flight or not self.pending or self.dead:
             return
         # a few MiB per call: Foolscap reassembles one huge string slowly on the receiving side
@@ -110,22 +98,20 @@ class KeyedPusher:
         if self.materialize is not None:
             updates = self.materialize(updates)
         data = envelope.pack(updates)
-        if self.clock is not None:
-            now = self.clock.seconds()
-            idle, self._last_send = now - self._last_send >= self.idle_gap, now
-            if idle and not self.pending and self._unanswered < 8 and self.rref.isConnected():
-                # a lone push needs no answer (its CPU on both sides is most of a W2 round trip);
-                # anything soon after goes with one, so a busy or slow client still paces us
-                self.rref.callRemoteOnly("jobs_changed", data)
-                self._unanswered += 1
-                return
+        if (self._pacer is not None and self._pacer.may_skip_answer(bool(self.pending))
+                and self.rref.isConnected()):
+            # a lone push needs no answer (its CPU on both sides is most of a W2 round trip)
+            self.rref.callRemoteOnly("jobs_changed", data)
+            self._pacer.sent_without_answer()
+            return
         self.in_flight = True
         d = self.rref.callRemote("jobs_changed", data)
         d.addBoth(self._sent)
 
     def _sent(self, r: Any) -> None:
         self.in_flight = False
-        self._unanswered = 0
+        if self._pacer is not None:
+            self._pacer.answered()
         if hasattr(r, "check") and r.check(Exception):
             self.dead = not self.rref.isConnected()
         self._pump()

@@ -41,9 +41,6 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
 
 
-_pick_port = pick_port  # the name other modules used
-
-
 class ServerService(MultiService):
     """Tub + store + scheduler + timers. ``start()`` returns a Deferred that fires with the furl."""
 
@@ -75,7 +72,7 @@ class ServerService(MultiService):
         yield core.restore()
         yield ensure_owner(store, self.home)
         self.auth = Authenticator(store, self.reactor, server_id, allow_anonymous=cfg.allow_anonymous)
-        port = _pick_port(self.home, cfg.port)
+        port = pick_port(self.home, cfg.port)
         tub.listenOn(f"tcp:{port}:interface={cfg.listen}")
         host = cfg.location or ("127.0.0.1" if cfg.listen in ("127.0.0.1", "localhost") else _hostname())
         tub.setLocation(f"tcp:{host}:{port}")

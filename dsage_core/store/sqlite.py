@@ -7,7 +7,6 @@ writes fail with :class:`StoreUnavailable` and a clear message; reads keep worki
 from __future__ import annotations
 
 import hmac
-import os
 import sqlite3
 import threading
 import time
@@ -16,6 +15,7 @@ from typing import Any, Callable, NamedTuple
 
 from twisted.internet.defer import Deferred
 
+from dsage_core.fileio import write_private
 from dsage_core.store.errors import InviteError, StoreError, StoreUnavailable
 from dsage_core.store.runner import Runner
 from dsage_core.store.schema import connect, migrate
@@ -229,13 +229,7 @@ class SqliteStore:
             self._result_dirs.add(sub)
         rel = f"results/{sub}/{job_id}.bin"
         try:
-            fd = os.open(d / f"{job_id}.bin", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-            finally:
-                os.close(fd)
+            write_private(d / f"{job_id}.bin", data)
         except OSError as e:
             self._result_dirs.discard(sub)
             raise sqlite3.OperationalError(f"disk I/O error writing a result file: {e}") from None

@@ -231,10 +231,7 @@ class ChildPool:
                 event.append({"file": rel, "size": len(result)})
             except OSError as e:
                 log.warn("dsage.worker.result_file_failed", job=a.job_id, error=str(e))
-        if hold > 0:
-            self.report([event], hold)
-        else:
-            self.report([event])
+        self.report([event], hold)
 
     def _on_output(self, a: Assigned, text: str) -> None:
         self.report([["out", a.job_id, a.attempt, text]])

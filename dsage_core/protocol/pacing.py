@@ -1,0 +1,70 @@
+"""Two small timing helpers shared by the senders (:class:`~dsage_core.protocol.batcher.Batcher`
+and the server's ``KeyedPusher``): when a message may go without an answer, and a timer that only
+ever moves earlier."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+
+class AnswerPacer:
+    """Decides whether a send may skip Foolscap's answer (``callRemoteOnly``).
+
+    A lone message may: nothing in flight and nothing sent for *idle_gap* seconds. Messages soon
+    after it are answered, so under load answers pace the sender; and at most *max_unanswered* go
+    in a row, so a slow receiver is probed. Calls on one connection are processed in order, so an
+    answer means everything sent before it was taken.
+    """
+
+    def __init__(self, clock: Any, idle_gap: float = 0.001, max_unanswered: int = 8) -> None:
+        self.clock = clock
+        self.idle_gap = idle_gap
+        self.max_unanswered = max_unanswered
+        self.unanswered = 0
+        self._last_send = float("-inf")
+
+    def may_skip_answer(self, in_flight: bool) -> bool:
+        """Call once per send; True if this one may go without an answer."""
+        now = self.clock.seconds()
+        idle = (not in_flight and now - self._last_send >= self.idle_gap
+                and self.unanswered < self.max_unanswered)
+        self._last_send = now
+        return idle
+
+    def sent_without_answer(self) -> None:
+        self.unanswered += 1
+
+    def answered(self) -> None:
+        self.unanswered = 0
+
+
+class EarliestTimer:
+    """Calls *fn* at the earliest deadline asked for (later requests never postpone it)."""
+
+    def __init__(self, clock: Any, fn: Callable[[], None]) -> None:
+        self.clock = clock
+        self.fn = fn
+        self._call: Any = None
+        self._due = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self._call is not None and self._call.active()
+
+    def within(self, delay: float) -> None:
+        """Make sure *fn* runs at most *delay* seconds from now."""
+        due = self.clock.seconds() + delay
+        if self.active:
+            if self._due <= due:
+                return
+            self._call.cancel()
+        self._due = due
+        self._call = self.clock.callLater(delay, self._fire)
+
+    def cancel(self) -> None:
+        if self.active:
+            self._call.cancel()
+        self._call = None
+
+    def _fire(self) -> None:
+        self._call = None
+        self.fn()
