@@ -72,7 +72,8 @@ def cmd_server(args: argparse.Namespace) -> int:
         setattr(limits, name, int(value))
     cfg = ServerConfig(home=_home(args), port=args.port, listen=args.listen, location=args.location,
                        allow_anonymous=args.allow_anonymous, lease_timeout=args.lease_timeout,
-                       max_failures=args.max_failures, limits=limits)
+                       max_failures=args.max_failures, limits=limits,
+                       local_socket=not args.no_local_socket)
     if not args.quiet:
         _log_to_stderr()
     holder: dict[str, Any] = {}
@@ -299,12 +300,12 @@ def cmd_workers(args: argparse.Namespace) -> int:
     D = _client(args)
     try:
         ws = D.workers()
-        print(f"{'WORKER':<32} {'SLOTS':>7} {'CPUS':>4} {'MEM GiB':>7} {'DONE':>7}  IDENTITY")
+        print(f"{'WORKER':<32} {'SLOTS':>7} {'CPUS':>4} {'MEM GiB':>7} {'DONE':>7}  {'ADDRESS':<21}  IDENTITY")
         for w in ws:
             ident = "anonymous" if w["anonymous"] else f"keyed ({w['user']})"
             mem = (w.get("memory") or 0) / 2**30
             print(f"{w['id'][:32]:<32} {w['busy']:>3}/{w['slots']:<3} {w.get('cpus') or '?':>4} {mem:>7.1f} "
-                  f"{w['jobs_done']:>7}  {ident}{' paused' if w.get('paused') else ''}")
+                  f"{w['jobs_done']:>7}  {w.get('address') or '?':<21}  {ident}{' paused' if w.get('paused') else ''}")
         if not ws:
             print("(no workers connected)")
         return 0
@@ -467,6 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--listen", default="127.0.0.1", help="interface (0.0.0.0 for workers on other hosts)")
     s.add_argument("--location", help="host name other machines use to reach this server")
     s.add_argument("--allow-anonymous", action="store_true", help="accept anonymous workers")
+    s.add_argument("--no-local-socket", action="store_true",
+                   help="serve peers on this machine over TCP too (no UNIX socket in the home)")
     s.add_argument("--lease-timeout", type=float, default=15.0, help="seconds before a silent worker's "
                    "jobs are requeued")
     s.add_argument("--max-failures", type=int, default=3, help="worker deaths before a job is 'lost'")

@@ -22,7 +22,7 @@ from dsage_core import local_results
 from dsage_core.client.job import JobState, LocalResult
 from dsage_core.client.payload import Options, Submission, code_job, file_job
 from dsage_core.model.job import TERMINAL, JobInfo
-from dsage_core.protocol import envelope, tubs
+from dsage_core.protocol import envelope, localwire, tubs
 from dsage_core.protocol.batcher import Batcher
 from dsage_core.protocol.connect import ServerConnection
 from dsage_core.protocol.errors import (BadRequest, DsageError, LoginFailed, NotFound, PermissionDenied,
@@ -113,6 +113,7 @@ class AsyncClient:
         self._listener = _Listener(self)
         self.conn: ServerConnection | None = None
         self.local_home: Any = None   #: our home is the server's (dsage_core.local_results)
+        self.local_transport = True   #: use the server's UNIX socket when it shares our home
 
     # ------------------------------------------------------------------ connection
     def start(self) -> None:
@@ -120,7 +121,9 @@ class AsyncClient:
         self.tub.startService()
         self.conn = ServerConnection(self.tub, self.furl, "client", key_path=self.key_path,
                                      on_session=self._got_session, on_lost=self._lost,
-                                     on_error=self._login_error)
+                                     on_error=self._login_error,
+                                     local_socket=localwire.socket_path(self.home)
+                                     if self.local_transport else None)
         self.conn.start()
 
     def when_connected(self, timeout: float) -> Deferred:
@@ -350,7 +353,7 @@ class AsyncClient:
     @inlineCallbacks
     def close(self) -> Any:
         if self.conn is not None:
-            self.conn.stop()
+            yield self.conn.close()
         yield self.tub.stopService()
 
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dsage_core import home as homes
+from dsage_core import home as homes, server_lock
 from dsage_core.memory import tuned_env
 from dsage_core.protocol.errors import ServerUnavailable
 
@@ -61,6 +61,7 @@ class LocalCluster:
         logs.mkdir(exist_ok=True)
         py = [sys.executable, "-m", "dsage_core"]
         server = _spawn(py + ["server", "--home", str(h), "--port", str(port), "--quiet"], logs / "server.log")
+        server_lock.announce(h, server.pid)   # our worker and client then wait for its local socket
         worker = _spawn(py + ["worker", "--home", str(h), "--server", furl, "--workers", str(workers),
                               "--quiet"], logs / "worker.log")
         return cls(h, furl, [server, worker])

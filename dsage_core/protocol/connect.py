@@ -3,6 +3,10 @@
 ``tub.connectTo`` → login (challenge, signature) → ``on_session(session)``; on disconnect
 ``on_lost()`` and Foolscap's Reconnector tries again with a short backoff; every successful
 reconnect logs in again and replays state through ``on_session``. Clients and workers share this.
+
+A peer whose home holds the server's local socket (:mod:`dsage_core.protocol.localwire`) first
+checks that the server behind it is the one its furl names, then logs in over the socket instead;
+it reconnects there while the socket file exists, and falls back to Foolscap when it does not.
 """
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from typing import Any, Callable
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 
-from dsage_core import keys
+from dsage_core import keys, server_lock
 from dsage_core.protocol.errors import LoginFailed, remote_message
 from dsage_core.protocol.tubs import tub_id_of
 
@@ -39,7 +43,8 @@ class ServerConnection:
     def __init__(self, tub: Any, furl: str, role: str, *, key_path: Path | None = None,
                  anonymous: bool = False, on_session: Callable[[Any], Any],
                  on_lost: Callable[[], Any] = lambda: None,
-                 on_error: Callable[[Exception], Any] = lambda e: None, max_delay: float = 5.0) -> None:
+                 on_error: Callable[[Exception], Any] = lambda e: None, max_delay: float = 5.0,
+                 local_socket: Path | None = None) -> None:
         self.tub = tub
         self.furl = furl
         self.role = role
@@ -52,9 +57,86 @@ class ServerConnection:
         self.max_delay = max_delay
         self.session: Any = None
         self.connected = False
+        self.transport = ""   #: "local" or "foolscap" once connected
+        self.local_socket = local_socket
         self._rc: Any = None
+        self._stopped = False
+        self._local: Any = None          # the LocalBroker of the current local connection
+        self._local_retry: Any = None
+        self._local_delay = 0.05
 
     def start(self) -> None:
+        self._stopped = False
+        if self._local_expected():
+            self._try_local()
+        else:
+            self._start_foolscap()
+
+    def _local_expected(self) -> bool:
+        """A live server of our home said it opens the socket (it may still be starting), or no
+        live server said anything and the socket exists (a crashed server, maybe restarting)."""
+        p = self.local_socket
+        if p is None:
+            return False
+        kind = server_lock.announced(p.parent)
+        return kind == "local" if kind is not None else p.exists()
+
+    # ------------------------------------------------------------------ local socket
+    def _try_local(self) -> None:
+        from twisted.internet import reactor
+        from dsage_core.protocol import localwire
+        self._local_retry = None
+        assert self.local_socket is not None
+        d = localwire.connect(reactor, self.local_socket)
+
+        def connected(login: Any) -> Any:
+            self._local = login.tracker.broker
+            if self._stopped:
+                self._local.transport.loseConnection()
+                return None
+            return login.callRemote("get_version").addCallback(check, login)
+
+        def check(version: Any, login: Any) -> Any:
+            if not isinstance(version, dict) or version.get("server_id") != self.server_id:
+                # another server's socket in our home: this furl is reached over Foolscap only
+                self._local.transport.loseConnection()
+                self._local = None
+                self.local_socket = None
+                self._start_foolscap()
+                return None
+            self._local_delay = 0.05
+            self.transport = "local"
+            return self._got_login(login)
+
+        def failed(f: Any) -> None:
+            if self._local is not None and self._local.transport is not None:
+                self._local.transport.loseConnection()
+            self._local = None
+            if self._stopped:
+                return
+            if self._local_expected():
+                self._retry_local()   # the server is (re)starting: it opens (or replaces) the socket
+            else:
+                self._start_foolscap()
+        d.addCallback(connected)
+        d.addErrback(failed)
+
+    def _retry_local(self) -> None:
+        from twisted.internet import reactor
+        if self._stopped or self._local_retry is not None:
+            return
+        if self.local_socket is not None and server_lock.announced(self.local_socket.parent) == "local":
+            delay = 0.02   # a live server is starting: a refused connect costs microseconds
+        else:
+            delay = self._local_delay
+            self._local_delay = min(self._local_delay * 1.6, self.max_delay)
+        self._local_retry = reactor.callLater(delay, self._try_local)
+
+    # ------------------------------------------------------------------ foolscap
+    def _start_foolscap(self) -> None:
+        if self._stopped or self._rc is not None:
+            return
+        self.transport = "foolscap"
         self._rc = self.tub.connectTo(self.furl, self._got_login)
         # Foolscap's backoff starts at 1 s and grows by e: far too slow for a server that is
         # starting at the same moment (start_all) or restarting after a crash. The first
@@ -65,17 +147,43 @@ class ServerConnection:
         self._rc.maxDelay = self.max_delay
 
     def stop(self) -> None:
+        """Stop reconnecting; a live connection stays until :meth:`close` (or the Tub stops)."""
+        self._stopped = True
         if self._rc is not None:
             self._rc.stopConnecting()
             self._rc = None
+        if self._local_retry is not None and self._local_retry.active():
+            self._local_retry.cancel()
+        self._local_retry = None
+
+    def close(self) -> Deferred:
+        """Stop, and drop a local connection; fires when it is gone (Foolscap's go with the Tub)."""
+        self.stop()
+        b, self._local = self._local, None
+        d: Deferred = Deferred()
+        if b is None or b.disconnected or b.transport is None:
+            d.callback(None)
+            return d
+        b.notify_on_disconnect(d.callback, (None,), {})
+        b.transport.loseConnection()
+        return d
 
     def reset(self) -> None:
         """Retry at once (e.g. after the user asked to reconnect)."""
         if self._rc is not None:
             self._rc.reset()
+        elif self._local_retry is not None and self._local_retry.active():
+            self._local_retry.reset(0)
 
     @inlineCallbacks
     def _got_login(self, login: Any) -> Any:
+        if self.transport == "foolscap" and self._local_expected():
+            # the server (re)started with its socket since we fell back: move over to it
+            self._rc.stopConnecting()
+            self._rc = None
+            login.tracker.broker.transport.loseConnection()
+            self._try_local()
+            return
         login.notifyOnDisconnect(self._lost)
         try:
             if self.anonymous:
@@ -91,6 +199,8 @@ class ServerConnection:
             msg = remote_message(e)
             log.error("dsage.connect.login_failed", error=msg)
             self.stop()
+            if self._local is not None:
+                self._local.transport.loseConnection()
             self.on_error(LoginFailed(msg))
             return
         self.session = session
@@ -107,6 +217,9 @@ class ServerConnection:
         self.session = None
         if was:
             self.on_lost()
+        if self.transport == "local":
+            self._local = None
+            self._retry_local()
 
 
 def redeem_invite(tub: Any, furl: str, invite: str, pubkey: str) -> Deferred:

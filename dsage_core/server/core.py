@@ -69,7 +69,8 @@ class Worker:
                 "cpus": i.get("cpus"), "memory": i.get("memory"), "os": i.get("os"),
                 "python": i.get("python"), "anonymous": self.anonymous, "user": self.user,
                 "last_heartbeat": self.last_heartbeat, "jobs_done": self.jobs_done,
-                "sage": bool(i.get("sage")), "paused": self.paused, "pid": i.get("pid")}
+                "sage": bool(i.get("sage")), "paused": self.paused, "pid": i.get("pid"),
+                "address": i.get("address", "")}
 
 
 class RateMeter:

@@ -13,10 +13,10 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from dsage_core import home as homes
-from dsage_core import keys, local_results
+from dsage_core import keys, local_results, server_lock
 from dsage_core.limits import Limits
 from dsage_core.ports import pick_port
-from dsage_core.protocol import envelope, tubs
+from dsage_core.protocol import envelope, localwire, tubs
 from dsage_core.scheduler import Scheduler
 from dsage_core.server.auth import Authenticator
 from dsage_core.server.core import JobServer
@@ -38,6 +38,7 @@ class ServerConfig:
     lease_timeout: float = 15.0
     max_failures: int = 3
     stats_interval: float = 1.0
+    local_socket: bool = True          #: peers sharing this home connect over a UNIX socket
     limits: Limits = field(default_factory=Limits)
 
 
@@ -53,11 +54,12 @@ class ServerService(MultiService):
         self.core: JobServer | None = None
         self._loops: list[LoopingCall] = []
         self._last_workers_key = ""
+        self._local: Any = None
 
     @inlineCallbacks
     def start(self) -> Any:
         cfg = self.config
-        self._lock = _take_lock(self.home)
+        self._lock = _take_lock(self.home, cfg.local_socket)
         tub = tubs.server_tub(self.home / homes.SERVER_CERT)
         self.tub = tub
         server_id = tub.getTubID()
@@ -77,7 +79,12 @@ class ServerService(MultiService):
         host = cfg.location or ("127.0.0.1" if cfg.listen in ("127.0.0.1", "localhost") else _hostname())
         tub.setLocation(f"tcp:{host}:{port}")
         tub.setServiceParent(self)
-        self.furl = tub.registerReference(Login(core, self.auth), "login")
+        login = Login(core, self.auth)
+        self.furl = tub.registerReference(login, "login")
+        if cfg.local_socket:
+            self._local = localwire.listen(self.reactor, self.home, login)
+        else:
+            localwire.remove_stale(self.home)   # a crashed server's socket must not lure peers
         furl_file = self.home / homes.SERVER_FURL
         tmp = furl_file.with_suffix(".tmp")
         tmp.write_text(self.furl + "\n")
@@ -123,6 +130,11 @@ class ServerService(MultiService):
             if lc.running:
                 lc.stop()
         self._loops = []
+        if self._local is not None:
+            port, factory = self._local
+            self._local = None
+            yield port.stopListening()
+            factory.abort_all()
         if self.running:
             yield self.stopService()
         if self.core is not None:
@@ -130,19 +142,15 @@ class ServerService(MultiService):
             yield self.core.store.close()
         lock = getattr(self, "_lock", None)
         if lock is not None:
-            lock.close()
+            server_lock.release(lock)
             self._lock = None
 
 
-def _take_lock(home: Path) -> Any:
-    import fcntl
+def _take_lock(home: Path, local_socket: bool) -> Any:
     from dsage_core.protocol.errors import ServerUnavailable
-    f = open(home / "server.lock", "ab")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        raise ServerUnavailable(f"another dsage server is already running on {home}") from None
+    f = server_lock.take(home, local_socket)
+    if f is None:
+        raise ServerUnavailable(f"another dsage server is already running on {home}")
     return f
 
 

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from dsage_core import __version__, local_results
-from dsage_core.protocol import envelope, tubs
+from dsage_core.protocol import envelope, localwire, tubs
 from dsage_core.protocol.batcher import Batcher
 from dsage_core.protocol.connect import ServerConnection
 from dsage_core.protocol.interfaces import RIWorkerRunner
@@ -43,6 +43,7 @@ class WorkerConfig:
     cpu_limit: float | None = None   #: CPU seconds per job
     nice: int = 10
     max_delay: float = 5.0           #: reconnect backoff cap
+    local_transport: bool = True     #: use the server's UNIX socket when it shares our home
 
 
 @implementer(RIWorkerRunner)
@@ -121,7 +122,9 @@ class WorkerService:
         self.conn = ServerConnection(self.tub, self.config.furl, "worker", key_path=self.config.key_path,
                                      anonymous=self.config.anonymous, on_session=self._got_session,
                                      on_lost=self._lost, on_error=self._failed,
-                                     max_delay=self.config.max_delay)
+                                     max_delay=self.config.max_delay,
+                                     local_socket=localwire.socket_path(self.config.home)
+                                     if self.config.local_transport else None)
         self.conn.start()
 
     @inlineCallbacks
@@ -212,6 +215,8 @@ class WorkerService:
                 yield self._delivered()
             except Exception:
                 pass
+        if self.conn is not None:
+            yield self.conn.close()
         yield self.tub.stopService()
 
     @inlineCallbacks

@@ -20,11 +20,13 @@ def dsage(home, *args, timeout=60, check=True):
 
 
 @pytest.fixture
-def running(tmp_path):
+def running(tmp_path, request):
+    """Server and worker processes on one home; param "tcp": the server opens no local socket."""
     home = tmp_path / "home"
     dsage(home, "setup", "--yes")
     env = dict(os.environ, DSAGE_HOME=str(home))
-    server = subprocess.Popen([sys.executable, "-m", "dsage_core", "server", "--quiet"], env=env,
+    extra = ["--no-local-socket"] if getattr(request, "param", "local") == "tcp" else []
+    server = subprocess.Popen([sys.executable, "-m", "dsage_core", "server", "--quiet", *extra], env=env,
                               stdout=subprocess.PIPE, text=True)
     furl = server.stdout.readline().strip()  # the server prints its furl once it listens
     assert furl.startswith("pb://"), furl
@@ -49,11 +51,18 @@ def test_setup_twice_keeps_keys(tmp_path):
     assert (home / "dsage_key").read_bytes() == key
 
 
-def test_server_worker_eval_over_tcp(running):
-    """dsage server + dsage worker in other processes; dsage eval '2+2' --wait prints 4."""
+@pytest.mark.parametrize("running", ["tcp", "local"], indirect=True)
+def test_server_worker_eval_over_tcp(running, request):
+    """dsage server + dsage worker in other processes; dsage eval '2+2' --wait prints 4, over TCP
+    (Foolscap) when the server opens no local socket, else over the home's UNIX socket."""
     home, furl = running
     assert (home / "server.furl").read_text().strip() == furl
     assert dsage(home, "eval", "2+2", "--wait").stdout.strip() == "4"
+    workers = dsage(home, "workers").stdout
+    if request.node.callspec.params["running"] == "tcp":
+        assert "127.0.0.1:" in workers and not (home / "server.sock").exists()
+    else:
+        assert "local:" in workers and (home / "server.sock").is_socket()
 
 
 def test_submit_jobs_job_kill_workers_stats(running, tmp_path):

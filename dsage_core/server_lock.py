@@ -1,0 +1,55 @@
+"""The home's server lock: one server per home, and what it tells peers that start meanwhile.
+
+The lock file holds ``"<pid> local"`` (or ``"<pid> tcp"``) while a server owns the home: a peer
+that finds no socket yet waits for it while that process lives, instead of falling back to
+Foolscap (see :mod:`dsage_core.protocol.localwire`). ``start_all`` writes the note itself right
+after spawning the server, since its client and worker connect before the server has started.
+No Twisted here: ``start_all`` imports this before it spawns anything.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import IO
+
+LOCK_NAME = "server.lock"
+
+
+def note(pid: int, local_socket: bool) -> bytes:
+    return f"{pid} {'local' if local_socket else 'tcp'}\n".encode()
+
+
+def take(home: Path, local_socket: bool) -> IO[bytes] | None:
+    """Take the lock and write the note; None if another server holds it."""
+    f = open(Path(home) / LOCK_NAME, "ab")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return None
+    f.truncate(0)
+    f.write(note(os.getpid(), local_socket))
+    f.flush()
+    return f
+
+
+def release(f: IO[bytes]) -> None:
+    f.truncate(0)   # announces nothing to peers that reconnect later
+    f.close()
+
+
+def announce(home: Path, pid: int) -> None:
+    """Written by ``start_all`` for the server it just spawned (which rewrites the same note)."""
+    (Path(home) / LOCK_NAME).write_bytes(note(pid, True))
+
+
+def announced(home: Path) -> str | None:
+    """What the live server process of *home* said: "local" (it opens, or will open, the socket)
+    or "tcp"; None when no live server process has said anything."""
+    try:
+        pid_s, kind = (Path(home) / LOCK_NAME).read_text().split()
+        os.kill(int(pid_s), 0)
+    except (OSError, ValueError):
+        return None
+    return kind
