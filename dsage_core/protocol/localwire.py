@@ -40,6 +40,8 @@ from twisted.internet.protocol import ClientCreator, Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from dsage_core.protocol.eagerwrite import write_now
+
 log = Logger(namespace="dsage.localwire")
 
 SOCKET_NAME = "server.sock"
@@ -208,7 +210,11 @@ class LocalBroker(Protocol):
 
     def _send(self, msg: list[Any]) -> None:
         body = self._packer.pack(msg)
-        self.transport.writeSequence([_HEADER.pack(len(body)), body])
+        if len(body) < 65536:
+            write_now(self.transport, _HEADER.pack(len(body)) + body)
+        else:  # no copy of a large frame to prepend 4 bytes
+            write_now(self.transport, _HEADER.pack(len(body)))
+            write_now(self.transport, body)
 
     # ------------------------------------------------------------------ outbound calls
     def call(self, oid: int, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],

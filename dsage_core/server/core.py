@@ -714,17 +714,19 @@ class JobServer:
         return dirty
 
 
-#: Results of jobs that ran at least PUSH_HOLD_MIN seconds wait up to their own run time, at most
-#: PUSH_HOLD_MAX, before being pushed to clients, while their owner has more jobs queued or running
-#: (a batch's throughput is unchanged; each result of it arrives at most that much later).
+#: Results of jobs that ran at least PUSH_HOLD_MIN seconds wait up to PUSH_HOLD_FRACTION times
+#: their run time, at most PUSH_HOLD_MAX, before being pushed to clients, while their owner has
+#: more jobs queued or running (a batch's throughput is unchanged; each result of it arrives at
+#: most that much later). The same figures as the worker's report hold (worker/pool.py).
 PUSH_HOLD_MIN = 0.002
-PUSH_HOLD_MAX = 0.02
+PUSH_HOLD_FRACTION = 2.5
+PUSH_HOLD_MAX = 0.05
 
 
 def push_hold(ran: float | None) -> float:
     if ran is None or ran < PUSH_HOLD_MIN:
         return 0.0
-    return min(PUSH_HOLD_MAX, ran)
+    return min(PUSH_HOLD_MAX, PUSH_HOLD_FRACTION * ran)
 
 
 def _result_file_of(d: list[Any]) -> dict[str, Any] | None:

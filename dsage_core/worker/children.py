@@ -16,6 +16,7 @@ from typing import Any, Callable
 from twisted.internet import abstract, protocol
 from twisted.logger import Logger
 
+from dsage_core.protocol.eagerwrite import write_now
 from dsage_core.worker.framing import FrameDecoder, pack_frame
 
 log = Logger(namespace="dsage.worker.child")
@@ -151,7 +152,7 @@ class ChildProcess(protocol.ProcessProtocol):
             self.inflight.append(a)
         if len(self.inflight) == len(jobs):
             self._became_current()
-        self.transport.writeToChild(0, pack_frame(["run", entries]))
+        write_now(self.transport.pipes[0], pack_frame(["run", entries]))
 
     def kill_job(self, job_id: int, reason: str) -> bool:
         """Kill the job if this child holds it: the whole child goes (it restarts)."""
