@@ -59,8 +59,9 @@ def _run_reactor(start: Any, stop: Any) -> int:
 
 def cmd_server(args: argparse.Namespace) -> int:
     from dsage_core.limits import Limits
-    from dsage_core.memory import tune_this_process
+    from dsage_core.memory import freeze_startup_objects, tune_gc, tune_this_process
     tune_this_process()
+    tune_gc()
     from dsage_core.server.service import ServerConfig, create_server
     limits = Limits()
     if args.max_queued:
@@ -81,14 +82,16 @@ def cmd_server(args: argparse.Namespace) -> int:
     def start(reactor: Any) -> Any:
         svc = create_server(cfg, reactor)
         holder["svc"] = svc
-        return svc.start().addCallback(lambda furl: print(furl, flush=True))
+        d = svc.start().addCallback(lambda furl: print(furl, flush=True))
+        return d.addCallback(lambda _: freeze_startup_objects())
     return _run_reactor(start, lambda: holder["svc"].stop() if "svc" in holder else None)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from dsage_core.memory import tune_this_process
+    from dsage_core.memory import freeze_startup_objects, tune_gc, tune_this_process
     from dsage_core.protocol.connect import read_furl
     tune_this_process()
+    tune_gc()
     from dsage_core.worker.service import WorkerConfig, WorkerService
     home = _home(args)
     try:
@@ -110,11 +113,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
         w = WorkerService(cfg, reactor)
         holder["w"] = w
 
+        frozen = []
+
         def state(s: str) -> None:
             if s == "error":
                 print(f"dsage: worker error: {w.error}", file=sys.stderr)
                 stop_reactor(reactor)
-            elif not args.quiet:
+                return
+            if s == "connected" and not frozen:
+                frozen.append(True)
+                freeze_startup_objects()
+            if not args.quiet:
                 print(f"dsage worker: {s}", file=sys.stderr, flush=True)
         w.on_state(state)
         w.start()

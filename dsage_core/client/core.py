@@ -231,10 +231,7 @@ class AsyncClient:
         """Register many done-callbacks with one hop to the reactor thread."""
         def on_reactor() -> None:
             for s, fn in pairs:
-                if s.status in TERMINAL:
-                    fn(s)
-                else:
-                    s.callbacks.append(fn)
+                s.add_callback(fn)
         if self._on_reactor_thread():
             on_reactor()
         else:

@@ -103,7 +103,7 @@ class DsageExecutor(cf.Executor):
         end = None if timeout is None else time.monotonic() + timeout
         for j in jobs:
             s = j._s  # the hot loop reads the job state directly: one check, no per-item calls
-            if not s.event.is_set():
+            if not s.done:
                 left = None if end is None else max(0.0, end - time.monotonic())
                 if not s.event.wait(left):
                     raise cf.TimeoutError()

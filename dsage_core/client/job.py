@@ -6,17 +6,22 @@ from typing import Any, Callable
 
 from dsage_core import codec
 from dsage_core.model.job import TERMINAL, JobInfo
-from dsage_core.protocol.updates import FIELDS
 
 _NO_RESULT = object()
+_EVENT_LOCK = threading.Lock()   #: guards the lazy creation of JobState events
 
 
 class JobState:
-    """The client's copy of one job, updated on the reactor thread from pushed updates."""
+    """The client's copy of one job, updated on the reactor thread from pushed updates.
+
+    A session may hold hundreds of thousands of these, and Python's full collections walk every
+    one: the wake-up Event (five collected objects) and the callback list exist only once someone
+    waits or registers a callback. ``status`` is assigned last in :meth:`apply`, so a thread that
+    sees a terminal status also sees the result."""
 
     __slots__ = ("id", "name", "kind", "status", "worker", "created", "started", "finished", "result_bytes",
                  "result_preview", "error", "progress", "progress_message", "attempts", "priority",
-                 "event", "callbacks", "_value", "code")
+                 "_event", "_callbacks", "_value", "code")
 
     def __init__(self, job_id: int, name: str = "", kind: str = "", created: float = 0.0) -> None:
         self.id = job_id
@@ -35,16 +40,42 @@ class JobState:
         self.attempts = 0
         self.priority = 0
         self.code: str | None = None
-        self.event = threading.Event()
-        self.callbacks: list[Callable[["JobState"], None]] = []
+        self._event: threading.Event | None = None
+        self._callbacks: list[Callable[["JobState"], None]] | None = None
         self._value: Any = _NO_RESULT
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def event(self) -> threading.Event:
+        """Set once the job is finished (made on first use, from any thread)."""
+        ev = self._event
+        if ev is None:
+            with _EVENT_LOCK:
+                ev = self._event
+                if ev is None:
+                    ev = threading.Event()
+                    if self.status in TERMINAL:
+                        ev.set()
+                    self._event = ev
+        return ev
+
+    def add_callback(self, fn: Callable[["JobState"], None]) -> None:
+        """Run *fn(self)* when the job finishes (reactor thread only)."""
+        if self.status in TERMINAL:
+            fn(self)
+        elif self._callbacks is None:
+            self._callbacks = [fn]
+        else:
+            self._callbacks.append(fn)
 
     def apply(self, u: list[Any]) -> bool:
         """Apply a positional update; True if the job just became terminal."""
-        was_done = self.status in TERMINAL
-        if was_done:
+        if self.status in TERMINAL:
             return False  # a job finishes once: later updates are stale
-        (_, self.status, self.worker, self.started, self.finished, rb, self.result_preview, self.error,
+        (_, status, self.worker, self.started, self.finished, rb, self.result_preview, self.error,
          self.progress, pm, self.attempts) = u[:11]
         self.progress_message = pm or ""
         if rb is not None:
@@ -54,10 +85,14 @@ class JobState:
             self.created = u[12] or self.created
             self.priority = u[13] or 0
             self.kind = u[14] or self.kind
-        if self.status in TERMINAL:
-            self.event.set()
-            cbs, self.callbacks = self.callbacks, []
-            for cb in cbs:
+        self.status = status   # last: readers on other threads check it without a lock
+        if status in TERMINAL:
+            with _EVENT_LOCK:
+                ev = self._event
+            if ev is not None:
+                ev.set()
+            cbs, self._callbacks = self._callbacks, None
+            for cb in cbs or ():
                 cb(self)
             return True
         return False
@@ -205,7 +240,7 @@ class Job:
     def wait(self, timeout: float | None = None) -> "Job":
         """Block until the job is finished (in any terminal state); raise TimeoutError after *timeout*."""
         self._client._check_not_reactor_thread("Job.wait")
-        if not self._s.event.wait(timeout):
+        if not self._s.done and not self._s.event.wait(timeout):
             raise TimeoutError(f"job {self.id} still {self.status} after {timeout} s")
         return self
 

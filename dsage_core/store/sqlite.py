@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred
 
 from dsage_core.fileio import write_private
 from dsage_core.store.errors import InviteError, StoreError, StoreUnavailable
+from dsage_core.store.checkpoint import Checkpointer
 from dsage_core.store.runner import Runner
 from dsage_core.store.schema import connect, migrate
 
@@ -102,6 +103,7 @@ class SqliteStore:
         self._local = threading.local()
         self.fault_hook: Callable[[], None] | None = None   #: tests: called inside every write transaction
         self._result_dirs: set[str] = set()  #: result subdirectories known to exist (DB thread)
+        self.checkpointer = Checkpointer(self.path)
 
     # ------------------------------------------------------------------ plumbing
     def _conn(self) -> sqlite3.Connection:
@@ -109,6 +111,7 @@ class SqliteStore:
         c = getattr(self._local, "conn", None)
         if c is None:
             c = self._local.conn = connect(str(self.path))
+            c.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer's thread does it, off any wait
         return c
 
     def _read(self, fn: Callable[..., Any], *args: Any) -> Deferred:
@@ -132,6 +135,7 @@ class SqliteStore:
                 self.fault_hook()
             r = fn(c, *args)
             c.execute("COMMIT")
+            self.checkpointer.committed()
         except sqlite3.OperationalError as e:
             self._thd_rollback(c)
             raise self._thd_translate(e) from None
@@ -166,7 +170,9 @@ class SqliteStore:
     def open(self) -> Deferred:
         """Start the runner, create or migrate the schema; fires with a :class:`Snapshot`."""
         self.runner.start()
-        return self.runner.run(self._thd_open)
+        d = self.runner.run(self._thd_open)
+        d.addCallback(lambda snap: (self.checkpointer.start(), snap)[1])
+        return d
 
     def _thd_open(self) -> Snapshot:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -184,9 +190,10 @@ class SqliteStore:
     def close(self) -> Deferred:
         """Close the connection after every queued call, then stop the runner."""
         def thd() -> None:
+            self.checkpointer.stop()
             c = getattr(self._local, "conn", None)
             if c is not None:
-                c.close()
+                c.close()   # the last connection: SQLite checkpoints and removes the WAL
                 self._local.conn = None
         d = self.runner.run(thd)
         d.addBoth(lambda r: (self.runner.stop(), r)[1])

@@ -386,3 +386,21 @@ def test_a_worker_may_only_name_the_expected_result_file(tmp_path):
     assert "malformed" in lr.check_result(tmp_path, 1234, 2, rel, "10")
     token = lr.write_token(tmp_path)
     assert lr.read_token(tmp_path) == token and lr.read_token(tmp_path / "nowhere") is None
+
+
+class CheckpointCase(StoreCase):
+    """WAL checkpoints run on their own thread, not inside a commit (SQLite's automatic one took
+    15-20 ms of some unlucky commit here)."""
+
+    def test_the_writer_never_checkpoints(self):
+        c = self.store._conn()
+        assert c.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+
+    def test_checkpointer_runs_after_enough_commits(self):
+        cp = self.store.checkpointer
+        cp.ran.clear()
+        for i in range(1, cp.every_commits + 1):
+            self.ok(self.store.insert_jobs([new(i)]))
+        assert cp.ran.wait(10), "no checkpoint after every_commits commits"
+        assert cp.checkpoints >= 1
+        assert len(self.ok(self.store.list_jobs("alice", False, {}))) == cp.every_commits

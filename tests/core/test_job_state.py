@@ -1,0 +1,45 @@
+"""The client's JobState: waiters wake on every terminal state; no Event is made unless needed."""
+import threading
+
+from dsage_core.client.job import JobState
+
+
+def update(jid, status, result=None):
+    return [jid, status, "w1", 1.0, 2.0 if status == "completed" else None, result, None, None, None, "", 0]
+
+
+def test_no_event_or_callback_list_until_someone_waits():
+    s = JobState(1)
+    s.apply(update(1, "running"))
+    s.apply(update(1, "completed", b"x"))
+    assert s._event is None and s._callbacks is None
+    assert s.done and s.event.is_set()          # made late, already set
+
+
+def test_a_waiter_before_the_result_is_woken():
+    s = JobState(2)
+    ev = s.event
+    woke = []
+    t = threading.Thread(target=lambda: woke.append(ev.wait(10)))
+    t.start()
+    s.apply(update(2, "failed"))
+    t.join(10)
+    assert woke == [True]
+
+
+def test_callbacks_run_once_at_the_end_or_at_once_if_finished():
+    s = JobState(3)
+    seen = []
+    s.add_callback(lambda st: seen.append(("early", st.status)))
+    s.apply(update(3, "running"))
+    assert seen == []
+    s.apply(update(3, "killed"))
+    s.add_callback(lambda st: seen.append(("late", st.status)))
+    s.apply(update(3, "completed"))              # stale: a job finishes once
+    assert seen == [("early", "killed"), ("late", "killed")]
+
+
+def test_result_is_visible_once_the_status_is_terminal():
+    s = JobState(4)
+    s.apply(update(4, "completed", b"P\x04"))
+    assert s.status == "completed" and s.result_bytes == b"P\x04"
