@@ -21,7 +21,8 @@ from zope.interface import implementer
 from dsage_core import local_results
 from dsage_core.client.job import JobState, LocalResult
 from dsage_core.client.payload import Options, Submission, code_job, file_job
-from dsage_core.model.job import TERMINAL, JobInfo
+from dsage_core.client.states import StateTable
+from dsage_core.model.job import JobInfo
 from dsage_core.protocol import envelope, localwire, tubs
 from dsage_core.protocol.batcher import Batcher
 from dsage_core.protocol.connect import ServerConnection
@@ -101,7 +102,7 @@ class AsyncClient:
         self.user = ""
         self.role = ""
         self.limits: dict[str, Any] = {}
-        self.states: dict[int, JobState] = {}
+        self.states = StateTable()   #: finished jobs stay only while something refers to them
         self.session: Any = None
         self.connection_state = "connecting"
         self.follow_all = False   #: receive updates for all of this user's jobs (set before start)
@@ -165,7 +166,7 @@ class AsyncClient:
         self.session = session
         self._uploaded.clear()
         # re-watch unfinished jobs after a reconnect so waits finish normally
-        pending = [jid for jid, s in self.states.items() if s.status not in TERMINAL]
+        pending = self.states.unfinished()
         if pending:
             for i in range(0, len(pending), 10_000):
                 ans = yield session.callRemote("watch", envelope.pack(pending[i:i + 10_000]))
@@ -218,7 +219,8 @@ class AsyncClient:
             s = self.states.get(u[0])
             if s is None:
                 s = self.states[u[0]] = JobState(u[0])
-            s.apply(u)
+            if s.apply(u):
+                self.states.finished(s)
             changed.append(s)
         if changed and self._subscribers:
             self._emit("jobs", [s.info() for s in changed])
@@ -329,10 +331,9 @@ class AsyncClient:
 
         def got(r: bytes) -> dict[int, JobState]:
             ups = envelope.unpack(r)
-            for u in ups:
-                self.states.setdefault(u[0], JobState(u[0]))
+            out = {u[0]: self.states.setdefault(u[0], JobState(u[0])) for u in ups}  # held: see StateTable
             self._on_updates(ups)
-            return {u[0]: self.states[u[0]] for u in ups}
+            return out
         return d.addCallback(got)
 
     def get_output(self, job_id: int) -> Deferred:

@@ -21,7 +21,7 @@ class JobState:
 
     __slots__ = ("id", "name", "kind", "status", "worker", "created", "started", "finished", "result_bytes",
                  "result_preview", "error", "progress", "progress_message", "attempts", "priority",
-                 "_event", "_callbacks", "_value", "code")
+                 "_event", "_callbacks", "_value", "code", "__weakref__")
 
     def __init__(self, job_id: int, name: str = "", kind: str = "", created: float = 0.0) -> None:
         self.id = job_id

@@ -135,6 +135,7 @@ class LocalBroker(Protocol):
         self._next_cid = count(1)
         self.pending: dict[int, Deferred] = {}
         self.disconnected = False
+        self._closing = False   # aborted by us: nothing more is read or answered
         self.peer_pid = 0
         self._watchers: dict[int, tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = {}
         self._next_watch = count(1)
@@ -156,9 +157,13 @@ class LocalBroker(Protocol):
         self.peer_pid = pid
         if self.check_uid and uid != os.getuid():
             log.warn("dsage.localwire.refused_peer", uid=uid, pid=pid)
-            self.transport.abortConnection()
+            self._abort()
             return
         self.connected_deferred.callback(self)
+
+    def _abort(self) -> None:
+        self._closing = True
+        self.transport.abortConnection()
 
     def connectionLost(self, reason: Any = None) -> None:
         self.disconnected = True
@@ -209,6 +214,8 @@ class LocalBroker(Protocol):
         return LocalReference(self, oid, name)
 
     def _send(self, msg: list[Any]) -> None:
+        if self._closing:
+            return
         body = self._packer.pack(msg)
         if len(body) < 65536:
             write_now(self.transport, _HEADER.pack(len(body)) + body)
@@ -234,13 +241,15 @@ class LocalBroker(Protocol):
 
     # ------------------------------------------------------------------ inbound
     def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
         buf = self._buf
         buf += data
-        while len(buf) >= 4:
+        while len(buf) >= 4 and not self._closing:
             (n,) = _HEADER.unpack_from(buf)
             if n > MAX_FRAME:
                 log.warn("dsage.localwire.frame_too_large", size=n)
-                self.transport.abortConnection()
+                self._abort()
                 return
             if len(buf) < 4 + n:
                 return
@@ -250,7 +259,7 @@ class LocalBroker(Protocol):
                                           strict_map_key=False)
             except Exception as e:
                 log.warn("dsage.localwire.malformed_frame", error=str(e))
-                self.transport.abortConnection()
+                self._abort()
                 return
             del buf[:4 + n]
             if self.disconnected:
@@ -259,7 +268,7 @@ class LocalBroker(Protocol):
 
     def _handle(self, msg: Any) -> None:
         if not isinstance(msg, list) or not msg:
-            self.transport.abortConnection()
+            self._abort()
             return
         kind = msg[0]
         if kind == _CALL and len(msg) == 6:
@@ -274,11 +283,11 @@ class LocalBroker(Protocol):
                 d.errback(RemoteException(_CopiedError(str(msg[2]), str(msg[3]))))
         else:
             log.warn("dsage.localwire.malformed_message")
-            self.transport.abortConnection()
+            self._abort()
 
     def _call_in(self, cid: Any, oid: Any, method: Any, args: Any, kwargs: Any) -> None:
         if not isinstance(cid, int):
-            self.transport.abortConnection()
+            self._abort()
             return
         obj = self.exports.get(oid) if isinstance(oid, int) else None
         schema = None

@@ -43,3 +43,21 @@ def test_result_is_visible_once_the_status_is_terminal():
     s = JobState(4)
     s.apply(update(4, "completed", b"P\x04"))
     assert s.status == "completed" and s.result_bytes == b"P\x04"
+
+
+def test_state_table_keeps_unfinished_jobs_and_finished_ones_only_while_used():
+    import gc
+    from dsage_core.client.states import StateTable
+    t = StateTable()
+    running, kept, dropped = JobState(1), JobState(2), JobState(3)
+    for s in (running, kept, dropped):
+        t[s.id] = s
+    for s in (kept, dropped):
+        assert s.apply(update(s.id, "completed", b"x"))
+        t.finished(s)
+    del dropped, s
+    gc.collect()
+    del running                      # unfinished: the table itself keeps it
+    assert 1 in t and t[1].status == "queued" and t.unfinished() == [1]
+    assert t[2] is kept and 3 not in t and t.get(3) is None
+    assert sorted(t) == [1, 2] and len(t) == 2

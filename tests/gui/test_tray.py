@@ -47,15 +47,16 @@ def test_pause_stops_children_and_resume_finishes_the_job(qtbot, run, server, tr
     """Pause SIGSTOPs the children (state T) and keeps the job; resume lets it complete."""
     ctl, ui = tray
     jid = run(server.client.submit_code("import time\ntime.sleep(1.0)\n'done'"))
-    qtbot.waitUntil(lambda: server.client.states[jid].status == "running", timeout=20_000)
+    st = server.client.states[jid]   # held here: the client keeps finished states only while used
+    qtbot.waitUntil(lambda: st.status == "running", timeout=20_000)
     qtbot.waitUntil(lambda: ctl.state == "working", timeout=20_000)
     ui.menu.pause_action.trigger()
     qtbot.waitUntil(lambda: ctl.state == "paused", timeout=5_000)
     # SIGSTOP is delivered asynchronously: wait for the kernel to show every child stopped
     qtbot.waitUntil(lambda: all(p.status() == psutil.STATUS_STOPPED for p in _children(ctl)), timeout=5_000)
-    assert server.client.states[jid].status == "running"  # the lease is kept while paused
+    assert st.status == "running"  # the lease is kept while paused
     ui.menu.pause_action.trigger()  # now reads "Resume"
-    qtbot.waitUntil(lambda: server.client.states[jid].status == "completed", timeout=20_000)
+    qtbot.waitUntil(lambda: st.status == "completed", timeout=20_000)
     qtbot.waitUntil(lambda: all(p.status() != psutil.STATUS_STOPPED for p in _children(ctl)), timeout=5_000)
 
 
@@ -74,6 +75,7 @@ def test_finish_and_quit_completes_the_running_job(qtbot, run, server, tray):
     """Finish-and-quit waits for the running job, then asks the app to quit."""
     ctl, ui = tray
     jid = run(server.client.submit_code("import time\ntime.sleep(0.8)\n'finished'"))
+    st = server.client.states[jid]
     qtbot.waitUntil(lambda: ctl.state == "working", timeout=20_000)
     with qtbot.waitSignal(ctl.quit_requested, timeout=30_000):
         ui.menu.finish_action.trigger()
@@ -81,19 +83,20 @@ def test_finish_and_quit_completes_the_running_job(qtbot, run, server, tray):
     # the server heard the result before the worker left (else the job would be queued again);
     # its push to this client follows the commit
     assert server.server.core.jobs.get(jid) is None or server.server.core.jobs[jid].status == "completed"
-    qtbot.waitUntil(lambda: server.client.states[jid].status == "completed", timeout=10_000)
+    qtbot.waitUntil(lambda: st.status == "completed", timeout=10_000)
 
 
 def test_long_pause_hands_jobs_back(qtbot, run, server, tray):
     """A pause longer than the limit gives the running job back to the server (not a failure)."""
     ctl, ui = tray
     jid = run(server.client.submit_code("import time\ntime.sleep(30)"))
-    qtbot.waitUntil(lambda: server.client.states[jid].status == "running", timeout=20_000)
+    st = server.client.states[jid]
+    qtbot.waitUntil(lambda: st.status == "running", timeout=20_000)
     qtbot.waitUntil(lambda: ctl.state == "working", timeout=20_000)
     ctl.pause_limit = 0.2
     ctl.pause()
-    qtbot.waitUntil(lambda: server.client.states[jid].status == "queued", timeout=20_000)
-    assert server.client.states[jid].attempts >= 1
+    qtbot.waitUntil(lambda: st.status == "queued", timeout=20_000)
+    assert st.attempts >= 1
     run(server.client.kill(jid))
 
 

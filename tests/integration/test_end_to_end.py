@@ -158,3 +158,18 @@ def test_large_results_go_through_files_on_one_machine(cluster, tmp_path):
         assert elsewhere.get_job(j.id).result == expected   # the stored record, over the network
     finally:
         elsewhere.shutdown()
+
+
+def test_finished_jobs_nobody_holds_are_not_kept_by_the_client(cluster):
+    """A session that drops its handles drops their results too; the jobs stay on the server."""
+    import gc
+    states = cluster.client.aclient.states
+    before = len(states)
+    jobs = cluster.client.map(square, range(20))
+    kept = jobs[7]
+    assert [j.wait(30).result for j in jobs] == [x * x for x in range(20)]
+    ids = [j.id for j in jobs]
+    del jobs
+    gc.collect()
+    assert len(states) == before + 1 and kept.id in states
+    assert cluster.client.get_job(ids[3]).result == 9        # fetched again from the server

@@ -1,0 +1,64 @@
+"""The client's table of job states: unfinished jobs are kept, finished ones only while something
+(a handle, a list of results, the caller's own variable) still refers to them.
+
+A notebook that maps millions of jobs and keeps only the sums must not keep every result (1 MiB
+results pile up by the GiB) nor every state (full garbage collections walk all of them). A finished
+job whose state was dropped is still on the server: ``get_job(id)`` fetches it again.
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Iterator
+
+from dsage_core.client.job import JobState
+
+
+class StateTable:
+    """Mapping job id → :class:`JobState`, updated on the reactor thread."""
+
+    def __init__(self) -> None:
+        self._live: dict[int, JobState] = {}
+        self._done: "weakref.WeakValueDictionary[int, JobState]" = weakref.WeakValueDictionary()
+
+    def get(self, job_id: int, default: JobState | None = None) -> JobState | None:
+        s = self._live.get(job_id)
+        if s is None:
+            s = self._done.get(job_id)
+        return default if s is None else s
+
+    def __getitem__(self, job_id: int) -> JobState:
+        s = self.get(job_id)
+        if s is None:
+            raise KeyError(job_id)
+        return s
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._live or job_id in self._done
+
+    def __setitem__(self, job_id: int, state: JobState) -> None:
+        if state.done:
+            self._live.pop(job_id, None)
+            self._done[job_id] = state
+        else:
+            self._live[job_id] = state
+
+    def setdefault(self, job_id: int, state: JobState) -> JobState:
+        s = self.get(job_id)
+        if s is None:
+            self[job_id] = s = state
+        return s
+
+    def finished(self, state: JobState) -> None:
+        """*state* just became terminal: from now on only its users keep it."""
+        if self._live.pop(state.id, None) is not None:
+            self._done[state.id] = state
+
+    def unfinished(self) -> list[int]:
+        return list(self._live)
+
+    def __len__(self) -> int:
+        return len(self._live) + len(self._done)
+
+    def __iter__(self) -> Iterator[int]:
+        yield from list(self._live)
+        yield from list(self._done.keys())
