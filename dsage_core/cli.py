@@ -40,7 +40,7 @@ def _run_reactor(start: Any, stop: Any) -> int:
     # reactor thread is busy: a short switch interval keeps hand-offs off the latency path
     sys.setswitchinterval(0.0005)
     from twisted.internet import reactor
-    from twisted.internet.defer import ensureDeferred, maybeDeferred
+    from twisted.internet.defer import maybeDeferred
     status = {"code": 0}
 
     def begin() -> None:
@@ -89,7 +89,6 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from dsage_core.memory import freeze_startup_objects, tune_gc, tune_this_process
-    from dsage_core.protocol.connect import read_furl
     tune_this_process()
     tune_gc()
     from dsage_core.worker.service import WorkerConfig, WorkerService
@@ -354,7 +353,6 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
 def _init_db(home: Path) -> None:
     """Create the database and register the owner's key as the first admin (idempotent)."""
-    from dsage_core.client import reactor_thread as rt
     from dsage_core.home import DATABASE
     from dsage_core.server.service import ensure_owner
     from dsage_core.store import InlineRunner, SqliteStore

@@ -3,7 +3,6 @@ and a client for it — all without blocking that reactor."""
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path

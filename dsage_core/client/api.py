@@ -6,7 +6,6 @@ blocks the calling thread only, never the reactor.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Iterable
 
 from dsage_core.client import reactor_thread as rt

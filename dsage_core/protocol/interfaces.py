@@ -6,8 +6,8 @@ wire ceiling is set here, the configurable (smaller) limits are checked by the s
 """
 from __future__ import annotations
 
-from foolscap.api import Any, ChoiceOf, IntegerConstraint, RemoteInterface
-from foolscap.schema import ByteStringConstraint, BooleanConstraint, NumberConstraint
+from foolscap.api import Any, IntegerConstraint, RemoteInterface
+from foolscap.schema import ByteStringConstraint, BooleanConstraint
 from foolscap.slicers.unicode import UnicodeConstraint as StringConstraint
 
 MiB = 1024 * 1024

@@ -9,7 +9,6 @@ clients only after its UPDATE committed. Dispatch does not wait for result commi
 """
 from __future__ import annotations
 
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
@@ -20,7 +19,7 @@ from twisted.logger import Logger
 from dsage_core import codec, local_results
 from dsage_core.limits import Limits
 from dsage_core.model.job import TERMINAL
-from dsage_core.protocol.errors import BadRequest, NotFound, PermissionDenied, QuotaExceeded, ServerUnavailable
+from dsage_core.protocol.errors import BadRequest, NotFound, QuotaExceeded, ServerUnavailable
 from dsage_core.scheduler import Scheduler, SchedJob, events as ev, actions as act
 from dsage_core.server.jobs import ActiveJob, parse_submission
 from dsage_core.store import NewJob, RunningJob, FinishedJob, StoreUnavailable

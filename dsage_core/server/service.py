@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import getpass
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -72,6 +71,9 @@ class ServerService(MultiService):
         core.home = self.home
         core.local_token = local_results.write_token(self.home)
         yield core.restore()
+        swept = yield store.sweep_result_files()   # before any worker can write a new one
+        if swept:
+            log.info("dsage.server.orphan_results_removed", count=swept)
         yield ensure_owner(store, self.home)
         self.auth = Authenticator(store, self.reactor, server_id, allow_anonymous=cfg.allow_anonymous)
         port = pick_port(self.home, cfg.port)

@@ -7,6 +7,8 @@ writes fail with :class:`StoreUnavailable` and a clear message; reads keep worki
 from __future__ import annotations
 
 import hmac
+import os
+import re
 import sqlite3
 import threading
 import time
@@ -25,6 +27,11 @@ from dsage_core.store.schema import connect, migrate
 JOB_COLUMNS = ("id, owner, name, kind, status, priority, trusted_only, needs, blob_id, timeout, "
                "created, started, finished, worker, attempts, failures, result_preview, error, progress, "
                "progress_message")
+
+
+#: result files: the store's own (``<id>.bin``) and local workers' (``<id>-<attempt>.bin``)
+_RESULT_DIR = re.compile(r"\d{6}")
+_RESULT_FILE = re.compile(r"\d+(-\d+)?\.bin")
 
 
 class NewJob(NamedTuple):
@@ -241,6 +248,40 @@ class SqliteStore:
             self._result_dirs.discard(sub)
             raise sqlite3.OperationalError(f"disk I/O error writing a result file: {e}") from None
         return rel
+
+    def sweep_result_files(self) -> Deferred:
+        """Remove result files no job row names (fires with how many): a store write that failed
+        after its file was written, or a local worker's file whose report was lost with its
+        connection (the job ran again under a new attempt). Call it before peers connect: a file a
+        worker is writing now is not named yet either."""
+        return self.runner.run(self._thd_sweep_result_files)
+
+    def _thd_sweep_result_files(self) -> int:
+        base = self.path.parent / "results"
+        removed = 0
+        try:
+            subs = [e for e in os.scandir(base) if e.is_dir() and _RESULT_DIR.fullmatch(e.name)]
+        except OSError:
+            return 0
+        c = self._conn()
+        for sub in subs:
+            try:
+                names = [e.name for e in os.scandir(sub.path) if _RESULT_FILE.fullmatch(e.name)]
+            except OSError:
+                continue
+            if not names:
+                continue
+            lo = int(sub.name) * 1000
+            named = {r[0] for r in c.execute("SELECT result_file FROM jobs WHERE id BETWEEN ? AND ? "
+                                             "AND result_file IS NOT NULL", (lo, lo + 999))}
+            for name in names:
+                if f"results/{sub.name}/{name}" not in named:
+                    try:
+                        os.unlink(os.path.join(sub.path, name))
+                        removed += 1
+                    except OSError:
+                        pass
+        return removed
 
     def _thd_read_result(self, row: dict[str, Any]) -> None:
         rf = row.pop("result_file", None)

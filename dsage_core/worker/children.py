@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from twisted.internet import abstract, protocol

@@ -97,7 +97,6 @@ class Preferences(QDialog):
         super().__init__(parent)
         self.setWindowTitle("dsage worker preferences")
         self.ctl = ctl
-        s = QSettings()
         form = QFormLayout(self)
         form.addRow("Server", QLabel(ctl.worker.config.furl))
         ident = "anonymous" if ctl.worker.config.anonymous else str(ctl.worker.config.key_path)

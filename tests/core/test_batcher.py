@@ -1,6 +1,6 @@
 """The eager batcher: one call in flight, piles go next, nothing lost on failure."""
 import pytest
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 
 from dsage_core.protocol.batcher import Batcher
 

@@ -151,6 +151,29 @@ class JobTests(StoreCase):
         self.reopen()
         self.assertEqual(self.ok(self.store.get_job(1))["result"], big)
 
+    def test_sweep_removes_only_result_files_no_row_names(self):
+        """Orphans (a write that never committed, a lost worker report) go; named files and
+        anything that is not a result file stay."""
+        s = self.store
+        big = b"P" + bytes(range(256)) * 4096
+        self.ok(s.insert_jobs([new(1), new(2), new(3), new(1500)]))
+        self.ok(s.finish_jobs([done(1, result=big)]))                       # results/000000/1.bin
+        sub = self.path.parent / "results" / "000000"
+        (sub / "3-2.bin").write_bytes(big)                                  # a local worker's file
+        self.ok(s.finish_jobs([done(3, result=None, result_file="results/000000/3-2.bin")]))
+        (sub / "2-1.bin").write_bytes(b"orphan of a lost report")
+        (sub / "2.bin").write_bytes(b"orphan of a failed commit")
+        (sub / "notes.txt").write_text("not ours")
+        other = self.path.parent / "results" / "000001"
+        other.mkdir()
+        (other / "1500-3.bin").write_bytes(b"orphan")
+        (self.path.parent / "results" / ".local-token").write_text("t")
+        self.assertEqual(self.ok(s.sweep_result_files()), 3)
+        self.assertEqual(sorted(p.name for p in sub.iterdir()), ["1.bin", "3-2.bin", "notes.txt"])
+        self.assertEqual(list(other.iterdir()), [])
+        self.assertTrue((self.path.parent / "results" / ".local-token").exists())
+        self.assertEqual(self.ok(s.get_job(1))["result"], big)
+
 
 class ListingTests(StoreCase):
     def setUp(self):

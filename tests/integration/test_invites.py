@@ -35,7 +35,7 @@ def test_worker_invite_joins_once(cluster, tmp_path):
     home.mkdir()
     name = _redeem(cluster, home, code)
     assert name.startswith("worker-")
-    w = cluster.add_worker(1, key_path=home / "dsage_key")
+    cluster.add_worker(1, key_path=home / "dsage_key")
     assert any(x["user"] == name for x in cluster.client.workers())
     other = tmp_path / "other"
     other.mkdir()
