@@ -113,19 +113,24 @@ class AsyncClient:
         self._submits = Batcher(None, max_items=500, max_in_flight=2, on_failure=self._submit_failed)
         self._listener = _Listener(self)
         self.conn: ServerConnection | None = None
+        self.tub: Any = None
         self.local_home: Any = None   #: our home is the server's (dsage_core.local_results)
         self.local_transport = True   #: use the server's UNIX socket when it shares our home
 
     # ------------------------------------------------------------------ connection
     def start(self) -> None:
-        self.tub = tubs.peer_tub(self.home)
-        self.tub.startService()
-        self.conn = ServerConnection(self.tub, self.furl, "client", key_path=self.key_path,
+        self.conn = ServerConnection(self._make_tub, self.furl, "client", key_path=self.key_path,
                                      on_session=self._got_session, on_lost=self._lost,
                                      on_error=self._login_error,
                                      local_socket=localwire.socket_path(self.home)
                                      if self.local_transport else None)
         self.conn.start()
+
+    def _make_tub(self) -> Any:
+        """Only when Foolscap is needed (a certificate costs ~0.13 s to make the first time)."""
+        self.tub = tubs.peer_tub(self.home)
+        self.tub.startService()
+        return self.tub
 
     def when_connected(self, timeout: float) -> Deferred:
         """Fires with self once logged in; fails with ServerUnavailable/LoginFailed otherwise."""
@@ -352,7 +357,8 @@ class AsyncClient:
     def close(self) -> Any:
         if self.conn is not None:
             yield self.conn.close()
-        yield self.tub.stopService()
+        if self.tub is not None:
+            yield self.tub.stopService()
 
 
 def _info(row: dict[str, Any]) -> JobInfo:

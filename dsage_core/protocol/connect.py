@@ -45,7 +45,7 @@ class ServerConnection:
                  on_lost: Callable[[], Any] = lambda: None,
                  on_error: Callable[[Exception], Any] = lambda e: None, max_delay: float = 5.0,
                  local_socket: Path | None = None) -> None:
-        self.tub = tub
+        self._tub = tub   # a Tub, or a function making one: peers on the local socket never need it
         self.furl = furl
         self.role = role
         self.server_id = tub_id_of(furl)
@@ -64,6 +64,12 @@ class ServerConnection:
         self._local: Any = None          # the LocalBroker of the current local connection
         self._local_retry: Any = None
         self._local_delay = 0.05
+
+    @property
+    def tub(self) -> Any:
+        if callable(self._tub):
+            self._tub = self._tub()
+        return self._tub
 
     def start(self) -> None:
         self._stopped = False

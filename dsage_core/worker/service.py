@@ -104,6 +104,7 @@ class WorkerService:
         self.runner = Runner(self)
         self._heartbeat: LoopingCall | None = None
         self.conn: ServerConnection | None = None
+        self.tub: Any = None
 
     def on_state(self, fn: Any) -> None:
         self.listeners.append(fn)
@@ -117,15 +118,19 @@ class WorkerService:
                 log.failure("dsage.worker.listener_failed")
 
     def start(self) -> None:
-        self.tub = tubs.peer_tub(self.config.home)
-        self.tub.startService()
-        self.conn = ServerConnection(self.tub, self.config.furl, "worker", key_path=self.config.key_path,
+        self.conn = ServerConnection(self._make_tub, self.config.furl, "worker", key_path=self.config.key_path,
                                      anonymous=self.config.anonymous, on_session=self._got_session,
                                      on_lost=self._lost, on_error=self._failed,
                                      max_delay=self.config.max_delay,
                                      local_socket=localwire.socket_path(self.config.home)
                                      if self.config.local_transport else None)
         self.conn.start()
+
+    def _make_tub(self) -> Any:
+        """Only when Foolscap is needed (not on the server's local socket)."""
+        self.tub = tubs.peer_tub(self.config.home)
+        self.tub.startService()
+        return self.tub
 
     @inlineCallbacks
     def _got_session(self, session: Any) -> Any:
@@ -217,7 +222,8 @@ class WorkerService:
                 pass
         if self.conn is not None:
             yield self.conn.close()
-        yield self.tub.stopService()
+        if self.tub is not None:
+            yield self.tub.stopService()
 
     @inlineCallbacks
     def _delivered(self) -> Any:

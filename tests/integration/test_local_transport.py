@@ -27,6 +27,7 @@ def test_peers_of_the_home_use_the_socket(cluster):
     """Client and worker sharing the server's home talk over its socket, which only we can open."""
     assert cluster.client.aclient.conn.transport == "local"
     assert cluster.workers[0].conn.transport == "local"
+    assert cluster.client.aclient.tub is None and cluster.workers[0].tub is None   # no certificate made
     sock = cluster.home / localwire.SOCKET_NAME
     assert stat.S_IMODE(sock.stat().st_mode) == 0o600
     assert cluster.client("2+2").wait(30).result == 4
@@ -38,7 +39,7 @@ def test_without_the_socket_peers_use_foolscap(tmp_path):
     try:
         assert not (tmp_path / "home" / localwire.SOCKET_NAME).exists()
         assert c.client.aclient.conn.transport == "foolscap"
-        assert c.workers[0].conn.transport == "foolscap"
+        assert c.workers[0].conn.transport == "foolscap" and c.workers[0].tub is not None
         assert c.client("6*7").wait(30).result == 42
         assert c.client.workers()[0]["address"].startswith("127.0.0.1:")
     finally:
