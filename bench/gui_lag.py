@@ -22,7 +22,7 @@ def pct(xs: list[float], p: float) -> float:
 
 
 def main() -> int:
-    from dsage_gui.app import bootstrap
+    from dsage_gui.app import bootstrap, settle_memory
     app, loop, reactor = bootstrap(offscreen=True)
     from PySide6.QtCore import QTimer
     import cloudpickle
@@ -53,6 +53,7 @@ def main() -> int:
     def phase_a(session: GuiSession) -> None:
         win = MainWindow(session)
         win.show()
+        settle_memory()   # as the app does once its window is up
         state["win"] = win
         blob = function_blob(bj.noop)
         subs = [func_job(bj.noop, (i,), {}, Options(), blob=blob) for i in range(10_000)]

@@ -14,6 +14,15 @@ from pathlib import Path
 from typing import IO
 
 LOCK_NAME = "server.lock"
+SOCKET_NAME = "server.sock"
+#: sun_path holds 108 bytes on Linux; a longer home simply does without the local socket
+MAX_SOCKET_PATH = 100
+
+
+def socket_path(home: Path) -> Path | None:
+    """Where the server of *home* listens for local peers, or None if the path is too long."""
+    p = Path(home) / SOCKET_NAME
+    return p if len(os.fsencode(str(p))) <= MAX_SOCKET_PATH else None
 
 
 def note(pid: int, local_socket: bool) -> bytes:
@@ -34,6 +43,13 @@ def take(home: Path, local_socket: bool) -> IO[bytes] | None:
     return f
 
 
+def rewrite(f: IO[bytes], local_socket: bool) -> None:
+    """Correct the note (e.g. the socket could not be opened after all)."""
+    f.truncate(0)
+    f.write(note(os.getpid(), local_socket))
+    f.flush()
+
+
 def release(f: IO[bytes]) -> None:
     f.truncate(0)   # announces nothing to peers that reconnect later
     f.close()
@@ -41,7 +57,7 @@ def release(f: IO[bytes]) -> None:
 
 def announce(home: Path, pid: int) -> None:
     """Written by ``start_all`` for the server it just spawned (which rewrites the same note)."""
-    (Path(home) / LOCK_NAME).write_bytes(note(pid, True))
+    (Path(home) / LOCK_NAME).write_bytes(note(pid, socket_path(home) is not None))
 
 
 def announced(home: Path) -> str | None:

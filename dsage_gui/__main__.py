@@ -33,7 +33,7 @@ def settings_path() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv if argv is not None else sys.argv[1:])
-    from dsage_gui.app import bootstrap, run
+    from dsage_gui.app import bootstrap, run, settle_memory
     app, loop, reactor = bootstrap(offscreen=bool(args.screenshot))
     if args.screenshot and not os.environ.get("DSAGE_SETTINGS_DIR"):
         import tempfile  # a screenshot uses the default layout, and leaves the user's settings alone
@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                 from dsage_gui.dialogs.connect_dialog import remember_server
                 remember_server(args.server, args.key or "")
             win.show()
+            settle_memory()
             if args.demo:
                 submit_demo(session, win)
             if args.screenshot:

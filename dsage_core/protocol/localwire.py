@@ -41,25 +41,20 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from dsage_core.protocol.eagerwrite import write_now
+from dsage_core.server_lock import SOCKET_NAME, socket_path
+
+__all__ = ["SOCKET_NAME", "socket_path", "LocalBroker", "LocalReference", "connect", "listen",
+           "remove_stale", "MAX_FRAME"]
 
 log = Logger(namespace="dsage.localwire")
 
-SOCKET_NAME = "server.sock"
 #: one frame at most: the largest batch Foolscap would accept (256 MiB) plus room for the envelope
 MAX_FRAME = 256 * 1024 * 1024 + 64 * 1024
 #: longest error text sent back (tracebacks travel as job data, not as call errors)
 MAX_ERROR = 4000
-#: sun_path holds 108 bytes on Linux; a longer home simply does without the local transport
-MAX_PATH = 100
 _REF = 1
 _CALL, _ANSWER, _ERROR = 0, 1, 2
 _HEADER = struct.Struct(">I")
-
-
-def socket_path(home: Path) -> Path | None:
-    """Where the server of *home* listens for local peers, or None if the path is too long."""
-    p = Path(home) / SOCKET_NAME
-    return p if len(os.fsencode(str(p))) <= MAX_PATH else None
 
 
 class _CopiedError:

@@ -58,7 +58,8 @@ class ServerService(MultiService):
     @inlineCallbacks
     def start(self) -> Any:
         cfg = self.config
-        self._lock = _take_lock(self.home, cfg.local_socket)
+        local = cfg.local_socket and server_lock.socket_path(self.home) is not None
+        self._lock = _take_lock(self.home, local)
         tub = tubs.server_tub(self.home / homes.SERVER_CERT)
         self.tub = tub
         server_id = tub.getTubID()
@@ -83,8 +84,12 @@ class ServerService(MultiService):
         tub.setServiceParent(self)
         login = Login(core, self.auth)
         self.furl = tub.registerReference(login, "login")
-        if cfg.local_socket:
-            self._local = localwire.listen(self.reactor, self.home, login)
+        if local:
+            try:
+                self._local = localwire.listen(self.reactor, self.home, login)
+            except Exception as e:  # e.g. a file system without sockets: peers use Foolscap
+                log.warn("dsage.server.no_local_socket", error=str(e))
+                server_lock.rewrite(self._lock, False)
         else:
             localwire.remove_stale(self.home)   # a crashed server's socket must not lure peers
         furl_file = self.home / homes.SERVER_FURL

@@ -114,3 +114,17 @@ def test_peers_reconnect_over_the_socket_after_a_server_restart(cluster):
     assert cluster.client("3+4").wait(30).result == 7
     w = cluster.workers[0]
     assert w.conn.transport == "local" and w.state == "connected"
+
+
+def test_a_home_too_long_for_a_socket_name_uses_foolscap(tmp_path):
+    """A UNIX socket name holds ~100 bytes: a deeper home has no socket, says so, and works."""
+    from dsage_core import server_lock
+    home = tmp_path / ("d" * 60) / ("e" * 40) / "home"
+    c = start_cluster(home)
+    try:
+        assert server_lock.socket_path(home) is None and not (home / localwire.SOCKET_NAME).exists()
+        assert server_lock.announced(home) == "tcp"
+        assert c.client.aclient.conn.transport == "foolscap"
+        assert c.client("5-3").wait(30).result == 2
+    finally:
+        c.stop()
