@@ -1,9 +1,10 @@
 """Large results on one machine go through files, not through three processes' sockets.
 
 When a worker or a client shares the server's home directory (``start_all``, the desktop app, any
-process started with the same ``--home``), a large result is written once by the worker monitor
-into the server's ``results/`` directory and read once by the client; only its name crosses the
-network. Sharing is proven, not assumed: the server writes a fresh random token to
+process started with the same ``--home``), a large result is written once, by the job's child
+process (the monitor tells it the name; the monitor writes it only if the child could not), into
+the server's ``results/`` directory and read once by the client; only its name crosses the
+network and the child's pipe. Sharing is proven, not assumed: the server writes a fresh random token to
 ``results/.local-token`` at every start, and a peer that sends back an HMAC of it bound to the
 server's id (:func:`proof`) has read that very directory. Everyone else (other hosts, other homes) gets the bytes over Foolscap as before.
 
@@ -75,12 +76,18 @@ def result_name(job_id: int, attempt: int) -> str:
 def write_result(home: Path, job_id: int, attempt: int, data: bytes) -> str:
     """Write a result where the server expects it; returns its name relative to the home."""
     rel = result_name(job_id, attempt)
-    p = Path(home) / rel
+    write_result_at(Path(home) / rel, data)
+    return rel
+
+
+def write_result_at(p: Path, data: bytes) -> None:
+    """Write *data* to *p* (a name from :func:`result_name` under the home): in a temporary file
+    renamed into place, so it is never seen half-written, even by a rival writer. Job children
+    call this directly: a large result then never crosses the pipe to the monitor."""
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f"{p.name}.{os.getpid()}.tmp")  # never seen half-written, even by a rival writer
+    tmp = p.with_name(f"{p.name}.{os.getpid()}.tmp")
     write_private(tmp, data)
     os.replace(tmp, p)
-    return rel
 
 
 def check_result(home: Path, job_id: int, attempt: int, rel: object, size: object) -> str | None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import msgpack
 
-from dsage_core import _progress as progress_mod, codec
+from dsage_core import _progress as progress_mod, codec, local_results
 from dsage_core.worker.capture import Capture
 from dsage_core.worker.framing import FrameDecoder, frame_parts
 
@@ -195,7 +195,8 @@ class Child:
 
     # ------------------------------------------------------------------ one job
     def run_one(self, entry: list[Any]) -> None:
-        job_id, payload_bytes, blob_id, blob, limits = entry
+        job_id, payload_bytes, blob_id, blob, limits = entry[:5]
+        result_path = entry[5] if len(entry) > 5 else None   # where a large result goes (local server)
         limits = limits or {}
         if self.pending_done:
             self.job_started.set()
@@ -234,6 +235,13 @@ class Child:
             progress_mod._flush_and_clear()
             self.capture.end()
         entry = [job_id, status, result, error, preview, _cpu() - c0, time.perf_counter() - t0]
+        if result_path and result is not None and len(result) > local_results.LARGE:
+            try:  # the server reads it there: the bytes never cross the pipe
+                local_results.write_result_at(Path(result_path), result)
+                entry[2] = None
+                entry.append(len(result))
+            except OSError:
+                pass  # the bytes go to the monitor as usual
         with self.done_lock:
             if not self.pending_done:
                 self.oldest_done = t0  # when the batch's first job started: a job that ran

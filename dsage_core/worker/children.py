@@ -11,11 +11,13 @@ import signal
 import sys
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from twisted.internet import abstract, protocol
 from twisted.logger import Logger
 
+from dsage_core import local_results
 from dsage_core.protocol.eagerwrite import write_now
 from dsage_core.worker.framing import FrameDecoder, pack_frame
 
@@ -78,6 +80,8 @@ class ChildProcess(protocol.ProcessProtocol):
         self.avg_key: str | None = None   #: the function (blob id) avg_wall was measured on
         self._ended = False
         self.messages: _PipeReader | None = None
+        #: the server's home when it shares ours: the child writes large results there itself
+        self.result_home: Path | None = None
 
     # ---------------------------------------------------------------- lifecycle
     def spawn(self) -> None:
@@ -148,7 +152,9 @@ class ChildProcess(protocol.ProcessProtocol):
             if a.blob_id and a.blob_id not in self.blobs_sent:
                 blob = blobs.get(a.blob_id)
                 self.blobs_sent.add(a.blob_id)
-            entries.append([a.job_id, a.payload, a.blob_id, blob, a.limits or {}])
+            rfile = (str(self.result_home / local_results.result_name(a.job_id, a.attempt))
+                     if self.result_home is not None else None)
+            entries.append([a.job_id, a.payload, a.blob_id, blob, a.limits or {}, rfile])
             self.inflight.append(a)
         if len(self.inflight) == len(jobs):
             self._became_current()

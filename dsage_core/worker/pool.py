@@ -76,10 +76,22 @@ class ChildPool:
         self.capabilities: dict[str, Any] = {}
         self.cpu_fraction = 1.0
         self._duty: Any = None
-        self.local_home: Path | None = None   #: set when the server shares our home (local_results)
+        self._local_home: Path | None = None
         self.max_result = 64 * 1024 * 1024    #: the server's limit (from its register answer)
         ensure_reaper(reactor)
         self.set_slots(slots)
+
+    @property
+    def local_home(self) -> Path | None:
+        """The server's home when it shares ours (local_results): children write large results
+        there themselves, so they never cross the pipe to this process."""
+        return self._local_home
+
+    @local_home.setter
+    def local_home(self, home: Path | None) -> None:
+        self._local_home = home
+        for c in self.children:
+            c.result_home = home
 
     # ---------------------------------------------------------------- slots
     @property
@@ -117,6 +129,7 @@ class ChildPool:
                              drained=lambda c: self._pump())
         child = ChildProcess(idx, self.reactor, env, events)
         child.scratch = scratch  # type: ignore[attr-defined]
+        child.result_home = self._local_home
         self.children.append(child)
         child.spawn()
 
@@ -207,23 +220,44 @@ class ChildPool:
     # ---------------------------------------------------------------- events from children
     def _on_done(self, child: ChildProcess, a: Assigned, entry: list[Any]) -> None:
         _, status, result, error, preview, cpu, wall = entry[:7]
+        in_file = entry[7] if len(entry) > 7 and isinstance(entry[7], int) else None
         if a.kill_reason == "killed":
             status, result, error = "killed", None, "killed by its owner"
+        if in_file is not None and status != "completed":
+            self._drop_result_file(a)
+            in_file = None
         hold = report_hold(wall, bool(child.load or self.queue) and not self.closing)
-        self._report_done(a, status, result, preview, error, cpu, wall, hold)
+        self._report_done(a, status, result, preview, error, cpu, wall, hold, in_file)
+
+    def _drop_result_file(self, a: Assigned) -> None:
+        if self._local_home is not None:
+            try:
+                os.unlink(self._local_home / local_results.result_name(a.job_id, a.attempt))
+            except OSError:
+                pass
 
     def _report_done(self, a: Assigned, status: str, result: Any, preview: Any, error: Any,
-                     cpu: float, wall: float, hold: float = 0.0) -> None:
+                     cpu: float, wall: float, hold: float = 0.0, in_file: int | None = None) -> None:
+        """*in_file*: the child wrote the result (that many bytes) to the file the server expects."""
         now = self.reactor.seconds()
         self.jobs_done += 1
         started = a.started if a.started is not None else now - (wall or 0.0)
         if wall:
             started = now - wall
-        if isinstance(result, bytes) and len(result) > self.max_result:
+        size = in_file if in_file is not None else len(result) if isinstance(result, bytes) else 0
+        if size > self.max_result:
             # never send what the server must refuse (a report that size would not even arrive)
-            status, result, error = "failed", None, (f"result too large: {len(result)} bytes > limit "
+            status, result, error = "failed", None, (f"result too large: {size} bytes > limit "
                                                      f"{self.max_result}")
+            if in_file is not None:
+                self._drop_result_file(a)
+                in_file = None
         event = ["done", a.job_id, a.attempt, status, result, preview, error, started, now, cpu]
+        if in_file is not None:
+            event[4] = None
+            event.append({"file": local_results.result_name(a.job_id, a.attempt), "size": in_file})
+            self.report([event], hold)
+            return
         if (self.local_home is not None and status == "completed" and isinstance(result, bytes)
                 and len(result) > local_results.LARGE):
             try:  # the server reads it where it expects it; only the name crosses the network

@@ -173,3 +173,19 @@ def test_finished_jobs_nobody_holds_are_not_kept_by_the_client(cluster):
     gc.collect()
     assert len(states) == before + 1 and kept.id in states
     assert cluster.client.get_job(ids[3]).result == 9        # fetched again from the server
+
+
+def test_children_write_large_results_themselves(cluster, monkeypatch):
+    """On one machine a large result goes from the job's child straight to its file: the worker
+    monitor never handles the bytes (its own writer is broken here and must not be needed)."""
+    from dsage_core import local_results
+    from dsage_core.client.job import LocalResult
+
+    def broken(*a, **k):
+        raise AssertionError("the monitor wrote a result the child should have written")
+    monkeypatch.setattr(local_results, "write_result", broken)
+    j = cluster.client.eval("DSAGE_RESULT = bytes(range(256)) * 2048").wait(30)
+    assert j.status == "completed", j.error
+    assert isinstance(j._s.result_bytes, LocalResult)
+    assert j.result == bytes(range(256)) * 2048
+    assert (cluster.home / local_results.result_name(j.id, 1)).stat().st_size > local_results.LARGE
