@@ -107,9 +107,10 @@ def submit_demo(session: Any, win: Any) -> Any:
 
 def shutdown(reactor: Any, session: Any) -> None:
     """Window closed: stop workers and the embedded server, then the reactor (within seconds)."""
+    from dsage_core.cli import stop_reactor  # a SIGTERM may already have stopped it
     d = session.close()
     d.addTimeout(8, reactor)
-    d.addBoth(lambda _: reactor.stop())
+    d.addBoth(lambda _: stop_reactor(reactor))
 
 
 if __name__ == "__main__":
