@@ -209,3 +209,19 @@ def test_monitor_paces_a_child_per_function():
     assert c.allowance("fast") == 2           # the next is there when one ends
     c.avg_wall = 0.5
     assert c.allowance("fast") == 1
+
+
+def test_cpu_clock_is_read_only_after_longer_jobs(monkeypatch):
+    """Short jobs report their wall time as CPU (no system call); the next longer job's reading
+    subtracts them, so CPU time is neither lost nor counted twice."""
+    from types import SimpleNamespace
+    from dsage_core.worker import child as child_mod
+    reads = []
+    clock = iter([10.0, 10.5])
+    monkeypatch.setattr(child_mod, "_cpu", lambda: reads.append(1) or next(clock))
+    c = SimpleNamespace(_cpu_mark=9.0, _cpu_unread=0.0)
+    job_cpu = child_mod.Child._job_cpu
+    assert job_cpu(c, 0.0001) == 0.0001 and job_cpu(c, 0.0002) == 0.0002 and reads == []
+    assert abs(job_cpu(c, 0.9) - (1.0 - 0.0003)) < 1e-9 and len(reads) == 1
+    assert c._cpu_mark == 10.0 and c._cpu_unread == 0.0
+    assert job_cpu(c, 0.6) == 0.5 and len(reads) == 2
