@@ -12,9 +12,11 @@ sent without an answer are lost if the connection dies under them; every user of
 that (the server requeues what a lost worker held; a client re-reads the state of its jobs).
 
 One exception, for items nobody is waiting on at once: :meth:`add_many` with ``hold=seconds`` lets
-them wait up to that long for company (a worker holds the result of a 20 ms job up to 20 ms while its
-slots are still busy with queued work, so two or three results share one message). Held items go
-early whenever anything else is sent; a clock is needed only for holding.
+them wait up to that long for company (a worker holds the result of a 20 ms job up to 50 ms while its
+slots are still busy with queued work, so several results share one message). Held items go
+early whenever anything else is sent, or when more held items come in the last PIGGYBACK part of
+the hold (they go together, and the hold's timer does not wake the process again); a clock is
+needed only for holding.
 """
 from __future__ import annotations
 
@@ -27,6 +29,10 @@ from twisted.python.failure import Failure
 from dsage_core.protocol.pacing import AnswerPacer, EarliestTimer
 
 Send = Callable[[list[Any]], Deferred]
+
+
+#: held items that arrive in this last fraction of a running hold end it at once
+PIGGYBACK = 0.5
 
 
 class Batcher:
@@ -82,8 +88,10 @@ class Batcher:
         was_empty = not self._queue
         self._queue.extend(items)
         if hold > 0 and self._hold is not None and (holding or was_empty):
-            self._hold.within(hold)
-            return
+            # a hold about to end goes now, with these items: its timer would wake us once more
+            if not (holding and self._hold.due_within(hold * PIGGYBACK)):
+                self._hold.within(hold)
+                return
         self._cancel_hold()
         self._pump()
 

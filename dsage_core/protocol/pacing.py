@@ -60,6 +60,10 @@ class EarliestTimer:
         self._due = due
         self._call = self.clock.callLater(delay, self._fire)
 
+    def due_within(self, seconds: float) -> bool:
+        """True if *fn* is due within *seconds* from now."""
+        return self.active and self._due - self.clock.seconds() <= seconds
+
     def cancel(self) -> None:
         if self.active:
             self._call.cancel()

@@ -14,7 +14,7 @@ from zope.interface import implementer
 from dsage_core import __version__
 from dsage_core.model.job import TERMINAL
 from dsage_core.protocol import envelope
-from dsage_core.protocol.batcher import Batcher
+from dsage_core.protocol.batcher import PIGGYBACK, Batcher
 from dsage_core.protocol.pacing import AnswerPacer, EarliestTimer
 from dsage_core.protocol.errors import BadRequest, PermissionDenied
 from dsage_core.protocol.interfaces import RIClientSession, RILogin, RIWorkerSession
@@ -73,8 +73,8 @@ class KeyedPusher:
                     delay = min(delay, hold)
                 else:
                     urgent = True
-        if urgent:
-            self._pump()
+        if urgent or (hold > 0 and self._timer.due_within(delay * PIGGYBACK)):
+            self._pump()   # urgent, or a hold about to end: these go along, no timer wake-up
         else:
             self._timer.within(delay)
 

@@ -85,6 +85,20 @@ def test_held_items_wait_for_company_until_the_hold_ends():
     assert clock.getDelayedCalls() == []
 
 
+def test_held_items_in_the_last_half_of_a_hold_end_it_without_a_timer():
+    """Held items arriving late in a running hold go at once with the held ones: the hold's timer
+    would only have woken the process a few milliseconds later."""
+    from twisted.internet.task import Clock
+    clock, send = Clock(), FakeSend()
+    b = Batcher(send, clock=clock)
+    b.add_many([1], hold=0.01)
+    clock.advance(0.006)
+    assert send.calls == []
+    b.add_many([2], hold=0.01)          # 4 ms left of 10: under half
+    assert [c[0] for c in send.calls] == [[1, 2]]
+    assert clock.getDelayedCalls() == []
+
+
 def test_urgent_item_takes_held_ones_along_at_once():
     """Anything added without a hold ends the hold: nothing urgent waits behind held items."""
     from twisted.internet.task import Clock

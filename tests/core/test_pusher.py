@@ -46,10 +46,20 @@ def test_held_results_share_one_call_and_never_wait_longer_than_the_hold():
     clock, ref = Clock(), FakeRef()
     p = KeyedPusher(ref, clock)
     p.push_jobs([job(1, "completed")], hold=0.01)
-    clock.advance(0.006)
+    clock.advance(0.004)
     p.push_jobs([job(2, "completed")], hold=0.01)
     assert ref.calls == []
-    clock.advance(0.004)
+    clock.advance(0.006)
+    assert [c[0] for c in ref.calls] == [[1, 2]]
+    assert clock.getDelayedCalls() == []
+
+
+def test_results_late_in_a_hold_go_at_once_with_the_held_ones():
+    clock, ref = Clock(), FakeRef()
+    p = KeyedPusher(ref, clock)
+    p.push_jobs([job(1, "completed")], hold=0.01)
+    clock.advance(0.006)
+    p.push_jobs([job(2, "completed")], hold=0.01)   # 4 ms left of 10: no timer wake-up for them
     assert [c[0] for c in ref.calls] == [[1, 2]]
     assert clock.getDelayedCalls() == []
 
