@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sys
 from pathlib import Path
 from typing import IO
 
@@ -20,7 +21,10 @@ MAX_SOCKET_PATH = 100
 
 
 def socket_path(home: Path) -> Path | None:
-    """Where the server of *home* listens for local peers, or None if the path is too long."""
+    """Where the server of *home* listens for local peers, or None: the path is too long, or the
+    platform cannot tell the server who the peer is (``SO_PEERCRED`` is Linux's)."""
+    if not sys.platform.startswith("linux"):
+        return None
     p = Path(home) / SOCKET_NAME
     return p if len(os.fsencode(str(p))) <= MAX_SOCKET_PATH else None
 

@@ -22,6 +22,11 @@ from dsage_core.protocol.tubs import tub_id_of
 
 log = Logger(namespace="dsage.connect")
 
+#: local connections in a row that the socket accepted but that reached no session, before a peer
+#: falls back to Foolscap (it tries the socket again after its next Foolscap session ends). Connects
+#: the socket refuses (a server still starting, or restarting) do not count.
+MAX_LOCAL_FAILURES = 8
+
 
 def read_furl(server: str | Path) -> str:
     """A furl, or the content of a furl file."""
@@ -64,6 +69,7 @@ class ServerConnection:
         self._local: Any = None          # the LocalBroker of the current local connection
         self._local_retry: Any = None
         self._local_delay = 0.05
+        self._local_failures = 0   # local attempts in a row that did not reach a session
 
     @property
     def tub(self) -> Any:
@@ -115,12 +121,15 @@ class ServerConnection:
             return self._got_login(login)
 
         def failed(f: Any) -> None:
-            if self._local is not None and self._local.transport is not None:
+            reached = self._local is not None   # the socket answered, yet no session came of it
+            if reached and self._local.transport is not None:
                 self._local.transport.loseConnection()
             self._local = None
             if self._stopped:
                 return
-            if self._local_expected():
+            if reached:
+                self._local_failures += 1   # a refused connect (a server still starting) is no failure
+            if self._local_expected() and self._local_failures < MAX_LOCAL_FAILURES:
                 self._retry_local()   # the server is (re)starting: it opens (or replaces) the socket
             else:
                 self._start_foolscap()
@@ -183,7 +192,8 @@ class ServerConnection:
 
     @inlineCallbacks
     def _got_login(self, login: Any) -> Any:
-        if self.transport == "foolscap" and self._local_expected():
+        if (self.transport == "foolscap" and self._local_failures < MAX_LOCAL_FAILURES
+                and self._local_expected()):
             # the server (re)started with its socket since we fell back: move over to it
             self._rc.stopConnecting()
             self._rc = None
@@ -211,6 +221,7 @@ class ServerConnection:
             return
         self.session = session
         self.connected = True
+        self._local_failures = 0
         try:
             yield self.on_session(session)
         except Exception as e:
@@ -225,7 +236,12 @@ class ServerConnection:
             self.on_lost()
         if self.transport == "local":
             self._local = None
-            self._retry_local()
+            if not was:
+                self._local_failures += 1   # dropped before a session: e.g. refused by the server
+            if self._local_failures < MAX_LOCAL_FAILURES:
+                self._retry_local()
+            else:
+                self._start_foolscap()
 
 
 def redeem_invite(tub: Any, furl: str, invite: str, pubkey: str) -> Deferred:

@@ -141,19 +141,21 @@ def test_unreachable_server_fails_fast(tmp_path):
 
 
 def test_start_all_quick_start(tmp_path):
-    """The README quick start: start_all, D('2+2'), eval_file, shutdown stops the processes."""
+    """The README quick start: start_all, D('2+2'), eval_file, shutdown stops the processes. The
+    client and the worker start before the server listens, and still use its local socket."""
     code = (
         "import dsage_core as dsage, sys\n"
         f"D = dsage.start_all(workers=2, home={str(tmp_path / 'qs')!r})\n"
         "j = D('2+2'); j.wait(); print(repr(j))\n"
         f"open({str(tmp_path / 'job.py')!r}, 'w').write('DSAGE_RESULT = sorted(set(range(10**6)))[-1]')\n"
         f"print(D.eval_file({str(tmp_path / 'job.py')!r}).wait().result)\n"
+        "print(D.aclient.conn.transport, [w['address'].split(':')[0] for w in D.workers()])\n"
         "procs = D.cluster.procs\n"
         "D.shutdown()\n"
         "print(all(p.poll() is not None for p in procs))\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=90)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.split() == ["4", "999999", "True"]
+    assert p.stdout.split() == ["4", "999999", "local", "['local']", "True"]
 
 
 def test_user_commands_take_effect_without_restart(running, tmp_path):

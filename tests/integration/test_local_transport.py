@@ -100,6 +100,19 @@ def test_a_peer_of_another_user_is_refused(cluster, monkeypatch):
         rt.blocking(login.callRemote, "get_version", timeout=10)
 
 
+def test_a_peer_the_socket_keeps_refusing_falls_back_to_foolscap(cluster, monkeypatch):
+    """If the socket never yields a session (here: the server refuses every local peer), a client
+    gives up on it after a few tries and logs in over Foolscap instead of retrying forever."""
+    from dsage_core.client.api import connect
+    monkeypatch.setattr(localwire.os, "getuid", lambda: os.geteuid() + 12345)
+    d = connect(cluster.furl, home=cluster.home, timeout=20)
+    try:
+        assert d.aclient.conn.transport == "foolscap"
+        assert d("1+2").wait(30).result == 3
+    finally:
+        d.shutdown()
+
+
 def test_peers_reconnect_over_the_socket_after_a_server_restart(cluster):
     """The server stops (socket removed) and starts again on the same home: peers come back locally."""
     from dsage_core.server.service import ServerConfig, create_server
