@@ -30,9 +30,10 @@ ALL_STATES: tuple[str, ...] = tuple(s.value for s in JobState)
 KINDS: frozenset[str] = frozenset({"expr", "exec", "func"})
 
 
-@dataclass
+@dataclass(slots=True)
 class JobInfo:
-    """What a client knows about one job (no result bytes; see ``Job`` for those)."""
+    """What a client knows about one job (no result bytes; see ``Job`` for those). Slotted: the
+    desktop app holds 100,000 of them, and full garbage collections walk every object."""
 
     id: int
     name: str = ""

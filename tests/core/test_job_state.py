@@ -61,3 +61,20 @@ def test_state_table_keeps_unfinished_jobs_and_finished_ones_only_while_used():
     assert 1 in t and t[1].status == "queued" and t.unfinished() == [1]
     assert t[2] is kept and 3 not in t and t.get(3) is None
     assert sorted(t) == [1, 2] and len(t) == 2
+
+
+def test_subscribers_get_a_big_push_in_slices_one_turn_apart(tmp_path):
+    """A push of many updates reaches subscribers (the desktop app) in slices, so a shared GUI
+    loop is never blocked by one push; every update arrives, in order."""
+    from twisted.internet.task import Clock
+    from dsage_core.client.core import EMIT_SLICE, AsyncClient
+    clock = Clock()
+    c = AsyncClient(clock, tmp_path, "pb://x@tcp:127.0.0.1:1/login", None)
+    seen = []
+    c.subscribe(lambda kind, infos: kind == "jobs" and seen.append([i.id for i in infos]))
+    n = 2 * EMIT_SLICE + 10
+    c._on_updates([update(i, "completed") for i in range(n)])
+    assert seen == [list(range(EMIT_SLICE))]
+    clock.advance(0)
+    assert [len(s) for s in seen] == [EMIT_SLICE, EMIT_SLICE, 10]
+    assert [i for s in seen for i in s] == list(range(n))
