@@ -41,10 +41,22 @@ def take(home: Path, local_socket: bool) -> IO[bytes] | None:
     except OSError:
         f.close()
         return None
-    f.truncate(0)
-    f.write(note(os.getpid(), local_socket))
-    f.flush()
+    rewrite(f, local_socket)
     return f
+
+
+def held(home: Path) -> bool:
+    """True if some process holds the lock of *home* (a server runs, or is starting, there)."""
+    lock = Path(home) / LOCK_NAME
+    if not lock.exists():
+        return False
+    with open(lock, "ab") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
 
 
 def rewrite(f: IO[bytes], local_socket: bool) -> None:

@@ -18,12 +18,12 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from dsage_core import local_results
+from dsage_core import local_results, server_lock
 from dsage_core.client.job import JobState, LocalResult
 from dsage_core.client.payload import Options, Submission, code_job, file_job
 from dsage_core.client.states import StateTable
 from dsage_core.model.job import JobInfo
-from dsage_core.protocol import envelope, localwire, tubs
+from dsage_core.protocol import envelope, tubs
 from dsage_core.protocol.batcher import Batcher
 from dsage_core.protocol.connect import ServerConnection
 from dsage_core.protocol.errors import (BadRequest, DsageError, LoginFailed, NotFound, PermissionDenied,
@@ -118,15 +118,13 @@ class AsyncClient:
         self.conn: ServerConnection | None = None
         self.tub: Any = None
         self.local_home: Any = None   #: our home is the server's (dsage_core.local_results)
-        self.local_transport = True   #: use the server's UNIX socket when it shares our home
 
     # ------------------------------------------------------------------ connection
     def start(self) -> None:
         self.conn = ServerConnection(self._make_tub, self.furl, "client", key_path=self.key_path,
                                      on_session=self._got_session, on_lost=self._lost,
                                      on_error=self._login_error,
-                                     local_socket=localwire.socket_path(self.home)
-                                     if self.local_transport else None)
+                                     local_socket=server_lock.socket_path(self.home))
         self.conn.start()
 
     def _make_tub(self) -> Any:

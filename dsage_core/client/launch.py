@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import atexit
-import fcntl
 import os
 import signal
 import subprocess
@@ -24,20 +23,6 @@ def _die_with_parent() -> None:  # runs in the child before exec
     os.setpgrp()  # a Ctrl+C at the prompt should not hit the server
 
 
-def server_running(home: Path) -> bool:
-    """True if some process holds this home's server lock."""
-    lock = home / "server.lock"
-    if not lock.exists():
-        return False
-    with open(lock, "ab") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        fcntl.flock(f, fcntl.LOCK_UN)
-    return False
-
-
 class LocalCluster:
     """The processes ``start_all`` started; ``stop()`` ends them (also at interpreter exit)."""
 
@@ -53,7 +38,7 @@ class LocalCluster:
         from dsage_core.setup import ensure_setup, server_id
         h = homes.resolve_home(home)
         ensure_setup(h)
-        if server_running(h):
+        if server_lock.held(h):
             raise ServerUnavailable(f"a dsage server already runs on {h}; use dsage.connect() to use it")
         port = pick_port(h, 0)
         furl = f"pb://{server_id(h)}@tcp:127.0.0.1:{port}/login"

@@ -26,6 +26,8 @@ log = Logger(namespace="dsage.connect")
 #: falls back to Foolscap (it tries the socket again after its next Foolscap session ends). Connects
 #: the socket refuses (a server still starting, or restarting) do not count.
 MAX_LOCAL_FAILURES = 8
+#: first delay between local reconnect attempts when no live server announces the socket
+LOCAL_RETRY_START = 0.05
 
 
 def read_furl(server: str | Path) -> str:
@@ -68,7 +70,7 @@ class ServerConnection:
         self._stopped = False
         self._local: Any = None          # the LocalBroker of the current local connection
         self._local_retry: Any = None
-        self._local_delay = 0.05
+        self._local_delay = LOCAL_RETRY_START
         self._local_failures = 0   # local attempts in a row that did not reach a session
 
     @property
@@ -116,7 +118,7 @@ class ServerConnection:
                 self.local_socket = None
                 self._start_foolscap()
                 return None
-            self._local_delay = 0.05
+            self._local_delay = LOCAL_RETRY_START
             self.transport = "local"
             return self._got_login(login)
 

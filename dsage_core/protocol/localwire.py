@@ -43,9 +43,6 @@ from zope.interface import implementer
 from dsage_core.protocol.eagerwrite import write_now
 from dsage_core.server_lock import SOCKET_NAME, socket_path
 
-__all__ = ["SOCKET_NAME", "socket_path", "LocalBroker", "LocalReference", "connect", "listen",
-           "remove_stale", "MAX_FRAME"]
-
 log = Logger(namespace="dsage.localwire")
 
 #: one frame at most: the largest batch Foolscap would accept (256 MiB) plus room for the envelope

@@ -272,7 +272,7 @@ class Child:
         now = _cpu()
         cpu = max(0.0, now - self._cpu_mark - self._cpu_unread)
         self._cpu_mark, self._cpu_unread = now, 0.0
-        return min(cpu, now)
+        return cpu
 
     def _execute(self, p: dict[str, Any], blob_id: str | None, blob: bytes | None, scratch: Path) -> Any:
         kind = p.get("k")

@@ -152,7 +152,7 @@ class ChildProcess(protocol.ProcessProtocol):
             if a.blob_id and a.blob_id not in self.blobs_sent:
                 blob = blobs.get(a.blob_id)
                 self.blobs_sent.add(a.blob_id)
-            rfile = (str(self.result_home / local_results.result_name(a.job_id, a.attempt))
+            rfile = (f"{self.result_home}/{local_results.result_name(a.job_id, a.attempt)}"
                      if self.result_home is not None else None)
             entries.append([a.job_id, a.payload, a.blob_id, blob, a.limits or {}, rfile])
             self.inflight.append(a)

@@ -20,8 +20,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from dsage_core import __version__, local_results
-from dsage_core.protocol import envelope, localwire, tubs
+from dsage_core import __version__, local_results, server_lock
+from dsage_core.protocol import envelope, tubs
 from dsage_core.protocol.batcher import Batcher
 from dsage_core.protocol.connect import ServerConnection
 from dsage_core.protocol.interfaces import RIWorkerRunner
@@ -43,7 +43,6 @@ class WorkerConfig:
     cpu_limit: float | None = None   #: CPU seconds per job
     nice: int = 10
     max_delay: float = 5.0           #: reconnect backoff cap
-    local_transport: bool = True     #: use the server's UNIX socket when it shares our home
 
 
 @implementer(RIWorkerRunner)
@@ -122,8 +121,7 @@ class WorkerService:
                                      anonymous=self.config.anonymous, on_session=self._got_session,
                                      on_lost=self._lost, on_error=self._failed,
                                      max_delay=self.config.max_delay,
-                                     local_socket=localwire.socket_path(self.config.home)
-                                     if self.config.local_transport else None)
+                                     local_socket=server_lock.socket_path(self.config.home))
         self.conn.start()
 
     def _make_tub(self) -> Any:

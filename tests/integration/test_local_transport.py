@@ -7,6 +7,7 @@ import pytest
 from foolscap.api import DeadReferenceError
 
 from dsage_core.client import reactor_thread as rt
+from dsage_core import server_lock
 from dsage_core.protocol import localwire
 from dsage_core.protocol.errors import BadRequest, DsageError
 from tests.integration.cluster import start_cluster
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def _login_ref(home):
-    return rt.blocking(localwire.connect, rt.get_reactor(), home / localwire.SOCKET_NAME, timeout=10)
+    return rt.blocking(localwire.connect, rt.get_reactor(), home / server_lock.SOCKET_NAME, timeout=10)
 
 
 def _call(ref, *args):
@@ -28,7 +29,7 @@ def test_peers_of_the_home_use_the_socket(cluster):
     assert cluster.client.aclient.conn.transport == "local"
     assert cluster.workers[0].conn.transport == "local"
     assert cluster.client.aclient.tub is None and cluster.workers[0].tub is None   # no certificate made
-    sock = cluster.home / localwire.SOCKET_NAME
+    sock = cluster.home / server_lock.SOCKET_NAME
     assert stat.S_IMODE(sock.stat().st_mode) == 0o600
     assert cluster.client("2+2").wait(30).result == 4
     assert cluster.client.workers()[0]["address"] == f"local:{os.getpid()}"
@@ -37,7 +38,7 @@ def test_peers_of_the_home_use_the_socket(cluster):
 def test_without_the_socket_peers_use_foolscap(tmp_path):
     c = start_cluster(tmp_path / "home", local_socket=False)
     try:
-        assert not (tmp_path / "home" / localwire.SOCKET_NAME).exists()
+        assert not (tmp_path / "home" / server_lock.SOCKET_NAME).exists()
         assert c.client.aclient.conn.transport == "foolscap"
         assert c.workers[0].conn.transport == "foolscap" and c.workers[0].tub is not None
         assert c.client("6*7").wait(30).result == 42
@@ -118,7 +119,7 @@ def test_peers_reconnect_over_the_socket_after_a_server_restart(cluster):
     from dsage_core.server.service import ServerConfig, create_server
     client = cluster.client.aclient
     rt.blocking(cluster.server.stop, timeout=30)
-    assert not (cluster.home / localwire.SOCKET_NAME).exists()
+    assert not (cluster.home / server_lock.SOCKET_NAME).exists()
     svc = create_server(ServerConfig(home=cluster.home), rt.get_reactor())
     rt.blocking(svc.start, timeout=30)
     cluster.server = svc
@@ -131,11 +132,10 @@ def test_peers_reconnect_over_the_socket_after_a_server_restart(cluster):
 
 def test_a_home_too_long_for_a_socket_name_uses_foolscap(tmp_path):
     """A UNIX socket name holds ~100 bytes: a deeper home has no socket, says so, and works."""
-    from dsage_core import server_lock
     home = tmp_path / ("d" * 60) / ("e" * 40) / "home"
     c = start_cluster(home)
     try:
-        assert server_lock.socket_path(home) is None and not (home / localwire.SOCKET_NAME).exists()
+        assert server_lock.socket_path(home) is None and not (home / server_lock.SOCKET_NAME).exists()
         assert server_lock.announced(home) == "tcp"
         assert c.client.aclient.conn.transport == "foolscap"
         assert c.client("5-3").wait(30).result == 2
