@@ -41,6 +41,8 @@ def _run_reactor(start: Any, stop: Any) -> int:
     sys.setswitchinterval(0.0005)
     from twisted.internet import reactor
     from twisted.internet.defer import maybeDeferred
+    from dsage_core.protocol.pacing import sleep_past_dead_timers
+    sleep_past_dead_timers(reactor)
     status = {"code": 0}
 
     def begin() -> None:

@@ -24,6 +24,8 @@ def ensure_running() -> Any:
     with _lock:
         if reactor.running or (_thread is not None and _thread.is_alive()):
             return reactor
+        from dsage_core.protocol.pacing import sleep_past_dead_timers
+        sleep_past_dead_timers(reactor)
         started = threading.Event()
         reactor.callWhenRunning(started.set)
         _thread = threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False},

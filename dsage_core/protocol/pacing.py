@@ -1,9 +1,47 @@
-"""Two small timing helpers shared by the senders (:class:`~dsage_core.protocol.batcher.Batcher`
-and the server's ``KeyedPusher``): when a message may go without an answer, and a timer that only
-ever moves earlier."""
+"""Timing helpers shared by the senders (:class:`~dsage_core.protocol.batcher.Batcher` and the
+server's ``KeyedPusher``): when a message may go without an answer, a timer that only ever moves
+earlier, and a reactor that sleeps until its next *live* timer."""
 from __future__ import annotations
 
+from heapq import heappop, heappush
 from typing import Any, Callable
+
+
+def sleep_past_dead_timers(reactor: Any) -> None:
+    """Let *reactor* sleep until its next live timer, not until a cancelled or postponed one.
+
+    Twisted drops a cancelled DelayedCall (and re-files a postponed one) only when its old time
+    comes, and sizes its sleep from the head of its heap: every cancelled hold cost a wake-up for
+    nothing, and on 2 cores every wake-up preempts a busy child. This wraps ``reactor.timeout`` to
+    do that tidying first, exactly as ``runUntilCurrent`` would at the old time. Reactors without
+    Twisted's own timer heap (Clock, asyncio's, which already skips cancelled handles) are left as
+    they are; installing twice is harmless.
+    """
+    if getattr(reactor, "_dsage_live_timers", False):
+        return
+    heap = getattr(reactor, "_pendingTimedCalls", None)
+    insert = getattr(reactor, "_insertNewDelayedCalls", None)
+    original = getattr(reactor, "timeout", None)
+    if not isinstance(heap, list) or insert is None or original is None:
+        return
+
+    def timeout() -> float | None:
+        insert()
+        heap = reactor._pendingTimedCalls
+        while heap:
+            call = heap[0]
+            if call.cancelled:
+                heappop(heap)
+                reactor._cancellations -= 1
+            elif call.delayed_time > 0:
+                heappop(heap)
+                call.activate_delay()
+                heappush(heap, call)
+            else:
+                break
+        return original()
+    reactor.timeout = timeout
+    reactor._dsage_live_timers = True
 
 
 class AnswerPacer:
