@@ -12,7 +12,7 @@ sent without an answer are lost if the connection dies under them; every user of
 that (the server requeues what a lost worker held; a client re-reads the state of its jobs).
 
 One exception, for items nobody is waiting on at once: :meth:`add_many` with ``hold=seconds`` lets
-them wait up to that long for company (a worker holds the result of a 20 ms job up to 50 ms while its
+them wait up to that long for company (a worker holds the result of a 20 ms job up to 100 ms while its
 slots are still busy with queued work, so several results share one message). Held items go
 early whenever anything else is sent, or when more held items come in the last PIGGYBACK part of
 the hold (they go together, and the hold's timer does not wake the process again); a clock is

@@ -718,8 +718,8 @@ class JobServer:
 #: more jobs queued or running (a batch's throughput is unchanged; each result of it arrives at
 #: most that much later). The same figures as the worker's report hold (worker/pool.py).
 PUSH_HOLD_MIN = 0.002
-PUSH_HOLD_FRACTION = 2.5
-PUSH_HOLD_MAX = 0.05
+PUSH_HOLD_FRACTION = 5.0
+PUSH_HOLD_MAX = 0.1
 
 
 def push_hold(ran: float | None) -> float:

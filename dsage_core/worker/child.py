@@ -249,12 +249,14 @@ class Child:
             progress_mod._flush_and_clear()
             self.capture.end()
         wall = time.perf_counter() - t0
-        entry = [job_id, status, result, error, preview, self._job_cpu(wall), wall]
+        # the end time lets a monitor that reads this later start the next job's timeout clock
+        # (and date the job) when it really started
+        entry = [job_id, status, result, error, preview, self._job_cpu(wall), wall, None, time.time()]
         if result_path and result is not None and len(result) > local_results.LARGE:
             try:  # the server reads it there: the bytes never cross the pipe
                 local_results.write_result_at(Path(result_path), result)
                 entry[2] = None
-                entry.append(len(result))
+                entry[7] = len(result)
             except OSError:
                 pass  # the bytes go to the monitor as usual
         with self.done_lock:

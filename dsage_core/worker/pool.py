@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from dsage_core import local_results
 from dsage_core.memory import tuned_env
 from dsage_core.worker.reaping import ensure_reaper
-from dsage_core.worker.children import Assigned, ChildEvents, ChildProcess, describe_exit
+from dsage_core.worker.children import Assigned, ChildEvents, ChildProcess, describe_exit, done_time
 
 log = Logger(namespace="dsage.worker.pool")
 
@@ -30,11 +30,13 @@ Report = Callable[..., None]   #: report(events, hold=0.0): see Batcher.add_many
 #: A result of a job that ran a while may wait for company, at most this multiple of the job's
 #: wall time and never more than HOLD_MAX seconds, but only while its slot still has work: then
 #: nobody needs the message to start anything, and several results share one. On this 2-core VM
-#: every message wakes a process that preempts a busy child (~0.1 ms each): W3 rose by about one
-#: point from 1× / 20 ms to 2.5× / 50 ms. A batch's throughput is unchanged.
-HOLD_FRACTION = 2.5
+#: every message wakes a process that preempts a busy child (~0.1 ms each, more on cold caches):
+#: W3 rose by about one point from 1× / 20 ms to 2.5× / 50 ms, and by about another half point at
+#: 5× / 100 ms once children were read lazily. A batch's throughput is unchanged; each of its
+#: results is seen at most that much later.
+HOLD_FRACTION = 5.0
 HOLD_MIN_WALL = 0.002
-HOLD_MAX = 0.05
+HOLD_MAX = 0.1
 
 
 def report_hold(wall: float | None, slot_has_work: bool) -> float:
@@ -77,6 +79,9 @@ class ChildPool:
         self.cpu_fraction = 1.0
         self._duty: Any = None
         self._local_home: Path | None = None
+        self._gathering = False   #: reading every lazily-read child: refill once, after all of them
+        self._lazy_call: Any = None
+        self.lazy_reads = 0       #: timer wake-ups that read lazily-read children
         self.max_result = 64 * 1024 * 1024    #: the server's limit (from its register answer)
         ensure_reaper(reactor)
         self.set_slots(slots)
@@ -185,6 +190,7 @@ class ChildPool:
         elif not self.paused:
             for c in self.children:
                 c.pause(False)
+        self._plan_reads()  # a duty-cycled child's pace is no guide to when to read it
 
     def _duty_phase(self, running: bool, period: float) -> None:
         if self.cpu_fraction >= 1.0 or self.closing:
@@ -201,21 +207,87 @@ class ChildPool:
             a = self.queue.popleft()
             self.report([["back", a.job_id, a.attempt, False, reason]])
 
-    def _pump(self) -> None:
-        if self.paused or self.closing:
+    def _pump(self, gathered: bool = False) -> None:
+        if self._gathering:
             return
-        for child in sorted(self.children, key=lambda c: c.load):
-            if not self.queue:
-                break
-            key = self.queue[0].blob_id  # the child's pace was measured per function
-            room = min(child.wants_more(key), 64)
-            if room <= 0:
-                continue
-            batch = []
-            while self.queue and len(batch) < room and self.queue[0].blob_id == key:
-                batch.append(self.queue.popleft())
-            child.send(batch, self.blobs)
+        if not (self.paused or self.closing):
+            if self.queue and not gathered and any(c.lazy for c in self.children):
+                self._gather()  # fresh loads before dealing: a stale one would unbalance the tail
+            self._fill()
+        self._plan_reads()
         self._check_idle()
+
+    def _fill(self) -> None:
+        """Top children up from the queue, by function (each child's pace is per function). When
+        the queue cannot fill every child, jobs go one by one to the least loaded one, so a
+        batch's last jobs spread evenly and its children finish together."""
+        while self.queue:
+            key = self.queue[0].blob_id
+            rooms = {}
+            for c in self.children:
+                room = min(c.wants_more(key), 64)
+                if room > 0:
+                    rooms[c] = room
+            if not rooms:
+                return
+            batches: dict[ChildProcess, list[Assigned]] = {c: [] for c in rooms}
+            if len(self.queue) >= sum(rooms.values()):
+                for c, room in rooms.items():
+                    while len(batches[c]) < room and self.queue[0].blob_id == key:
+                        batches[c].append(self.queue.popleft())
+            else:
+                while self.queue and rooms and self.queue[0].blob_id == key:
+                    c = min(rooms, key=lambda c: c.load + len(batches[c]))
+                    batches[c].append(self.queue.popleft())
+                    rooms[c] -= 1
+                    if not rooms[c]:
+                        del rooms[c]
+            for c, batch in batches.items():
+                if batch:
+                    c.send(batch, self.blobs)
+
+    # ---------------------------------------------------------------- lazy reading (children.py)
+    def _gather(self) -> None:
+        """Handle what every lazily-read child has written; pumps wait until all are read."""
+        self._gathering = True
+        try:
+            for c in list(self.children):
+                if c.lazy:
+                    c.catch_up()
+        finally:
+            self._gathering = False
+
+    def _plan_reads(self) -> None:
+        """Read each child's pipe at once or lazily, and set the one timer for the lazy ones."""
+        wake = None
+        if not (self.paused or self.closing or self.cpu_fraction < 1.0):
+            now = self.reactor.seconds()
+            for c in self.children:
+                t = c.lazy_until(now)
+                if t is None:
+                    c.read_eagerly()
+                else:
+                    c.read_lazily()
+                    wake = t if wake is None or t < wake else wake
+        else:
+            for c in self.children:
+                c.read_eagerly()
+        call = self._lazy_call
+        if wake is None:
+            if call is not None and call.active():
+                call.cancel()
+            self._lazy_call = None
+        elif call is not None and call.active():
+            if abs(call.getTime() - wake) > 0.0005:
+                call.reset(max(0.0, wake - self.reactor.seconds()))
+        else:
+            self._lazy_call = self.reactor.callLater(max(0.0, wake - self.reactor.seconds()), self._lazy_wake)
+
+    def _lazy_wake(self) -> None:
+        self._lazy_call = None
+        self.lazy_reads += 1
+        self._gather()
+        self._pump(gathered=True)
 
     # ---------------------------------------------------------------- events from children
     def _on_done(self, child: ChildProcess, a: Assigned, entry: list[Any]) -> None:
@@ -227,7 +299,7 @@ class ChildPool:
             self._drop_result_file(a)
             in_file = None
         hold = report_hold(wall, bool(child.load or self.queue) and not self.closing)
-        self._report_done(a, status, result, preview, error, cpu, wall, hold, in_file)
+        self._report_done(a, status, result, preview, error, cpu, wall, hold, in_file, done_time(entry))
 
     def _drop_result_file(self, a: Assigned) -> None:
         if self._local_home is not None:
@@ -237,9 +309,13 @@ class ChildPool:
                 pass
 
     def _report_done(self, a: Assigned, status: str, result: Any, preview: Any, error: Any,
-                     cpu: float, wall: float, hold: float = 0.0, in_file: int | None = None) -> None:
-        """*in_file*: the child wrote the result (that many bytes) to the file the server expects."""
+                     cpu: float, wall: float, hold: float = 0.0, in_file: int | None = None,
+                     ended: float | None = None) -> None:
+        """*in_file*: the child wrote the result (that many bytes) to the file the server expects;
+        *ended*: when the child says the job ended (it may have been read a little later)."""
         now = self.reactor.seconds()
+        if ended is not None and now - 3600 < ended <= now:
+            now = ended
         self.jobs_done += 1
         started = a.started if a.started is not None else now - (wall or 0.0)
         if wall:
@@ -352,6 +428,7 @@ class ChildPool:
         self.closing = True
         if self._duty is not None and self._duty.active():
             self._duty.cancel()
+        self._plan_reads()  # every pipe read at once from now on
         self.hand_back_queued("worker shutting down")
         ds = []
         for c in list(self.children):

@@ -123,12 +123,12 @@ def test_hold_ignored_when_other_items_already_wait():
 
 
 def test_report_hold_policy():
-    """A result waits only if its job ran a while and its slot still has work; never over 20 ms."""
+    """A result waits only if its job ran a while and its slot still has work; never over 100 ms."""
     from dsage_core.worker.pool import report_hold
     assert report_hold(0.0005, True) == 0.0        # short job: its result is on someone's wait
     assert report_hold(0.02, False) == 0.0         # the slot is idle: the server must hear now
-    assert report_hold(0.01, True) == pytest.approx(0.025)   # 2.5 × its run time
-    assert report_hold(5.0, True) == 0.05                    # never more than 50 ms
+    assert report_hold(0.01, True) == pytest.approx(0.05)    # 5 × its run time
+    assert report_hold(5.0, True) == 0.1                     # never more than 100 ms
 
 
 def test_idle_batch_goes_without_answer_then_answers_pace_the_rest():
@@ -161,3 +161,25 @@ def test_a_slow_stream_is_still_paced_by_answers():
     assert len(only) == 8 and [c[0] for c in send.calls] == [[8]] and b.pending == 1
     send.calls[0][1].callback(None)
     assert only[-1] == [9]                 # answered: unanswered sends allowed again
+
+
+def test_reactor_sleeps_past_cancelled_and_postponed_timers():
+    """Twisted sizes its sleep from the head of its timer heap, cancelled or postponed calls
+    included; sleep_past_dead_timers makes it sleep until the next live one."""
+    from twisted.internet.selectreactor import SelectReactor
+    from dsage_core.protocol.pacing import sleep_past_dead_timers
+    r = SelectReactor()
+    try:
+        cancelled = r.callLater(1, lambda: None)
+        postponed = r.callLater(2, lambda: None)
+        r.callLater(30, lambda: None)
+        assert r.timeout() <= 1.0            # all three are in the heap now
+        cancelled.cancel()
+        postponed.reset(20)
+        assert r.timeout() <= 1.0            # Twisted alone would wake at the cancelled call
+        sleep_past_dead_timers(r)
+        sleep_past_dead_timers(r)            # installing twice is harmless
+        assert 19 < r.timeout() <= 20        # the postponed call is the next live one
+        assert postponed.active() and not cancelled.active()
+    finally:
+        r.waker.connectionLost(None)

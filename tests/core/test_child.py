@@ -206,7 +206,9 @@ def test_monitor_paces_a_child_per_function():
     assert c.allowance("fast") == 128
     assert c.allowance("other") == 1          # unknown duration: one at a time
     c.avg_wall = 0.02
-    assert c.allowance("fast") == 2           # the next is there when one ends
+    assert c.allowance("fast") == 4           # the next is there when one ends, + a lazy batch of 2
+    c.avg_wall = 0.08
+    assert c.allowance("fast") == 3
     c.avg_wall = 0.5
     assert c.allowance("fast") == 1
 
@@ -225,3 +227,37 @@ def test_cpu_clock_is_read_only_after_longer_jobs(monkeypatch):
     assert abs(job_cpu(c, 0.9) - (1.0 - 0.0003)) < 1e-9 and len(reads) == 1
     assert c._cpu_mark == 10.0 and c._cpu_unread == 0.0
     assert job_cpu(c, 0.6) == 0.5 and len(reads) == 2
+
+
+def test_when_a_child_is_read_lazily():
+    """A child is read lazily only with >= 3 jobs of its measured function and no kill pending;
+    the read comes half-way through its second-to-last job, or when a queued job could time out."""
+    from dsage_core.worker.children import LAZY_MIN_WALL, Assigned, ChildEvents, ChildProcess
+
+    class Pipe:
+        fd = 5
+    noop = lambda *a: None  # noqa: E731
+    c = ChildProcess(1, None, {}, ChildEvents(noop, noop, noop, noop, noop))
+    c.ready, c.messages = True, Pipe()
+    c.avg_wall, c.avg_key = 0.02, "f"
+
+    def hold(*timeouts):
+        c.inflight.clear()
+        c.inflight.extend(Assigned(i, 1, b"", "f", t, None) for i, t in enumerate(timeouts))
+        c.inflight[0].started = 100.0
+    hold(None, None)
+    assert c.lazy_until(100.0) is None                 # nothing behind the next job
+    hold(None, None, None, None)
+    assert c.lazy_until(100.0) == pytest.approx(100.05)  # 2.5 jobs of 20 ms
+    assert c.lazy_until(100.049) is None               # too close to be worth it
+    hold(None, None, 0.03, None)
+    assert c.lazy_until(100.0) == pytest.approx(100.03)  # job 2 cannot start before 100.0
+    hold(None, None, None, None)
+    c.inflight[2].kill_reason = "killed"
+    assert c.lazy_until(100.0) is None
+    hold(None, None, None, None)
+    c.inflight[3].blob_id = "g"                        # its pace is unknown
+    assert c.lazy_until(100.0) is None
+    c.avg_wall = LAZY_MIN_WALL / 2                     # short jobs: the child coalesces dones
+    hold(None, None, None, None)
+    assert c.lazy_until(100.0) is None

@@ -94,7 +94,7 @@ def test_an_urgent_result_takes_held_ones_along():
 
 def test_push_hold_policy():
     assert push_hold(None) == 0.0 and push_hold(0.001) == 0.0
-    assert push_hold(0.01) == pytest.approx(0.025) and push_hold(3.0) == 0.05
+    assert push_hold(0.01) == pytest.approx(0.05) and push_hold(3.0) == 0.1
 
 
 def test_a_slow_client_is_probed_every_eight_pushes():
