@@ -43,10 +43,11 @@ class KeyedPusher:
     """Coalescing push of job updates to one client: one call in flight, latest state wins.
 
     A job that finished goes out at once (it is on every wait's latency path), unless the server
-    passes a *hold* (results of jobs that ran a while, in a batch still running: they wait a few ms
-    so several share a call). Updates that only say "running" or carry progress wait up to
-    ``lazy_delay``: a short job's running update is then replaced by its result, which halves the
-    calls per job when jobs take milliseconds.
+    passes a *hold* (results of jobs that ran a while, in a batch still running: they wait up to
+    the hold, which may be longer than ``lazy_delay``, so several share a call and the next
+    batch's commit usually takes them along). Updates that only say "running" or carry progress
+    wait up to ``lazy_delay``: a short job's running update is then replaced by its result, which
+    halves the calls per job when jobs take milliseconds.
     """
 
     def __init__(self, rref: Any, clock: Any = None, max_items: int = 2000, lazy_delay: float = 0.05,
@@ -65,14 +66,14 @@ class KeyedPusher:
 
     def push_jobs(self, jobs: list[Any], hold: float = 0.0) -> None:
         urgent = self.clock is None
-        delay = self.lazy_delay
+        delay = hold if hold > 0 else self.lazy_delay
         for j in jobs:
             self.pending[j.id] = j
             if j.status in TERMINAL:
-                if hold > 0:
-                    delay = min(delay, hold)
-                else:
+                if hold <= 0:
                     urgent = True
+            elif hold > 0:
+                delay = min(delay, self.lazy_delay)
         if urgent or (hold > 0 and self._timer.due_within(delay * PIGGYBACK)):
             self._pump()   # urgent, or a hold about to end: these go along, no timer wake-up
         else:

@@ -54,6 +54,21 @@ def test_held_results_share_one_call_and_never_wait_longer_than_the_hold():
     assert clock.getDelayedCalls() == []
 
 
+def test_a_hold_may_outlast_the_running_updates_delay_but_not_a_running_update():
+    """A held result waits its whole hold (longer than running updates' 50 ms), unless a running
+    update is pending: then both go when that one is due."""
+    clock, ref = Clock(), FakeRef()
+    p = KeyedPusher(ref, clock)
+    p.push_jobs([job(1, "completed")], hold=0.09)
+    clock.advance(0.06)
+    assert ref.calls == []
+    clock.advance(0.03)
+    assert [c[0] for c in ref.calls] == [[1]]
+    p.push_jobs([job(2, "completed"), job(3, "running")], hold=0.09)
+    clock.advance(0.05)
+    assert [c[0] for c in ref.calls][1:] == [[2, 3]]
+
+
 def test_results_late_in_a_hold_go_at_once_with_the_held_ones():
     clock, ref = Clock(), FakeRef()
     p = KeyedPusher(ref, clock)
