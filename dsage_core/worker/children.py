@@ -31,6 +31,8 @@ CHILD_ARGS = [sys.executable, "-m", "dsage_core.worker.child"]
 #: the monitor is awake anyway). On 2 cores every wake-up preempts a busy child and runs on cold
 #: caches; for 20 ms jobs this was the monitor's one wake per job.
 LAZY_MIN_WALL = 0.005   #: shorter jobs: read at once (the child coalesces their dones itself)
+LAZY_MAX_WALL = 0.1     #: longer jobs: read at once (they hold one job at a time anyway)
+LAZY_MAX_SLEEP = 0.15   #: never unread for longer (a pace just skewed by one long job)
 LAZY_SPAN = 0.05        #: a lazily-read child gets about this much extra work (in job time) ...
 LAZY_BATCH_MAX = 4      #: ... but never more than this many extra jobs
 LAZY_MIN_SLEEP = 0.002  #: a pause shorter than this is not worth two epoll_ctl calls
@@ -49,6 +51,7 @@ class Assigned:
     kill_reason: str | None = None   #: "killed" or "timed_out" once the monitor decided to kill it
     timer: Any = None
     started: float | None = None
+    sent: float | None = None        #: when the monitor wrote it to its child
 
 
 @dataclass
@@ -92,6 +95,7 @@ class ChildProcess(protocol.ProcessProtocol):
         self.messages: _PipeReader | None = None
         self._lazy = False
         self._in_data = False   #: handling frames now: a nested read would reorder them
+        self._kill_pending = False
         #: the server's home when it shares ours: the child writes large results there itself
         self.result_home: Path | None = None
 
@@ -151,7 +155,7 @@ class ChildProcess(protocol.ProcessProtocol):
         if not self.ready or self.recycling or self.stopped:
             return 0
         avg = self.avg_wall if key == self.avg_key else None  # another function: duration unknown
-        if avg is None or avg > 0.1:
+        if avg is None or avg > LAZY_MAX_WALL:
             return 1
         if avg >= LAZY_MIN_WALL:
             return 2 + max(1, min(LAZY_BATCH_MAX, int(LAZY_SPAN / avg)))
@@ -159,7 +163,9 @@ class ChildProcess(protocol.ProcessProtocol):
 
     def send(self, jobs: list[Assigned], blobs: dict[str, bytes]) -> None:
         entries = []
+        now = self.reactor.seconds()
         for a in jobs:
+            a.sent = now
             blob = None
             if a.blob_id and a.blob_id not in self.blobs_sent:
                 blob = blobs.get(a.blob_id)
@@ -170,7 +176,10 @@ class ChildProcess(protocol.ProcessProtocol):
             self.inflight.append(a)
         if len(self.inflight) == len(jobs):
             self._became_current()
-        write_now(self.transport.pipes[0], pack_frame(["run", entries]))
+        pipe = self.transport.pipes.get(0)
+        if pipe is None:  # its stdin is gone: it is exiting; processEnded hands these back
+            return
+        write_now(pipe, pack_frame(["run", entries]))
 
     # ---------------------------------------------------------------- lazy reading
     @property
@@ -187,7 +196,7 @@ class ChildProcess(protocol.ProcessProtocol):
         if not self.ready or self.stopped or self.recycling or self.messages is None or self.messages.fd < 0:
             return None
         load, avg = len(self.inflight), self.avg_wall
-        if load < 3 or avg is None or avg < LAZY_MIN_WALL:
+        if load < 3 or avg is None or not LAZY_MIN_WALL <= avg <= LAZY_MAX_WALL:
             return None
         current = self.inflight[0]
         s0 = current.started if current.started is not None else now
@@ -197,7 +206,9 @@ class ChildProcess(protocol.ProcessProtocol):
                 return None
             if a is not current and a.timeout:
                 t = min(t, s0 + a.timeout)  # it cannot have started before the current job
-        return t if t - now >= LAZY_MIN_SLEEP else None
+        if t - now < LAZY_MIN_SLEEP:
+            return None
+        return min(t, now + LAZY_MAX_SLEEP)
 
     def read_lazily(self) -> None:
         if not self._lazy and self.messages is not None and self.messages.fd >= 0:
@@ -223,6 +234,8 @@ class ChildProcess(protocol.ProcessProtocol):
                 a.kill_reason = reason
                 if a is self.inflight[0]:
                     self.signal("KILL")
+                else:
+                    self.read_eagerly()  # see at once when it becomes current
                 return True
         return False
 
@@ -233,9 +246,14 @@ class ChildProcess(protocol.ProcessProtocol):
             return
         a = self.inflight[0]
         now = self.reactor.seconds()
-        a.started = started if started is not None and now - 3600 < started <= now else now
+        if started is None or not now - 3600 < started <= now:
+            started = now
+        # it cannot have started before it was sent (the done before it may be older)
+        a.started = max(started, a.sent) if a.sent is not None else started
         if a.kill_reason:
-            self.signal("KILL")
+            self._kill_pending = True
+            if not self._in_data:
+                self._kill_if_current_marked()
         elif a.timeout:
             a.timer = self.reactor.callLater(max(0.0, a.timeout - (now - a.started)), self._timed_out, a)
 
@@ -250,10 +268,23 @@ class ChildProcess(protocol.ProcessProtocol):
     def _fd3_data(self, data: bytes) -> None:
         self._in_data = True
         try:
-            for msg in self.decoder.feed(data):
+            msgs = self.decoder.feed(data)
+            if any(m[0] == "recycle" for m in msgs):
+                self.recycling = True  # it takes no more jobs: refills for its dones go elsewhere
+            for msg in msgs:
                 self._message(msg)
         finally:
             self._in_data = False
+        self._kill_if_current_marked()
+
+    def _kill_if_current_marked(self) -> None:
+        """Kill the child if the job it runs now is marked. Decided after a whole read: while
+        handling a batch of dones, the job they make current may itself have ended (its done is
+        further on), and killing then would kill the innocent job after it."""
+        if self._kill_pending:
+            self._kill_pending = False
+            if self.inflight and self.inflight[0].kill_reason:
+                self.signal("KILL")
 
     def childDataReceived(self, fd: int, data: bytes) -> None:
         if self._lazy:
@@ -318,10 +349,10 @@ class ChildProcess(protocol.ProcessProtocol):
         if self._ended:
             return
         self._ended = True
+        self.alive = False
+        self.ready = False   # the dones read below must not refill a dead child
         if self.messages is not None:
             self.messages.drain()  # the child is gone: everything it wrote is in the pipe now
-        self.alive = False
-        self.ready = False
         left = list(self.inflight)
         self.inflight.clear()
         for a in left:

@@ -253,7 +253,10 @@ class ChildPool:
         try:
             for c in list(self.children):
                 if c.lazy:
-                    c.catch_up()
+                    try:
+                        c.catch_up()
+                    except Exception:  # one child's bad frame must not leave the others unread
+                        log.failure("dsage.worker.lazy_read_failed", child=c.index)
         finally:
             self._gathering = False
 
@@ -286,8 +289,10 @@ class ChildPool:
     def _lazy_wake(self) -> None:
         self._lazy_call = None
         self.lazy_reads += 1
-        self._gather()
-        self._pump(gathered=True)
+        try:
+            self._gather()
+        finally:
+            self._pump(gathered=True)  # always plans the next read
 
     # ---------------------------------------------------------------- events from children
     def _on_done(self, child: ChildProcess, a: Assigned, entry: list[Any]) -> None:
@@ -298,8 +303,11 @@ class ChildPool:
         if in_file is not None and status != "completed":
             self._drop_result_file(a)
             in_file = None
+        ended = done_time(entry)
         hold = report_hold(wall, bool(child.load or self.queue) and not self.closing)
-        self._report_done(a, status, result, preview, error, cpu, wall, hold, in_file, done_time(entry))
+        if hold and ended is not None:  # read late (lazy reading): the hold counts from its end
+            hold = max(0.0, hold - max(0.0, self.reactor.seconds() - ended))
+        self._report_done(a, status, result, preview, error, cpu, wall, hold, in_file, ended)
 
     def _drop_result_file(self, a: Assigned) -> None:
         if self._local_home is not None:
@@ -355,8 +363,10 @@ class ChildPool:
         shutil.rmtree(getattr(child, "scratch", ""), ignore_errors=True)
         code, sig = describe_exit(reason)
         if left:
-            current, rest = left[0], left[1:]
-            self._settle_current(current, code, sig, getattr(child, "handing_back", None))
+            # a child that asked to be recycled ran nothing after its last done
+            current, rest = (None, left) if child.recycling and code == 0 else (left[0], left[1:])
+            if current is not None:
+                self._settle_current(current, code, sig, getattr(child, "handing_back", None))
             for a in reversed(rest):  # never started: run them on another child, not a failure
                 if a.kill_reason == "killed":
                     self._report_done(a, "killed", None, None, "killed by its owner", 0.0, 0.0)

@@ -232,7 +232,8 @@ def test_cpu_clock_is_read_only_after_longer_jobs(monkeypatch):
 def test_when_a_child_is_read_lazily():
     """A child is read lazily only with >= 3 jobs of its measured function and no kill pending;
     the read comes half-way through its second-to-last job, or when a queued job could time out."""
-    from dsage_core.worker.children import LAZY_MIN_WALL, Assigned, ChildEvents, ChildProcess
+    from dsage_core.worker.children import (LAZY_MAX_SLEEP, LAZY_MIN_WALL, Assigned, ChildEvents,
+                                             ChildProcess)
 
     class Pipe:
         fd = 5
@@ -260,4 +261,9 @@ def test_when_a_child_is_read_lazily():
     assert c.lazy_until(100.0) is None
     c.avg_wall = LAZY_MIN_WALL / 2                     # short jobs: the child coalesces dones
     hold(None, None, None, None)
+    assert c.lazy_until(100.0) is None
+    c.avg_wall = 0.09
+    hold(*[None] * 6)                                   # a pace skewed up: capped sleep
+    assert c.lazy_until(100.0) == pytest.approx(100.0 + LAZY_MAX_SLEEP)
+    c.avg_wall = 0.5                                    # long jobs are read at once
     assert c.lazy_until(100.0) is None
