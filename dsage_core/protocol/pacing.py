@@ -13,9 +13,9 @@ def sleep_past_dead_timers(reactor: Any) -> None:
     Twisted drops a cancelled DelayedCall (and re-files a postponed one) only when its old time
     comes, and sizes its sleep from the head of its heap: every cancelled hold cost a wake-up for
     nothing, and on 2 cores every wake-up preempts a busy child. This wraps ``reactor.timeout`` to
-    do that tidying first, exactly as ``runUntilCurrent`` would at the old time. Reactors without
-    Twisted's own timer heap (Clock, asyncio's, which already skips cancelled handles) are left as
-    they are; installing twice is harmless.
+    do that tidying first, exactly as ``runUntilCurrent`` would at the old time. A reactor without
+    Twisted's timer heap (``Clock``) is left as it is; installing twice is harmless. The server and
+    worker CLIs and the client's reactor thread install it; the desktop app does not (yet).
     """
     if getattr(reactor, "_dsage_live_timers", False):
         return
