@@ -113,10 +113,18 @@ _repr.maxlong = 160
 _repr.maxlist = _repr.maxtuple = _repr.maxset = _repr.maxdict = 12
 
 
+_SCALARS = (float, bool, type(None), complex)
+
+
 def preview(value: Any, limit: int = 200) -> str:
     """A bounded repr for tables and listings; never raises (and never reprs a huge value whole)."""
     try:
         t = type(value)
+        # the common results, without reprlib's machinery (it runs after every job, on cold caches)
+        if t in _SCALARS or (t is int and -_MAX < value < _MAX):
+            return repr(value)
+        if t is str and len(value) <= 40:
+            return repr(value)
         if t in (bytes, bytearray, str) and len(value) > limit:
             text = repr(value[:limit]) + f"... ({len(value)} {'chars' if t is str else 'bytes'})"
         else:

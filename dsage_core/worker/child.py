@@ -35,8 +35,11 @@ COALESCE_S = 0.002
 #: system call (~10 µs on a VM, a quarter of a no-op job's cost here), so it is read only after
 #: longer jobs, and short ones in between are subtracted from that reading
 CPU_CLOCK_MIN_WALL = 0.0005
-#: the memory check (a read of /proc/self/statm) runs after every this-many short jobs
+#: the memory check (a read of /proc/self/statm) runs after every this-many jobs, or sooner once
+#: the jobs since the last check ran this long (a system call on cold caches after each 20 ms job
+#: was a measurable part of a child's overhead)
 RSS_EVERY = 16
+RSS_SECONDS = 0.1
 
 
 class Channel:
@@ -131,7 +134,8 @@ class Child:
         self._statm_fd: int | None = None
         self._cpu_mark = _cpu()     # the process CPU clock at its last reading
         self._cpu_unread = 0.0      # wall time of short jobs since then (taken as their CPU)
-        self._short_jobs = 0        # short jobs since the last memory check
+        self._short_jobs = 0        # jobs since the last memory check
+        self._since_rss = 0.0       # their wall time
         self.capture = Capture(self.chan)
         self.done_lock = threading.Lock()
         self.job_started = threading.Event()
@@ -155,9 +159,10 @@ class Child:
             if self.pending_done and time.perf_counter() - self.oldest_done >= COALESCE_S:
                 self.flush_done()
             self._short_jobs += 1
-            if wall < COALESCE_S and self._short_jobs < RSS_EVERY:
+            self._since_rss += wall
+            if self._short_jobs < RSS_EVERY and self._since_rss < RSS_SECONDS:
                 continue
-            self._short_jobs = 0
+            self._short_jobs, self._since_rss = 0, 0.0
             if self._rss() > self.max_rss:
                 self.flush_done()
                 self.chan.send(["recycle"])

@@ -267,3 +267,18 @@ def test_when_a_child_is_read_lazily():
     assert c.lazy_until(100.0) == pytest.approx(100.0 + LAZY_MAX_SLEEP)
     c.avg_wall = 0.5                                    # long jobs are read at once
     assert c.lazy_until(100.0) is None
+
+
+def test_child_past_its_memory_threshold_asks_to_be_recycled(tmp_path, monkeypatch):
+    """After jobs that ran a while the child checks its memory; past DSAGE_CHILD_MAX_RSS it sends
+    its dones, then "recycle", and exits cleanly."""
+    monkeypatch.setenv("DSAGE_CHILD_MAX_RSS", "1")
+    c = ChildDriver(tmp_path)
+    try:
+        c.run(code(1, "import time\ntime.sleep(0.15)\n'slept'"), code(2, "'never run'"))
+        assert decoded(c.dones(1)[1]) == "slept"
+        c.next("recycle")
+        assert c.proc.wait(30) == 0
+        assert not [m for m in c.inbox if m[0] == "done"]
+    finally:
+        c.close()

@@ -99,3 +99,22 @@ def test_a_lazily_read_child_that_dies_loses_nothing(cluster):
         j.wait(60)
     assert jobs[25].status == "failed" and "exited with code 3" in jobs[25].error
     assert [j.result[0] for j in jobs if j is not jobs[25]] == list(range(50))
+
+
+def test_jobs_queued_in_a_recycled_child_run_elsewhere(tmp_path, monkeypatch):
+    """A child that exits to be recycled (memory threshold) held jobs it never started: they run
+    on its successor, not fail."""
+    from tests.integration.cluster import start_cluster
+    monkeypatch.setenv("DSAGE_CHILD_MAX_RSS", "1")   # every check recycles
+    c = start_cluster(tmp_path / "home", slots=1)
+    try:
+        jobs = c.client.map(nap_briefly, range(40))
+        assert [j.wait(60).result for j in jobs] == list(range(40)), [j.error for j in jobs if j.error]
+    finally:
+        c.stop()
+
+
+def nap_briefly(x):
+    import time
+    time.sleep(0.01)   # a child holds up to 6 of these; it recycles after 0.1 s of them
+    return x
