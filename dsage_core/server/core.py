@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.logger import Logger
 
 from dsage_core import codec, local_results
@@ -127,6 +127,9 @@ class JobServer:
         self._flush_scheduled = False
         self._store_writes: set[Deferred] = set()
         self.home: Any = None            #: the server's home (set by the service)
+        #: runs result-file reads off the reactor (a Runner, see store/runner.py; set by the
+        #: service); None: read inline (unit tests)
+        self.file_reader: Any = None
         self.local_token: str | None = None  #: see dsage_core.local_results
 
     # ------------------------------------------------------------------ start-up
@@ -263,7 +266,7 @@ class JobServer:
         if row is None and job is not None:  # finishing: terminal, commit pending
             row = _job_record(job)
             if job.result_file is not None and with_result:
-                data = self.read_result_file(job.result_file)
+                data = yield self.read_result_file_later(job.result_file)
                 row["result"] = data if isinstance(data, bytes) else None
         if row is None or not self._visible(owner, admin, row["owner"]):
             raise NotFound(f"no such job: {job_id}")
@@ -531,6 +534,13 @@ class JobServer:
                 (self.home / rfile["file"]).unlink()
             except OSError:
                 pass
+
+    def read_result_file_later(self, rel: str) -> Deferred:
+        """:meth:`read_result_file` on the file reader's thread: a result file may be large, or no
+        longer in the page cache, and the reactor must not wait for the disk."""
+        if self.file_reader is None:
+            return succeed(self.read_result_file(rel))
+        return self.file_reader.run(self.read_result_file, rel)
 
     def read_result_file(self, rel: str) -> bytes | dict[str, str]:
         """The bytes of a result a local worker wrote (for peers that do not share the home), or a

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from foolscap.api import Referenceable
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -98,18 +98,35 @@ class KeyedPusher:
             size += n
         if self.materialize is not None:
             updates = self.materialize(updates)
+            if isinstance(updates, Deferred):  # result files being read: nothing else goes meanwhile
+                self.in_flight = True
+                updates.addCallback(self._send).addErrback(self._read_failed)
+                return
+        self._send(updates)
+
+    def _read_failed(self, f: Any) -> None:
+        log.failure("dsage.server.push_failed", f)
+        self.in_flight = False
+        self._pump()
+
+    def _send(self, updates: list[list[Any]]) -> None:
+        self.in_flight = False
+        if self.dead:
+            return
         data = envelope.pack(updates)
         if (self._pacer is not None and self._pacer.may_skip_answer(bool(self.pending))
                 and self.rref.isConnected()):
             # a lone push needs no answer (its CPU on both sides is most of a W2 round trip)
             self.rref.callRemoteOnly("jobs_changed", data)
             self._pacer.sent_without_answer()
+            if self.pending:  # more came while result files were being read
+                self._pump()
             return
         self.in_flight = True
         d = self.rref.callRemote("jobs_changed", data)
-        d.addBoth(self._sent)
+        d.addBoth(self._answered)
 
-    def _sent(self, r: Any) -> None:
+    def _answered(self, r: Any) -> None:
         self.in_flight = False
         if self._pacer is not None:
             self._pacer.answered()
@@ -202,13 +219,21 @@ class ClientSession(Referenceable):
         self.local = self.core.is_local(token)
         return self.local
 
-    def materialize(self, updates: list[list[Any]]) -> list[list[Any]]:
-        """Replace result-file names by the bytes for a session that does not share the home."""
-        if not self.local:
-            for u in updates:
-                if isinstance(u[5], dict):
-                    u[5] = self.core.read_result_file(u[5]["file"])
-        return updates
+    def materialize(self, updates: list[list[Any]]) -> Any:
+        """Replace result-file names by the bytes for a session that does not share the home:
+        the updates, or a Deferred of them when files must be read (off the reactor)."""
+        if self.local:
+            return updates
+        files = [u for u in updates if isinstance(u[5], dict)]
+        if not files:
+            return updates
+
+        def fill(contents: list[Any]) -> list[list[Any]]:
+            for u, data in zip(files, contents):
+                u[5] = data
+            return updates
+        return gatherResults([self.core.read_result_file_later(u[5]["file"]) for u in files],
+                             consumeErrors=True).addCallback(fill)
 
     def remote_subscribe(self, listener: Any) -> None:
         self.rref = listener

@@ -70,6 +70,8 @@ class ServerService(MultiService):
                          make_dispatcher=lambda w: RunSender(w, clock=self.reactor))
         self.core = core
         core.home = self.home
+        core.file_reader = ThreadRunner(self.reactor, name="dsage-files")  # result files, off the reactor
+        core.file_reader.start()
         core.local_token = local_results.write_token(self.home)
         yield core.restore()
         swept = yield store.sweep_result_files()   # before any worker can write a new one
@@ -147,6 +149,8 @@ class ServerService(MultiService):
         if self.core is not None:
             yield self.core.pending_writes()
             yield self.core.store.close()
+            if self.core.file_reader is not None:
+                self.core.file_reader.stop()
         lock = getattr(self, "_lock", None)
         if lock is not None:
             server_lock.release(lock)

@@ -33,8 +33,9 @@ class ThreadRunner:
     ``stop()`` never hangs interpreter exit; a reactor shutdown stops it too.
     """
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: Any, name: str = "dsage-db") -> None:
         self.reactor = reactor
+        self.name = name
         self._queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._trigger: Any = None
@@ -44,7 +45,7 @@ class ThreadRunner:
         """Start the thread (idempotent)."""
         self._stopped = False
         if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="dsage-db", daemon=True)
+            self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
             self._thread.start()
             # if the reactor stops first, the thread must not keep work pending
             self._trigger = self.reactor.addSystemEventTrigger("during", "shutdown", self.stop)

@@ -120,3 +120,26 @@ def test_a_slow_client_is_probed_every_eight_pushes():
         clock.advance(0.002)
     assert [c[1] is None for c in ref.calls] == [True] * 8 + [False]
     assert list(p.pending) == [9]          # waits for the answer
+
+
+def test_pushes_wait_for_result_files_read_off_the_reactor_and_keep_their_order():
+    """materialize may return a Deferred (result files read on a thread): nothing is sent until
+    it fires, and what came meanwhile goes after it, never before."""
+    clock, ref = Clock(), FakeRef()
+    reads = []
+
+    def materialize(updates):
+        d = Deferred()
+        reads.append(d)
+        return d.addCallback(lambda _: updates)
+    p = KeyedPusher(ref, clock, materialize=materialize)
+    p.push_jobs([job(1, "completed")])
+    p.push_jobs([job(2, "completed")])
+    assert ref.calls == [] and len(reads) == 1
+    reads[0].callback(None)
+    assert [c[0] for c in ref.calls] == [[1]]
+    if ref.calls[0][1] is not None:
+        ref.calls[0][1].callback(None)   # an answered push: the next goes after the answer
+    assert len(reads) == 2
+    reads[1].callback(None)
+    assert [c[0] for c in ref.calls] == [[1], [2]]

@@ -189,3 +189,30 @@ def test_children_write_large_results_themselves(cluster, monkeypatch):
     assert isinstance(j._s.result_bytes, LocalResult)
     assert j.result == bytes(range(256)) * 2048
     assert (cluster.home / local_results.result_name(j.id, 1)).stat().st_size > local_results.LARGE
+
+
+def test_result_files_are_read_off_the_reactor_for_remote_clients(cluster, tmp_path, monkeypatch):
+    """A client that does not share the server's home gets large results as bytes: the server
+    reads their files on its file thread, never on the reactor (which must not wait for a disk)."""
+    import threading
+    from dsage_core.client.api import connect
+    from dsage_core.server.core import JobServer
+    readers = []
+    original = JobServer.read_result_file
+
+    def spy(self, rel):
+        readers.append(threading.current_thread().name)
+        return original(self, rel)
+    monkeypatch.setattr(JobServer, "read_result_file", spy)
+    elsewhere = connect(cluster.furl, key=cluster.home / "dsage_key", home=tmp_path / "elsewhere", timeout=10)
+    try:
+        jobs = elsewhere.map(big_result, range(6))
+        assert [j.wait(30).result for j in jobs] == [bytes([i]) * 400_000 for i in range(6)]
+        assert elsewhere.get_job(jobs[0].id).result == bytes(400_000)
+    finally:
+        elsewhere.shutdown()
+    assert readers and set(readers) == {"dsage-files"}, readers
+
+
+def big_result(i):
+    return bytes([i]) * 400_000
