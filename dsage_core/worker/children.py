@@ -246,7 +246,7 @@ class ChildProcess(protocol.ProcessProtocol):
             return
         a = self.inflight[0]
         now = self.reactor.seconds()
-        if started is None or not now - 3600 < started <= now:
+        if started is None:
             started = now
         # it cannot have started before it was sent (the done before it may be older)
         a.started = max(started, a.sent) if a.sent is not None else started
@@ -333,7 +333,7 @@ class ChildProcess(protocol.ProcessProtocol):
             self.avg_wall, self.avg_key = wall, a.blob_id
         else:
             self.avg_wall = 0.8 * self.avg_wall + 0.2 * wall
-        self._became_current(done_time(entry))
+        self._became_current(done_time(entry, self.reactor.seconds()))
         self.events.done(self, a, entry)
 
     def wants_more(self, key: str | None = None) -> int:
@@ -361,10 +361,11 @@ class ChildProcess(protocol.ProcessProtocol):
         self.events.ended(self, left, reason)
 
 
-def done_time(entry: list[Any]) -> float | None:
-    """When the job of a done entry ended (the child's ``time.time()``), if the child said."""
+def done_time(entry: list[Any], now: float) -> float | None:
+    """When the job of a done entry ended (the child's ``time.time()``), if the child said so and
+    it is plausible on the monitor's clock *now* (a test's fake clock is not)."""
     t = entry[8] if len(entry) > 8 else None
-    return t if isinstance(t, float) else None
+    return t if isinstance(t, float) and now - 3600 < t <= now else None
 
 
 def _grow_pipe(fd: int, size: int = 1 << 20) -> None:
@@ -400,20 +401,19 @@ class _PipeReader(abstract.FileDescriptor):
         self.on_data(data)
         return None
 
-    def read_available(self) -> bool:
-        """Read until the pipe is empty; False once it reached end of file (then it is closed)."""
+    def read_available(self) -> None:
+        """Read until the pipe is empty; at end of file, close it."""
         while self.fd >= 0:
             try:
                 data = os.read(self.fd, 1 << 20)
             except BlockingIOError:
-                return True
+                return
             except OSError:
                 data = b""
             if not data:
                 self.close()
-                return False
+                return
             self.on_data(data)
-        return False
 
     def drain(self) -> None:
         self.read_available()

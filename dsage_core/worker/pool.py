@@ -303,7 +303,7 @@ class ChildPool:
         if in_file is not None and status != "completed":
             self._drop_result_file(a)
             in_file = None
-        ended = done_time(entry)
+        ended = done_time(entry, self.reactor.seconds())
         hold = report_hold(wall, bool(child.load or self.queue) and not self.closing)
         if hold and ended is not None:  # read late (lazy reading): the hold counts from its end
             hold = max(0.0, hold - max(0.0, self.reactor.seconds() - ended))
@@ -321,9 +321,7 @@ class ChildPool:
                      ended: float | None = None) -> None:
         """*in_file*: the child wrote the result (that many bytes) to the file the server expects;
         *ended*: when the child says the job ended (it may have been read a little later)."""
-        now = self.reactor.seconds()
-        if ended is not None and now - 3600 < ended <= now:
-            now = ended
+        now = ended if ended is not None else self.reactor.seconds()
         self.jobs_done += 1
         started = a.started if a.started is not None else now - (wall or 0.0)
         if wall:
