@@ -15,6 +15,7 @@ from typing import Any, Callable, Protocol
 
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from dsage_core import codec, local_results
 from dsage_core.limits import Limits
@@ -125,6 +126,8 @@ class JobServer:
         self._new_rows: list[NewJob] = []
         self._finished_rows: list[tuple[FinishedJob, ActiveJob]] = []
         self._flush_scheduled = False
+        self._flush_waiters: list[Deferred] = []   #: submits acknowledged at the next commit
+        self._commit_timer: Any = None              #: the held commit's deadline (see COMMIT_DELAY)
         self._store_writes: set[Deferred] = set()
         self.home: Any = None            #: the server's home (set by the service)
         #: runs result-file reads off the reactor (a Runner, see store/runner.py; set by the
@@ -214,6 +217,8 @@ class JobServer:
         self._count_queued(owner, len(jobs))
         self._apply(self.scheduler.handle(ev.JobsSubmitted(
             [SchedJob(j.id, j.priority, j.trusted_only, j.needs) for j in jobs])))
+        if COMMIT_DELAY > 0 and all(j.status == "running" for j in jobs):
+            return self._flush_soon(COMMIT_DELAY)
         return self._flush(want_result=True)
 
     def _withdraw(self, jobs: list[ActiveJob]) -> None:
@@ -618,12 +623,13 @@ class JobServer:
                 blobs[job.blob_id] = self.blobs[job.blob_id]
                 w.sent_blobs.add(job.blob_id)
             entries.append([jid, attempt, job.payload, job.blob_id, job.timeout, job.limits])
-        self._notify([self.jobs[jid] for jid, _ in a.jobs])
-        self._schedule_flush()
+        # the worker first: telling watchers that the jobs run is not on their latency path
         if w.dispatcher is not None:
             w.dispatcher.add_many(entries, blobs)
         else:
             w.link.run({"jobs": entries, "blobs": blobs}).addErrback(_log_failure)
+        self._notify([self.jobs[jid] for jid, _ in a.jobs])
+        self._schedule_flush()
 
     def _requeued(self, items: list[tuple[int, int]]) -> None:
         rows = []
@@ -632,48 +638,77 @@ class JobServer:
             job.status, job.worker, job.started, job.failures = "queued", None, None, failures
             rows.append((jid, failures))
         if rows:
+            if self._commit_timer is not None:
+                self._flush()  # their INSERT or dispatch is held: it must commit first
             self._store_call(self.store.requeue_jobs(rows))
             self._notify([self.jobs[j] for j, _ in rows])
 
     # ------------------------------------------------------------------ store writes and notifications
+    def _flush_soon(self, delay: float) -> Deferred:
+        """A Deferred for the commit that takes what is pending now, made within *delay* seconds
+        (sooner if a report or another flush comes first)."""
+        d: Deferred = Deferred()
+        self._flush_waiters.append(d)
+        if self._commit_timer is None:
+            self._commit_timer = self.clock.callLater(delay, self._flush)
+        return d
+
     def _schedule_flush(self) -> None:
         # one flush per reactor turn: everything a batch of events produced goes in one transaction
+        if self._commit_timer is not None:
+            return  # a held commit is due soon and takes this along
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self.clock.callLater(0, self._flush)
+            self.clock.callLater(0, self._turn_flush)
+
+    def _turn_flush(self) -> None:
+        if self._commit_timer is None:
+            self._flush()
+        else:
+            self._flush_scheduled = False  # the held commit takes this turn's rows along
 
     def _flush(self, want_result: bool = False) -> Deferred | None:
-        """Write what this turn produced in one transaction. With *want_result*, returns a Deferred
-        that fires when it committed (errors go to that caller); otherwise errors are logged."""
-        from twisted.internet.defer import succeed
+        """Write what is pending in one transaction. With *want_result*, returns a Deferred that
+        fires when it committed (errors go to that caller); otherwise errors are logged. Submits
+        waiting on a held commit (:meth:`_flush_soon`) are answered by this one."""
         self._flush_scheduled = False
+        timer, self._commit_timer = self._commit_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        waiters, self._flush_waiters = self._flush_waiters, []
+        mine: Deferred | None = Deferred() if want_result else None
+        if mine is not None:
+            waiters.append(mine)
         if not (self._running_rows or self._finished_rows or self._new_rows):
-            return succeed(None)
+            for w in waiters:
+                w.callback(None)
+            return mine
         running, self._running_rows = self._running_rows, []
         batch, self._finished_rows = self._finished_rows, []
         new, self._new_rows = self._new_rows, []
         d = self.store.record(running, [r for r, _ in batch], new)
+        if waiters:
+            # submitters hear of their ids before any result of those jobs is pushed to them
+            def answer(r: Any) -> Any:
+                for w in waiters:
+                    w.errback(r) if isinstance(r, Failure) else w.callback(None)
+                return r
+            d.addBoth(answer)
         if batch:
             jobs = [j for _, j in batch]
             d.addCallback(lambda r: (self._committed(jobs), r)[1])
             d.addErrback(self._finish_failed, jobs)
-        if not want_result:
-            self._store_call(d)
-            return None
-        result: Deferred = Deferred()
-        self._store_writes.add(d)
-        d.addBoth(lambda r: (self._store_writes.discard(d), r)[1])
-        d.addCallbacks(result.callback, result.errback)
-        return result
+        self._store_call(d, log_errors=not waiters)  # a submitter's error is theirs to report
+        return mine
 
-    def _store_call(self, d: Deferred) -> None:
+    def _store_call(self, d: Deferred, log_errors: bool = True) -> None:
         self._store_writes.add(d)
 
         def done(r: Any) -> Any:
             self._store_writes.discard(d)
             return r
         d.addBoth(done)
-        d.addErrback(_log_failure)
+        d.addErrback(_log_failure if log_errors else lambda f: None)
 
     def _committed(self, jobs: list[ActiveJob]) -> None:
         self._notify(jobs, self._push_hold(jobs))
@@ -730,6 +765,12 @@ class JobServer:
 PUSH_HOLD_MIN = 0.002
 PUSH_HOLD_FRACTION = 5.0
 PUSH_HOLD_MAX = 0.1
+
+#: A submit whose jobs all went straight to workers is committed (and acknowledged) together with
+#: the first report that follows, or after COMMIT_DELAY seconds: a short job's INSERT and result
+#: then share one transaction, and its submitter gets its ids and its result in one reactor turn
+#: (a group commit, as PostgreSQL's ``commit_delay``). Submits that leave jobs queued commit at once.
+COMMIT_DELAY = 0.002
 
 
 def push_hold(ran: float | None) -> float:

@@ -7,7 +7,7 @@ from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 
 from dsage_core import local_results as lr
-from dsage_core.server.core import JobServer
+from dsage_core.server.core import COMMIT_DELAY, JobServer
 from dsage_core.store import InlineRunner, SqliteStore
 
 BIG = 300_000
@@ -49,7 +49,7 @@ def submit(core):
     ids = []
     core.submit("alice", [["x", "expr", 0, False, [], msgpack.packb({"k": "expr"}), None, None, None, None]]
                 ).addCallback(ids.extend)
-    core.clock.advance(0)
+    core.clock.advance(COMMIT_DELAY)  # it went straight to the worker: its commit was held
     return ids[0]
 
 
