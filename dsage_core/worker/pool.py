@@ -28,22 +28,25 @@ log = Logger(namespace="dsage.worker.pool")
 Report = Callable[..., None]   #: report(events, hold=0.0): see Batcher.add_many
 
 #: A result of a job that ran a while may wait for company, at most this multiple of the job's
-#: wall time and never more than HOLD_MAX seconds, but only while its slot still has work: then
-#: nobody needs the message to start anything, and several results share one. On this 2-core VM
-#: every message wakes a process that preempts a busy child (~0.1 ms each, more on cold caches):
-#: W3 rose by about one point from 1× / 20 ms to 2.5× / 50 ms, and by about another half point at
-#: 5× / 100 ms once children were read lazily. A batch's throughput is unchanged; each of its
-#: results is seen at most that much later.
-HOLD_FRACTION = 5.0
+#: wall time, never more than HOLD_MAX seconds, and never longer than the work its slot still has
+#: ahead (its child's jobs and its share of the queue, at this job's pace; later results of the
+#: same report shorten its wait): the server hears in time to top the worker up, and several
+#: results share one message. On this 2-core VM every message wakes processes that preempt a busy
+#: child (~0.1 ms each, more on cold caches). W3 rose by about one point from 1× / 20 ms to 2.5× / 50 ms, by about another half
+#: point at 5× / 100 ms once children were read lazily, and by about another point at 10× / 200 ms
+#: bounded by the work ahead (reports of 20 ms jobs: 4 → ~10 results; server CPU per job halved).
+#: A batch's throughput is unchanged; each of its results is seen at most that much later.
+HOLD_FRACTION = 10.0
 HOLD_MIN_WALL = 0.002
-HOLD_MAX = 0.1
+HOLD_MAX = 0.2
 
 
-def report_hold(wall: float | None, slot_has_work: bool) -> float:
-    """How long a finished job's report may wait for company (0: send now)."""
-    if not wall or wall < HOLD_MIN_WALL or not slot_has_work:
+def report_hold(wall: float | None, jobs_ahead: float) -> float:
+    """How long a finished job's report may wait for company (0: send now). *jobs_ahead*: the jobs
+    its slot still has to run before it would idle (0: the server must hear now)."""
+    if not wall or wall < HOLD_MIN_WALL or jobs_ahead <= 0:
         return 0.0
-    return min(HOLD_MAX, HOLD_FRACTION * wall)
+    return min(HOLD_MAX, HOLD_FRACTION * wall, jobs_ahead * wall)
 
 
 def _signame(sig: int) -> str:
@@ -304,7 +307,10 @@ class ChildPool:
             self._drop_result_file(a)
             in_file = None
         ended = done_time(entry, self.reactor.seconds())
-        hold = report_hold(wall, bool(child.load or self.queue) and not self.closing)
+        ahead = 0.0
+        if (child.load or self.queue) and not self.closing:
+            ahead = child.load + len(self.queue) / max(1, self.target)
+        hold = report_hold(wall, ahead)
         if hold and ended is not None:  # read late (lazy reading): the hold counts from its end
             hold = max(0.0, hold - max(0.0, self.reactor.seconds() - ended))
         self._report_done(a, status, result, preview, error, cpu, wall, hold, in_file, ended)
