@@ -204,7 +204,7 @@ class JobServer:
                 self._withdraw(jobs)
             raise ServerUnavailable(f"the server refuses new work: {e}") from None
         if not optimistic:
-            self._accept(owner, jobs, watcher)
+            self._accept(owner, jobs, watcher).addErrback(_log_failure)  # the INSERT is stored
         return [j.id for j in jobs]
 
     def _accept(self, owner: str, jobs: list[ActiveJob], watcher: Any) -> Deferred:
@@ -252,6 +252,7 @@ class JobServer:
                     self.watchers.setdefault(jid, set()).add(watcher)
                     out.append(job.update())
                 continue
+            self._settle()
             row = yield self.store.get_job(jid)
             if row is not None and self._visible(owner, admin, row["owner"]):
                 out.append(_row_update(row))
@@ -267,6 +268,7 @@ class JobServer:
             d = _job_record(job)
             d["waiting_reason"] = self.scheduler.waiting_reason(job_id)
             return d
+        self._settle()
         row = yield self.store.get_job(job_id)
         if row is None and job is not None:  # finishing: terminal, commit pending
             row = _job_record(job)
@@ -289,6 +291,7 @@ class JobServer:
             if not self._visible(owner, admin, job.owner):
                 raise NotFound(f"no such job: {job_id}")
             return job.output_text()
+        self._settle()
         row = yield self.store.get_job(job_id)
         if row is None or not self._visible(owner, admin, row["owner"]):
             raise NotFound(f"no such job: {job_id}")
@@ -297,6 +300,7 @@ class JobServer:
     def list_jobs(self, owner: str, admin: bool, query: dict[str, Any]) -> Deferred:
         limit = min(int(query.get("limit") or 1000), self.limits.max_list)
         who = None if (admin and query.get("all")) else owner
+        self._settle()
         d = self.store.list_jobs(owner=who, status=query.get("status"), text=query.get("text"),
                                  after_id=int(query.get("after_id") or 0), limit=limit,
                                  newest_first=bool(query.get("newest_first")))
@@ -638,8 +642,7 @@ class JobServer:
             job.status, job.worker, job.started, job.failures = "queued", None, None, failures
             rows.append((jid, failures))
         if rows:
-            if self._commit_timer is not None:
-                self._flush()  # their INSERT or dispatch is held: it must commit first
+            self._settle()  # their INSERT or dispatch may be held: it must commit first
             self._store_call(self.store.requeue_jobs(rows))
             self._notify([self.jobs[j] for j, _ in rows])
 
@@ -652,6 +655,12 @@ class JobServer:
         if self._commit_timer is None:
             self._commit_timer = self.clock.callLater(delay, self._flush)
         return d
+
+    def _settle(self) -> None:
+        """Commit a held commit now: a store read issued next must see what it writes (the
+        store runs calls in order)."""
+        if self._commit_timer is not None:
+            self._flush()
 
     def _schedule_flush(self) -> None:
         # one flush per reactor turn: everything a batch of events produced goes in one transaction
@@ -711,6 +720,8 @@ class JobServer:
         d.addErrback(_log_failure if log_errors else lambda f: None)
 
     def _committed(self, jobs: list[ActiveJob]) -> None:
+        for job in jobs:
+            job.announced = True
         self._notify(jobs, self._push_hold(jobs))
         for job in jobs:
             self.jobs.pop(job.id, None)
@@ -719,6 +730,8 @@ class JobServer:
     def _finish_failed(self, f: Any, jobs: list[ActiveJob]) -> Any:
         # the results could not be stored: keep them in memory and tell the watchers anyway
         log.failure("dsage.server.finish_not_stored", f)
+        for job in jobs:
+            job.announced = True
         self._notify(jobs)
         return f
 

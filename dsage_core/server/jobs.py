@@ -44,6 +44,8 @@ class ActiveJob:
     error: str | None = None
     result_file: str | None = None   #: a large result in a file a local worker wrote
     result_size: int = 0
+    #: its terminal state was committed (or its commit failed): only then may pushes carry it
+    announced: bool = False
 
     def add_output(self, text: str, limit: int) -> None:
         """Append captured output, keeping at most *limit* characters and marking the cut."""

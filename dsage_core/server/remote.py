@@ -90,12 +90,16 @@ class KeyedPusher:
             job = self.pending[jid]
             n = 0
             if job.status in TERMINAL:
+                if not getattr(job, "announced", True):
+                    continue  # finished in memory, commit pending: its own push follows the commit
                 n = len(job.result) if job.result is not None else job.result_size
             if updates and size + n > self.max_bytes:
                 break
             del self.pending[jid]
             updates.append(job.update())
             size += n
+        if not updates:
+            return
         if self.materialize is not None:
             updates = self.materialize(updates)
             if isinstance(updates, Deferred):  # result files being read: nothing else goes meanwhile

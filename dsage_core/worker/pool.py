@@ -28,13 +28,13 @@ log = Logger(namespace="dsage.worker.pool")
 Report = Callable[..., None]   #: report(events, hold=0.0): see Batcher.add_many
 
 #: A result of a job that ran a while may wait for company, at most this multiple of the job's
-#: wall time, never more than HOLD_MAX seconds, and never longer than the work its slot still has
-#: ahead (its child's jobs and its share of the queue, at this job's pace; later results of the
-#: same report shorten its wait): the server hears in time to top the worker up, and several
-#: results share one message. On this 2-core VM every message wakes processes that preempt a busy
+#: wall time, never more than HOLD_MAX seconds, and never longer than half the work its slot
+#: still has ahead (its child's jobs and its share of the queue, at this job's pace): the server,
+#: which tops a worker up once half its buffer is free, then hears in time for the new jobs to
+#: arrive before the slot runs dry, even over a slow network; several results share one message. On this 2-core VM every message wakes processes that preempt a busy
 #: child (~0.1 ms each, more on cold caches). W3 rose by about one point from 1× / 20 ms to 2.5× / 50 ms, by about another half
 #: point at 5× / 100 ms once children were read lazily, and by about another point at 10× / 200 ms
-#: bounded by the work ahead (reports of 20 ms jobs: 4 → ~10 results; server CPU per job halved).
+#: bounded by half the work ahead (server CPU per W3 job ~0.3 → ~0.2 ms).
 #: A batch's throughput is unchanged; each of its results is seen at most that much later.
 HOLD_FRACTION = 10.0
 HOLD_MIN_WALL = 0.002
@@ -46,7 +46,7 @@ def report_hold(wall: float | None, jobs_ahead: float) -> float:
     its slot still has to run before it would idle (0: the server must hear now)."""
     if not wall or wall < HOLD_MIN_WALL or jobs_ahead <= 0:
         return 0.0
-    return min(HOLD_MAX, HOLD_FRACTION * wall, jobs_ahead * wall)
+    return min(HOLD_MAX, HOLD_FRACTION * wall, jobs_ahead * wall / 2)
 
 
 def _signame(sig: int) -> str:

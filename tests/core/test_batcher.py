@@ -124,14 +124,15 @@ def test_hold_ignored_when_other_items_already_wait():
 
 def test_report_hold_policy():
     """A result waits only if its job ran a while and its slot has work ahead: at most 10× its run
-    time, 200 ms, or the time that work takes (the server must hear in time to top it up)."""
+    time, 200 ms, or half the time that work takes (the server must hear in time to top it up)."""
     from dsage_core.worker.pool import report_hold
     assert report_hold(0.0005, 10) == 0.0        # short job: its result is on someone's wait
     assert report_hold(0.02, 0) == 0.0           # the slot is idle: the server must hear now
     assert report_hold(0.01, 20) == pytest.approx(0.1)      # 10 × its run time
     assert report_hold(0.05, 20) == 0.2                     # never more than 200 ms
-    assert report_hold(0.15, 1) == pytest.approx(0.15)      # one 150 ms job ahead: by its end
-    assert report_hold(0.02, 2.5) == pytest.approx(0.05)    # little left in the queue: report soon
+    assert report_hold(0.01, 12) == pytest.approx(0.06)     # half of 12 jobs of 10 ms
+    assert report_hold(0.15, 1) == pytest.approx(0.075)     # one 150 ms job ahead: half-way
+    assert report_hold(0.02, 2.5) == pytest.approx(0.025)   # little left in the queue: report soon
 
 
 def test_idle_batch_goes_without_answer_then_answers_pace_the_rest():

@@ -143,3 +143,21 @@ def test_pushes_wait_for_result_files_read_off_the_reactor_and_keep_their_order(
     assert len(reads) == 2
     reads[1].callback(None)
     assert [c[0] for c in ref.calls] == [[1], [2]]
+
+
+def test_a_finished_job_is_pushed_only_once_its_commit_is_done():
+    """A job pending as 'running' that finished in memory (commit in flight) is not sent from memory
+    by an unrelated push: its result goes after its commit, once, never before the client's ids."""
+    clock, ref = Clock(), FakeRef()
+    p = KeyedPusher(ref, clock)
+    j1 = SimpleNamespace(id=1, status="running", result=None, result_size=0, announced=False)
+    j1.update = lambda: [1, j1.status, None, None, None, None, None, None, None, "", 0]
+    p.push_jobs([j1])                       # its running update waits (lazy)
+    j1.status = "completed"                 # the report came; the commit is in flight
+    p.push_jobs([job(2, "completed")])      # another job's committed result goes at once...
+    assert [c[0] for c in ref.calls] == [[2]]   # ...without job 1's uncommitted result
+    ref.calls[0][1] and ref.calls[0][1].callback(None)
+    j1.announced = True                     # committed
+    p.push_jobs([j1])
+    assert [c[0] for c in ref.calls][-1] == [1]
+    assert sum(c[0].count(1) for c in ref.calls) == 1

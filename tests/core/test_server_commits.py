@@ -128,3 +128,22 @@ def test_a_failed_held_commit_refuses_the_submit_and_withdraws_its_jobs(server):
     server.clock.advance(COMMIT_DELAY)
     assert len(errors) == 1 and isinstance(errors[0], ServerUnavailable)
     assert server.jobs[1].kill_requested and w.link.runs   # it had gone out: it is withdrawn
+
+
+def test_reads_see_what_a_held_commit_will_write(server):
+    """While a submit's commit is held, a kill of another (queued) job waits with it; a read of that
+    job issued next must not overtake it and answer the old 'queued' row."""
+    server.worker_joined(Link(), {"slots": 1}, "alice", False)
+    log = []
+    gpu = [["x", "expr", 0, False, ["gpu"], msgpack.packb({"k": "expr"}), None, None, None, None]]
+    server.submit("alice", gpu, Watcher(log))     # job 1: no worker has a GPU, it stays queued
+    server.clock.advance(0)
+    submit(server, log)                           # job 2 goes to the worker: its commit is held
+    server.kill("alice", False, [1])
+    server.clock.advance(0)
+    rows = []
+    server.get_job("alice", False, 1, False).addCallback(rows.append)
+    assert rows[0]["status"] == "killed"
+    listed = []
+    server.list_jobs("alice", False, {}).addCallback(listed.extend)
+    assert [r["id"] for r in listed] == [1, 2]
