@@ -90,7 +90,7 @@ class KeyedPusher:
             job = self.pending[jid]
             n = 0
             if job.status in TERMINAL:
-                if not getattr(job, "announced", True):
+                if not job.announced:
                     continue  # finished in memory, commit pending: its own push follows the commit
                 n = len(job.result) if job.result is not None else job.result_size
             if updates and size + n > self.max_bytes:

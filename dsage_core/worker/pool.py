@@ -31,11 +31,12 @@ Report = Callable[..., None]   #: report(events, hold=0.0): see Batcher.add_many
 #: wall time, never more than HOLD_MAX seconds, and never longer than half the work its slot
 #: still has ahead (its child's jobs and its share of the queue, at this job's pace): the server,
 #: which tops a worker up once half its buffer is free, then hears in time for the new jobs to
-#: arrive before the slot runs dry, even over a slow network; several results share one message. On this 2-core VM every message wakes processes that preempt a busy
-#: child (~0.1 ms each, more on cold caches). W3 rose by about one point from 1× / 20 ms to 2.5× / 50 ms, by about another half
+#: arrive before the slot runs dry, even over a slow network; several results share one message.
+#: On this 2-core VM every message wakes processes that preempt a busy child (~0.1 ms each, more on
+#: cold caches). W3 rose by about one point from 1× / 20 ms to 2.5× / 50 ms, by about another half
 #: point at 5× / 100 ms once children were read lazily, and by about another point at 10× / 200 ms
-#: bounded by half the work ahead (server CPU per W3 job ~0.3 → ~0.2 ms).
-#: A batch's throughput is unchanged; each of its results is seen at most that much later.
+#: bounded by half the work ahead (server CPU per W3 job ~0.3 → ~0.2 ms). A batch's throughput is
+#: unchanged; each of its results is seen at most that much later.
 HOLD_FRACTION = 10.0
 HOLD_MIN_WALL = 0.002
 HOLD_MAX = 0.2
@@ -307,9 +308,7 @@ class ChildPool:
             self._drop_result_file(a)
             in_file = None
         ended = done_time(entry, self.reactor.seconds())
-        ahead = 0.0
-        if (child.load or self.queue) and not self.closing:
-            ahead = child.load + len(self.queue) / max(1, self.target)
+        ahead = 0.0 if self.closing else child.load + len(self.queue) / max(1, self.target)
         hold = report_hold(wall, ahead)
         if hold and ended is not None:  # read late (lazy reading): the hold counts from its end
             hold = max(0.0, hold - max(0.0, self.reactor.seconds() - ended))

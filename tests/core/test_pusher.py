@@ -28,7 +28,7 @@ class FakeRef:
 
 
 def job(jid, status):
-    return SimpleNamespace(id=jid, status=status, result=None, result_size=0,
+    return SimpleNamespace(id=jid, status=status, result=None, result_size=0, announced=True,
                            update=lambda: [jid, status, None, None, None, None, None, None, None, "", 0])
 
 

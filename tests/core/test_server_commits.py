@@ -4,26 +4,11 @@ first report after it (a group commit), and nothing overtakes a held commit.
 A transport-free JobServer on a real SQLite file (inline runner) and Twisted's Clock."""
 import msgpack
 import pytest
-from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 
+from tests.core.fakes import Link
 from dsage_core.server.core import COMMIT_DELAY, JobServer
 from dsage_core.store import InlineRunner, SqliteStore
-
-
-class Link:
-    def __init__(self):
-        self.runs = []
-
-    def run(self, batch):
-        self.runs.append(batch)
-        return succeed(None)
-
-    def kill(self, items):
-        return succeed(None)
-
-    def disconnect(self):
-        pass
 
 
 class Watcher:

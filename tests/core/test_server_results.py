@@ -3,29 +3,14 @@
 A transport-free JobServer on a real SQLite file (inline runner) and Twisted's Clock."""
 import msgpack
 import pytest
-from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 
 from dsage_core import local_results as lr
+from tests.core.fakes import Link
 from dsage_core.server.core import COMMIT_DELAY, JobServer
 from dsage_core.store import InlineRunner, SqliteStore
 
 BIG = 300_000
-
-
-class Link:
-    def __init__(self):
-        self.runs = []
-
-    def run(self, batch):
-        self.runs.append(batch)
-        return succeed(None)
-
-    def kill(self, items):
-        return succeed(None)
-
-    def disconnect(self):
-        pass
 
 
 @pytest.fixture
