@@ -57,6 +57,8 @@ class SchemaTests(StoreCase):
         self.assertEqual(c.execute("PRAGMA synchronous").fetchone()[0], 1)  # NORMAL
         self.assertEqual(c.execute("PRAGMA foreign_keys").fetchone()[0], 1)
         self.assertEqual(c.execute("PRAGMA busy_timeout").fetchone()[0], 5000)
+        # small pages: a job's commit rewrites ~5 of them (row + indexes); big results are files
+        self.assertEqual(c.execute("PRAGMA page_size").fetchone()[0], 4096)
         self.assertEqual(self.snap, (0, []))
 
     def test_open_old_version_migrates_and_keeps_rows(self):
