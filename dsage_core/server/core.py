@@ -134,6 +134,9 @@ class JobServer:
         #: service); None: read inline (unit tests)
         self.file_reader: Any = None
         self.local_token: str | None = None  #: see dsage_core.local_results
+        #: set when the server itself stops: the workers it drops are not to blame for the jobs
+        #: they held, which stay "running" in the store until the next start requeues them
+        self.closing = False
 
     # ------------------------------------------------------------------ start-up
     @inlineCallbacks
@@ -399,6 +402,10 @@ class JobServer:
 
     def worker_left(self, worker_id: str, reason: str) -> None:
         if worker_id not in self.workers:
+            return
+        if self.closing:  # our own shutdown cut the link: no failure, restore() requeues its jobs
+            self.workers.pop(worker_id)
+            self._workers_dirty = True
             return
         log.info("dsage.server.worker_left", worker=worker_id, reason=reason)
         self._apply(self.scheduler.handle(ev.WorkerLeft(worker_id, reason)))

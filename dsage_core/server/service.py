@@ -135,6 +135,8 @@ class ServerService(MultiService):
     @inlineCallbacks
     def stop(self) -> Any:
         """Stop timers, close connections, finish pending store writes, close the store."""
+        if self.core is not None:
+            self.core.closing = True
         for lc in self._loops:
             if lc.running:
                 lc.stop()
