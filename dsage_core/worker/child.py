@@ -100,12 +100,21 @@ class Inbox:
         return self.items.popleft()
 
 
-def _bounded_traceback(exc: BaseException, skip_frames: int = 1) -> str:
+#: frames a user has no use for: the child's own, and the parser's for code that does not parse
+_HIDDEN_FRAMES = (os.path.dirname(os.path.abspath(__file__)) + os.sep, ast.__file__)
+
+
+def _bounded_traceback(exc: BaseException) -> str:
+    """The traceback from the user's first frame on, at most MAX_ERROR characters. Code that does
+    not parse gets the error alone (its location is in the message); an error in dsage itself
+    keeps every frame."""
     tb = exc.__traceback__
-    for _ in range(skip_frames):  # hide the child's own frames
-        if tb is not None and tb.tb_next is not None:
-            tb = tb.tb_next
-    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_HIDDEN_FRAMES):
+        tb = tb.tb_next
+    if tb is None and isinstance(exc, SyntaxError):
+        text = "".join(traceback.format_exception_only(type(exc), exc))
+    else:
+        text = "".join(traceback.format_exception(type(exc), exc, tb if tb is not None else exc.__traceback__))
     if len(text) > MAX_ERROR:
         text = "[... traceback truncated ...]\n" + text[-MAX_ERROR:]
     return text
@@ -348,7 +357,7 @@ class Child:
         exec(compile(tree, fname, "exec"), ns)
         if last is not None:
             return eval(compile(last, fname, "eval"), ns)
-        return ns.get("DSAGE_RESULT") if mode == "exec" else None
+        return ns.get("DSAGE_RESULT")  # an expression job without a final expression may set it too
 
     # ------------------------------------------------------------------ limits
     def _apply_limits(self, limits: dict[str, Any]) -> Any:

@@ -105,11 +105,25 @@ def test_function_blob_sent_once(child):
 
 
 def test_errors_are_tracebacks(child):
-    """An exception and a syntax error fail the job with traceback text naming the user's line."""
-    child.run(code(1, "x = 1\n1/0", "exec"), code(2, "def (:", "exec"))
-    d = child.dones(2)
+    """An exception and a syntax error fail the job with traceback text naming the user's line,
+    starting at the user's code (no frames of dsage's child or of the parser)."""
+    child.run(code(1, "x = 1\n1/0", "exec"), code(2, "x = 1\ndef (:", "exec"),
+              code(3, "def f():\n    raise KeyError('k')\nf()", "expr"))
+    d = child.dones(3)
     assert d[1][1] == "failed" and "ZeroDivisionError" in d[1][3] and "1/0" in d[1][3]
-    assert d[2][1] == "failed" and "SyntaxError" in d[2][3]
+    assert d[2][1] == "failed" and d[2][3].startswith('  File "<dsage>", line 2\n')
+    assert "def (:" in d[2][3] and d[2][3].rstrip().endswith("SyntaxError: invalid syntax")
+    assert "line 3" in d[3][3] and "line 2, in f" in d[3][3] and "KeyError: 'k'" in d[3][3]
+    for job in (1, 3):
+        assert d[job][3].startswith("Traceback (most recent call last):\n  File \"<dsage>\"")
+    assert not any("child.py" in d[j][3] or "ast.py" in d[j][3] for j in d)
+
+
+def test_an_expression_job_without_a_final_expression_may_set_dsage_result(child):
+    """``D('x = 1; DSAGE_RESULT = 5')`` gives 5; a final expression still wins; neither gives None."""
+    child.run(code(1, "x = 1\nDSAGE_RESULT = 5"), code(2, "DSAGE_RESULT = 5\n7"), code(3, "x = 1"))
+    d = child.dones(3)
+    assert [decoded(d[i]) for i in (1, 2, 3)] == [5, 7, None]
 
 
 def test_output_streamed_and_truncated(child):
