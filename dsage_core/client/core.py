@@ -378,8 +378,28 @@ def connect_async(server: str, key: str | None, home: str | None, reactor: Any,
     from dsage_core.protocol.connect import read_furl
     h = resolve_home(home)
     furl = read_furl(server)
+    if _own_server_is_down(h, furl):
+        from twisted.internet.defer import fail
+        return fail(ServerUnavailable(f"no dsage server is running on {h} (start one with 'dsage server' "
+                                      f"or 'dsage start-all', or use dsage.start_all())"))
     key_path = Path(key).expanduser() if key else h / KEY_FILE
     c = AsyncClient(reactor, h, furl, key_path)
     c.follow_all = follow_all
     c.start()
     return c.when_connected(timeout)
+
+
+def _own_server_is_down(home: Path, furl: str) -> bool:
+    """True when *furl* names the server of *home* (its certificate) and no process holds that
+    home's server lock: nothing can answer, so waiting out the connect timeout would only hide
+    that. A server of the home that is starting (``start_all``, the desktop app) holds the lock."""
+    from dsage_core.home import SERVER_CERT
+    from dsage_core.setup import server_id
+    if not (home / SERVER_CERT).exists():
+        return False
+    if server_lock.announced(home) is not None or server_lock.held(home):  # the cheap check first
+        return False
+    try:
+        return server_id(home) == local_results.server_id_of(furl)
+    except (OSError, ValueError):
+        return False
