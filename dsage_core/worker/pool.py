@@ -377,7 +377,7 @@ class ChildPool:
                     self.report([["back", a.job_id, a.attempt, False, "worker shutting down"]])
                 else:
                     self.queue.appendleft(a)
-        if not child.stopped and not child.recycling:
+        if not (child.stopped or child.recycling or self.closing):  # closing: we killed it
             log.warn("dsage.worker.child_died", child=child.index, code=code, signal=sig)
         if not self.closing and len([c for c in self.children if not c.stopped]) < self.target:
             self._respawn_later(crashed=not (child.stopped or child.recycling))
