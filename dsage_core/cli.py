@@ -110,7 +110,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
         _log_to_stderr()
     holder: dict[str, Any] = {}
 
+    from dsage_core.worker import lifeline
+    parent = lifeline.take_parent_pid()  # set by a desktop app that started this worker for itself
+
     def start(reactor: Any) -> None:
+        lifeline.watch_parent(reactor, parent, lambda: stop_reactor(reactor))
         w = WorkerService(cfg, reactor)
         holder["w"] = w
 
@@ -217,27 +221,41 @@ def cmd_eval(args: argparse.Namespace) -> int:
         j = D.eval(args.code, _mode="expr", kind="sage" if args.sage else "python", name=args.name,
                    timeout=args.timeout, priority=args.priority, trusted_only=args.trusted_only)
         if not args.wait:
-            print(j.id)
+            # not a bare id, which reads like a result; scripts take the third word
+            print(f"submitted job {j.id}")
             return 0
         return _wait_jobs(D, [j], True)
     finally:
         D.shutdown()
 
 
+def _file_jobs(args: argparse.Namespace) -> list[Any]:
+    """Build every file's job, so a bad file (missing, unreadable, not .py/.sage) fails the whole
+    command before anything is sent; raises SubmitError."""
+    from dsage_core.client.payload import Options, file_job
+    subs = []
+    for f in args.files:
+        opts = Options.pop_from({"timeout": args.timeout, "priority": args.priority,
+                                 "trusted_only": args.trusted_only})
+        subs.append(file_job(f, opts))
+    if any("sage" in s.needs for s in subs):
+        from dsage_core.client.sage_check import require_sage_extra
+        require_sage_extra()
+    return subs
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from dsage_core.client.payload import SubmitError
+    try:
+        subs = _file_jobs(args)
+    except SubmitError as e:
+        return _fail(str(e))
     D = _client(args)
     try:
-        jobs = []
-        for f in args.files:
-            try:
-                jobs.append(D.eval_file(f, timeout=args.timeout, priority=args.priority,
-                                        trusted_only=args.trusted_only))
-            except SubmitError as e:
-                return _fail(str(e))
+        jobs = D._submit(subs)  # one batch: all files or, if the server refuses it, none
         if not args.wait:
-            for j in jobs:
-                print(f"{j.id}\t{j.name}")
+            for f, j in zip(args.files, jobs):
+                print(f"submitted job {j.id} ({f})")
             return 0
         return _wait_jobs(D, jobs, False)
     finally:
@@ -453,6 +471,16 @@ def _log_to_stderr() -> None:
 
 
 # ---------------------------------------------------------------------- argument parsing
+def _job_options(s: argparse.ArgumentParser) -> None:
+    """The options every submitting command takes."""
+    s.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="wall-clock limit in seconds; past it the job ends 'timed_out' (default: none)")
+    s.add_argument("--priority", type=int, default=0,
+                   help="higher runs first; equal priorities run in submit order (default: %(default)s)")
+    s.add_argument("--trusted-only", action="store_true",
+                   help="run only on workers with a key, never on anonymous ones")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dsage", description="Distributed SAGE: run many computations on "
                                 "every spare core you have.")
@@ -482,86 +510,113 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lease-timeout", type=float, default=15.0, help="seconds before a silent worker's "
                    "jobs are requeued")
     s.add_argument("--max-failures", type=int, default=3, help="worker deaths before a job is 'lost'")
-    s.add_argument("--max-queued", type=int, default=0, help="queued jobs per user (quota)")
+    s.add_argument("--max-queued", type=int, default=0, help="queued jobs per user (quota; 0: keep "
+                   "the default in dsage_core/limits.py)")
     s.add_argument("--limit", action="append", metavar="NAME=VALUE",
                    help="a server-side maximum, e.g. max_result=16777216 (repeatable; see dsage_core/limits.py)")
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--quiet", action="store_true", help="no log on stderr (the furl is still printed)")
 
     s = cmd("worker", cmd_worker, "run a worker with N slots (child processes)")
     s.add_argument("--server", help="server furl or furl file (default: HOME/server.furl)")
-    s.add_argument("--workers", "-n", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="slots")
+    s.add_argument("--workers", "-n", type=int, default=max(1, (os.cpu_count() or 2) - 1),
+                   help="slots: jobs run at once (default: %(default)s, one less than the CPUs)")
     s.add_argument("--key", help="private key (default: HOME/dsage_key)")
     s.add_argument("--anonymous", action="store_true", help="join without a key (if the server allows)")
     s.add_argument("--invite", help="join with an invite code (registers this machine's key)")
     s.add_argument("--mem-limit", type=int, help="memory limit per job, MiB")
     s.add_argument("--cpu-limit", type=float, help="CPU-time limit per job, seconds")
-    s.add_argument("--nice", type=int, default=10, help="niceness of job processes")
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--nice", type=int, default=10, help="niceness of job processes (default: %(default)s)")
+    s.add_argument("--quiet", action="store_true", help="no log or state changes on stderr")
 
     s = cmd("start-all", cmd_start_all, "start a server and a local worker, until Ctrl+C")
-    s.add_argument("--workers", "-n", type=int, default=2)
+    s.add_argument("--workers", "-n", type=int, default=2,
+                   help="slots of the local worker (default: %(default)s)")
     s.add_argument("--demo", action="store_true", help="run a small demo batch and exit")
 
     s = cmd("eval", cmd_eval, "evaluate an expression remotely", client=True)
-    s.add_argument("code")
-    s.add_argument("--wait", action="store_true", help="wait and print the result")
+    s.add_argument("code", help="a Python (or Sage) expression, e.g. '2+2'")
+    s.add_argument("--wait", action="store_true", help="wait and print the result "
+                   "(without it: print 'submitted job ID')")
     s.add_argument("--sage", action="store_true", help="run as Sage code")
-    for sp in (s, None):
-        pass
-    s.add_argument("--name")
-    s.add_argument("--timeout", type=float)
-    s.add_argument("--priority", type=int, default=0)
-    s.add_argument("--trusted-only", action="store_true")
+    s.add_argument("--name", help="job name shown by 'dsage jobs' (default: the code's first line)")
+    _job_options(s)
 
     s = cmd("submit", cmd_submit, "submit .py/.sage files as jobs", client=True)
-    s.add_argument("files", nargs="+")
-    s.add_argument("--wait", action="store_true", help="wait (progress bar) and print results")
-    s.add_argument("--timeout", type=float)
-    s.add_argument("--priority", type=int, default=0)
-    s.add_argument("--trusted-only", action="store_true")
+    s.add_argument("files", nargs="+", metavar="FILE", help="a .py or .sage file; the job's result is "
+                   "its DSAGE_RESULT (all files are checked before any is sent)")
+    s.add_argument("--wait", action="store_true", help="wait (progress bar) and print results "
+                   "(without it: print 'submitted job ID (FILE)' per file)")
+    _job_options(s)
 
+    from dsage_core.model.job import ALL_STATES
     s = cmd("jobs", cmd_jobs, "list your jobs", client=True)
-    s.add_argument("--status")
-    s.add_argument("--limit", type=int, default=50)
+    s.add_argument("--status", choices=ALL_STATES, metavar="STATUS",
+                   help="only jobs in this state: %(choices)s")
+    s.add_argument("--limit", type=int, default=50, help="show the newest N jobs (default: %(default)s)")
     s.add_argument("--all", action="store_true", help="all users' jobs (admin)")
 
     s = cmd("job", cmd_job, "show one job: status, output, result or error", client=True)
-    s.add_argument("id", type=int)
+    s.add_argument("id", type=int, help="job id, as 'dsage jobs' shows it")
 
     s = cmd("kill", cmd_kill, "kill a job", client=True)
-    s.add_argument("id", type=int)
+    s.add_argument("id", type=int, help="job id, as 'dsage jobs' shows it")
 
     cmd("workers", cmd_workers, "list connected workers", client=True)
     s = cmd("stats", cmd_stats, "counts, throughput, slots", client=True)
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print all the numbers as JSON")
 
     s = cmd("user", cmd_user, "manage users (admin)", client=True)
-    us = s.add_subparsers(dest="user_cmd", required=True)
+    us = s.add_subparsers(dest="user_cmd", required=True, help="add, list or remove")
     a = us.add_parser("add", help="add a user with a public key")
-    a.add_argument("name")
+    a.add_argument("name", help="the new user's name")
     a.add_argument("--key", dest="key_value", required=True, help="public key file or 'ssh-ed25519 ...'")
-    a.add_argument("--role", choices=["client", "worker", "admin"], default="client")
+    a.add_argument("--role", choices=["client", "worker", "admin"], default="client",
+                   help="%(choices)s (default: %(default)s)")
     us.add_parser("list", help="list users")
     r = us.add_parser("remove", help="remove a user")
-    r.add_argument("name")
+    r.add_argument("name", help="the user to remove")
 
     s = cmd("invite", cmd_invite, "make, list or revoke invite codes (admin)", client=True)
-    s.add_argument("invite_cmd", nargs="?", choices=["new", "list", "revoke"], default="new")
-    s.add_argument("id", nargs="?")
-    s.add_argument("--role", choices=["worker", "client"], default="worker")
-    s.add_argument("--expires", default="1d", help="e.g. 30m, 12h, 1d")
-    s.add_argument("--uses", type=int, default=1)
+    s.add_argument("invite_cmd", nargs="?", choices=["new", "list", "revoke"], default="new",
+                   help="%(choices)s (default: %(default)s, which prints a code)")
+    s.add_argument("id", nargs="?", help="the invite to revoke, as 'dsage invite list' shows it")
+    s.add_argument("--role", choices=["worker", "client"], default="worker",
+                   help="role of whoever redeems it: %(choices)s (default: %(default)s)")
+    s.add_argument("--expires", default="1d", help="e.g. 30m, 12h, 1d (default: %(default)s)")
+    s.add_argument("--uses", type=int, default=1,
+                   help="how many times it can be redeemed (default: %(default)s)")
 
     s = cmd("gui", cmd_gui, "start the desktop app")
-    s.add_argument("gui_args", nargs=argparse.REMAINDER)
+    s.add_argument("gui_args", nargs=argparse.REMAINDER, help="options of the desktop app (dsage gui --help)")
     s = cmd("tray", cmd_tray, "start the system-tray worker")
-    s.add_argument("tray_args", nargs=argparse.REMAINDER)
+    s.add_argument("tray_args", nargs=argparse.REMAINDER, help="options of the tray (dsage tray --help)")
     cmd("desktop-install", cmd_desktop, "install the .desktop files, icons and MIME type for this user")
     cmd("desktop-uninstall", cmd_desktop, "remove what desktop-install installed")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``dsage`` command; returns the exit code."""
+    try:
+        try:
+            return _main(argv)
+        finally:
+            # output that fit in the buffer meets a closed pipe here, not at interpreter exit
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # `dsage jobs | head`: the reader has gone, so stop quietly. Python would print a second
+        # error when it flushes stdout at exit, so stdout now points at /dev/null. The exit code is
+        # 141 (128 + SIGPIPE), what a shell reports for a C tool killed by the same broken pipe.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):  # stdout is not a real file (e.g. replaced in-process)
+            pass
+        return 141
+
+
+def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in ("gui", "tray") and not {"-h", "--help"} & set(argv[:2]):
         # the desktop commands parse their own options (argparse cannot forward "--x" reliably)

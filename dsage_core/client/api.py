@@ -106,12 +106,25 @@ class Client:
         return await job
 
     # ------------------------------------------------------------------ looking at jobs
-    def get_job(self, job_id: int) -> Job:
-        """A handle on an existing job (e.g. from an earlier session); KeyError if unknown."""
-        states = self._sync(self.aclient.watch, [int(job_id)])
-        if job_id not in states:
-            raise KeyError(f"no such job: {job_id}")
-        return Job(self, states[job_id])
+    def get_job(self, job_id: int | str) -> Job:
+        """A handle on an existing job (e.g. from an earlier session); KeyError if unknown.
+
+        *job_id* is an int or a string of digits (``"46"``, as the CLI prints it); anything else
+        raises TypeError (bools, floats, None) or ValueError (other strings) before any call."""
+        import operator
+        what = f"job id must be an integer, got {job_id!r}"
+        if isinstance(job_id, bool):  # an int subclass, but get_job(True) is surely a mistake
+            raise TypeError(what)
+        try:
+            jid = int(job_id) if isinstance(job_id, str) else operator.index(job_id)
+        except ValueError:
+            raise ValueError(what) from None
+        except TypeError:
+            raise TypeError(what) from None
+        states = self._sync(self.aclient.watch, [jid])
+        if jid not in states:
+            raise KeyError(f"no such job: {jid}")
+        return Job(self, states[jid])
 
     def jobs(self, status: str | None = None, limit: int = 1000) -> list[Job]:
         """This user's jobs (oldest first), as live handles."""

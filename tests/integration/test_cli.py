@@ -81,8 +81,11 @@ def test_submit_jobs_job_kill_workers_stats(running, tmp_path):
     assert "completed" in dsage(home, "stats").stdout
     bad = dsage(home, "job", "999999", check=False)
     assert bad.returncode == 1 and "no such job" in bad.stderr
-    missing = dsage(home, "submit", str(tmp_path / "nope.py"), check=False)
+    missing = dsage(home, "submit", str(f), str(tmp_path / "nope.py"), check=False)
     assert missing.returncode == 1 and "no such file" in missing.stderr
+    assert dsage(home, "jobs").stdout == listing  # the good file was not sent either
+    assert "job.py" in dsage(home, "jobs", "--status", "completed").stdout
+    assert "job.py" not in dsage(home, "jobs", "--status", "failed").stdout
     failed = dsage(home, "eval", "1/0", "--wait", check=False)
     assert failed.returncode == 2 and "ZeroDivisionError" in failed.stderr
 
@@ -105,7 +108,9 @@ def test_restarted_server_keeps_finished_and_runs_queued(tmp_path):
     assert dsage(home, "eval", "'before'", "--wait").stdout.strip() == "'before'"
     w1.send_signal(signal.SIGTERM)
     w1.wait(15)
-    queued = int(dsage(home, "eval", "'queued'").stdout.strip())  # no worker now: it stays queued
+    submitted = dsage(home, "eval", "'queued'").stdout  # no worker now: it stays queued
+    assert submitted.startswith("submitted job ")
+    queued = submitted.split()[2]  # as a script would take it: the string of digits
     s1.send_signal(signal.SIGKILL)
     s1.wait()
     s2, furl2 = server()
