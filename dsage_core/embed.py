@@ -60,6 +60,7 @@ class LocalWorker:
 def start_worker_process(reactor: Any, home: Path, furl: str, slots: int, *, anonymous: bool = False,
                          key: Path | None = None) -> LocalWorker:
     from dsage_core.memory import tuned_env
+    from dsage_core.worker import lifeline
     from dsage_core.worker.reaping import ensure_reaper
     ensure_reaper(reactor)
     args = [sys.executable, "-m", "dsage_core", "worker", "--home", str(home), "--server", furl,
@@ -69,7 +70,9 @@ def start_worker_process(reactor: Any, home: Path, furl: str, slots: int, *, ano
     elif key is not None:
         args += ["--key", str(key)]
     proto = _WorkerProcess()
-    transport = reactor.spawnProcess(proto, sys.executable, args, env=tuned_env(dict(os.environ)))
+    env = tuned_env(dict(os.environ))
+    env[lifeline.ENV] = str(os.getpid())  # it ends with us, even if we are killed outright
+    transport = reactor.spawnProcess(proto, sys.executable, args, env=env)
     return LocalWorker(slots, proto, transport)
 
 

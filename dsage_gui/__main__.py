@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         from dsage_gui.session import open_session
         from dsage_core.worker.reaping import ensure_reaper
         ensure_reaper(reactor)
+        # a SIGTERM stops the reactor with the window open: close the session on the way out too
+        reactor.addSystemEventTrigger("before", "shutdown", close_on_shutdown, reactor, state)
         d = open_session(reactor, server=args.server, key=args.key, home=args.home, workers=args.workers)
 
         def opened(session: Any) -> None:
@@ -103,6 +105,15 @@ def submit_demo(session: Any, win: Any) -> Any:
     d = gatherResults(ds, consumeErrors=True)
     d.addCallback(lambda ids: win.notifier.tracker.track(ids, "demo batch"))
     return d.addErrback(session.report_error)
+
+
+def close_on_shutdown(reactor: Any, state: dict[str, Any]) -> Any:
+    """The reactor stops (a signal, or the last window closed): workers, the embedded server and
+    the client stop first, within seconds."""
+    session = state.get("session")
+    if session is None:
+        return None
+    return session.close().addTimeout(8, reactor).addErrback(lambda f: None)
 
 
 def shutdown(reactor: Any, session: Any) -> None:

@@ -33,6 +33,8 @@ class GuiSession(QObject):
         self.hub.subscribe(self.notice.emit)
         self.connection = str(getattr(client, "connection_state", "connected") or "connected")
         self._unsubscribe = client.subscribe(self._event)
+        self._closed = False
+        self._close_waiters: list[Any] = []
 
     @property
     def server_label(self) -> str:
@@ -58,10 +60,26 @@ class GuiSession(QObject):
         self.hub.post("error", failure_text(failure))
 
     def close(self) -> Any:
-        self._unsubscribe()
-        if self.embedded is not None:
-            return self.embedded.stop()
-        return self.client.close()
+        """Stop the client (and the embedded server and its workers). Idempotent: closing the last
+        window and a SIGTERM may both ask; every caller's Deferred fires when it is done."""
+        from twisted.internet.defer import Deferred
+        from twisted.python.failure import Failure
+        d: Deferred = Deferred()
+        if self._closed:
+            d.callback(None)
+            return d
+        self._close_waiters.append(d)
+        if len(self._close_waiters) == 1:
+            self._unsubscribe()
+            inner = self.embedded.stop() if self.embedded is not None else self.client.close()
+
+            def done(result: Any) -> None:
+                self._closed = True
+                waiters, self._close_waiters = self._close_waiters, []
+                for w in waiters:
+                    w.errback(result) if isinstance(result, Failure) else w.callback(None)
+            inner.addBoth(done)
+        return d
 
 
 def open_session(reactor: Any, *, server: str | None = None, key: str | None = None, home: str | None = None,

@@ -296,3 +296,21 @@ def test_as_future_resolves_on_failure(run):
         except KeyError:
             return "caught"
     assert run(go()) == "caught"
+
+
+def test_the_session_closes_once_for_every_caller(run, fake_session):
+    """Closing the last window and a SIGTERM (the reactor's shutdown) may both close the session:
+    the client is closed once, and every caller hears when it is done."""
+    from twisted.internet import reactor
+    from dsage_gui.__main__ import close_on_shutdown
+    calls = []
+    close = fake_session.client.close
+    fake_session.client.close = lambda: (calls.append(1), close())[1]
+    first = fake_session.close()
+    second = close_on_shutdown(reactor, {"session": fake_session})
+    assert not first.called and not second.called
+    run(first)
+    run(second)
+    assert calls == [1] and fake_session.client.closed
+    assert run(fake_session.close()) is None and calls == [1]   # closed already: at once
+    assert close_on_shutdown(reactor, {}) is None   # no session yet: nothing to wait for
