@@ -378,21 +378,33 @@ def connect_async(server: str, key: str | None, home: str | None, reactor: Any,
     from dsage_core.protocol.connect import read_furl
     h = resolve_home(home)
     furl = read_furl(server)
-    if _own_server_is_down(h, furl):
-        from twisted.internet.defer import fail
-        return fail(ServerUnavailable(f"no dsage server is running on {h} (start one with 'dsage server' "
-                                      f"or 'dsage start-all', or use dsage.start_all())"))
     key_path = Path(key).expanduser() if key else h / KEY_FILE
     c = AsyncClient(reactor, h, furl, key_path)
     c.follow_all = follow_all
     c.start()
-    return c.when_connected(timeout)
+    d = c.when_connected(timeout)
+    if _own_server_is_down(h, furl):
+        def still_down() -> None:
+            if c.session is None and c._error is None and _own_server_is_down(h, furl):
+                c.conn.stop()
+                c._login_error(ServerUnavailable(
+                    f"no dsage server is running on {h} (start one with 'dsage server' or "
+                    f"'dsage start-all', or use dsage.start_all())"))
+        call = reactor.callLater(min(START_GRACE, timeout), still_down)
+        d.addBoth(lambda r: (call.active() and call.cancel(), r)[1])
+    return d
+
+
+#: seconds a server of the client's own home has to take its lock before a connect to it fails
+#: (a script may start ``dsage server`` and a client at once; the server takes it in ~0.3 s)
+START_GRACE = 3.0
 
 
 def _own_server_is_down(home: Path, furl: str) -> bool:
     """True when *furl* names the server of *home* (its certificate) and no process holds that
     home's server lock: nothing can answer, so waiting out the connect timeout would only hide
-    that. A server of the home that is starting (``start_all``, the desktop app) holds the lock."""
+    that. A server of the home that is starting announces itself (``start_all``) or takes the lock
+    within :data:`START_GRACE`."""
     from dsage_core.home import SERVER_CERT
     from dsage_core.setup import server_id
     if not (home / SERVER_CERT).exists():
