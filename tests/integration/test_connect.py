@@ -1,5 +1,5 @@
-"""Connecting to the server of one's own home when none runs there fails within seconds (START_GRACE), with the fix in
-the message, instead of after the connect timeout."""
+"""Connecting to the server of one's own home when none runs there fails within seconds
+(START_GRACE), with the fix in the message, instead of after the connect timeout."""
 import os
 import time
 
