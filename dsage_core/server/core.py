@@ -403,12 +403,9 @@ class JobServer:
     def worker_left(self, worker_id: str, reason: str) -> None:
         if worker_id not in self.workers:
             return
-        if self.closing:  # our own shutdown cut the link: no failure, restore() requeues its jobs
-            self.workers.pop(worker_id)
-            self._workers_dirty = True
-            return
-        log.info("dsage.server.worker_left", worker=worker_id, reason=reason)
-        self._apply(self.scheduler.handle(ev.WorkerLeft(worker_id, reason)))
+        if not self.closing:  # our own shutdown cut the link: no failure, restore() requeues its jobs
+            log.info("dsage.server.worker_left", worker=worker_id, reason=reason)
+            self._apply(self.scheduler.handle(ev.WorkerLeft(worker_id, reason)))
         self.workers.pop(worker_id, None)
         self._workers_dirty = True
 
