@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dsage_core import __version__
+from dsage_core import textsafe as safe
 
 
 def _home(args: argparse.Namespace) -> Path:
@@ -20,6 +21,11 @@ def _home(args: argparse.Namespace) -> Path:
 def _client(args: argparse.Namespace) -> Any:
     from dsage_core.client.api import connect
     return connect(args.server, key=getattr(args, "key", None), home=_home(args), timeout=args.connect_timeout)
+
+
+def _num(v: object) -> int | float:
+    """A number from another peer's data for a table cell (0 for anything else)."""
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v else 0
 
 
 def _fail(msg: str, code: int = 1) -> int:
@@ -275,7 +281,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         for i in reversed(infos):
             prev = (i.result_preview or (i.error or "").strip().splitlines()[-1:] and
                     (i.error or "").strip().splitlines()[-1] or "")[:60]
-            print(f"{i.id:>7}  {i.status:<10} {i.name[:28]:<28} {_fmt_time(i.created):<19}  {prev}")
+            print(f"{i.id:>7}  {safe.line(i.status):<10} {safe.line(i.name[:28]):<28} "
+                  f"{_fmt_time(i.created):<19}  {safe.line(prev)}")
         return 0
     finally:
         D.shutdown()
@@ -291,22 +298,23 @@ def cmd_job(args: argparse.Namespace) -> int:
         except NotFound as e:
             return _fail(str(e))
         for k in ("id", "name", "status", "owner", "worker", "priority", "attempts"):
-            print(f"{k:>10}: {rec.get(k)}")
+            print(f"{k:>10}: {safe.line(rec.get(k), 500)}")
         for k in ("created", "started", "finished"):
             print(f"{k:>10}: {_fmt_time(rec.get(k))}")
         if rec.get("waiting_reason"):
-            print(f"{'waiting':>10}: {rec['waiting_reason']}")
+            print(f"{'waiting':>10}: {safe.line(rec['waiting_reason'])}")
         if rec.get("progress") is not None:
-            print(f"{'progress':>10}: {rec['progress'] * 100:.0f}% {rec.get('progress_message') or ''}")
+            print(f"{'progress':>10}: {rec['progress'] * 100:.0f}% {safe.line(rec.get('progress_message'))}")
         if rec.get("output"):
-            print("---- output ----\n" + rec["output"].rstrip())
+            print("---- output ----\n" + safe.block(rec["output"]).rstrip())
         if rec.get("status") == "completed" and rec.get("result") is not None:
             try:
-                print("---- result ----\n" + repr(codec.decode_value(rec["result"])))
+                print("---- result ----\n" + safe.block(repr(codec.decode_value(rec["result"]))))
             except Exception as e:
-                print(f"---- result ----\n(not decodable here: {e}) {rec.get('result_preview')}")
+                print(f"---- result ----\n(not decodable here: {safe.line(e)}) "
+                      f"{safe.line(rec.get('result_preview'))}")
         if rec.get("error"):
-            print("---- error ----\n" + rec["error"].rstrip())
+            print("---- error ----\n" + safe.block(rec["error"]).rstrip())
         return 0
     finally:
         D.shutdown()
@@ -329,11 +337,12 @@ def cmd_workers(args: argparse.Namespace) -> int:
     try:
         ws = D.workers()
         print(f"{'WORKER':<32} {'SLOTS':>7} {'CPUS':>4} {'MEM GiB':>7} {'DONE':>7}  {'ADDRESS':<21}  IDENTITY")
-        for w in ws:
-            ident = "anonymous" if w["anonymous"] else f"keyed ({w['user']})"
-            mem = (w.get("memory") or 0) / 2**30
-            print(f"{w['id'][:32]:<32} {w['busy']:>3}/{w['slots']:<3} {w.get('cpus') or '?':>4} {mem:>7.1f} "
-                  f"{w['jobs_done']:>7}  {w.get('address') or '?':<21}  {ident}{' paused' if w.get('paused') else ''}")
+        for w in ws:   # worker-supplied text: anything a terminal would act on is replaced
+            ident = "anonymous" if w.get("anonymous") else f"keyed ({safe.line(w.get('user'))})"
+            mem = _num(w.get("memory")) / 2**30
+            print(f"{safe.line(w.get('id'), 32):<32} {_num(w.get('busy')):>3}/{_num(w.get('slots')):<3} "
+                  f"{_num(w.get('cpus')) or '?':>4} {mem:>7.1f} {_num(w.get('jobs_done')):>7}  "
+                  f"{safe.line(w.get('address')) or '?':<21}  {ident}{' paused' if w.get('paused') else ''}")
         if not ws:
             print("(no workers connected)")
         return 0
@@ -404,6 +413,14 @@ def cmd_user(args: argparse.Namespace) -> int:
 
 def cmd_invite(args: argparse.Namespace) -> int:
     from dsage_core import keys
+    from dsage_core.protocol.errors import BadRequest
+    from dsage_core.server.admin import invite_seconds
+    expires = None
+    if args.invite_cmd not in ("list", "revoke"):
+        try:
+            expires = invite_seconds(_duration(args.expires))  # checked before connecting
+        except BadRequest as e:
+            return _fail(f"bad --expires {args.expires!r}: {e}")
     D = _client(args)
     try:
         if args.invite_cmd == "list":
@@ -415,7 +432,7 @@ def cmd_invite(args: argparse.Namespace) -> int:
                 return _fail(f"no such invite: {args.id}")
             print(f"revoked {args.id}")
         else:
-            r = D.admin("invite_add", args.role, _duration(args.expires), args.uses)
+            r = D.admin("invite_add", args.role, expires, args.uses)
             print(keys.make_invite_code(D.furl, r["id"], r["secret"]))
         return 0
     finally:

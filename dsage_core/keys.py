@@ -89,35 +89,53 @@ def public_key_of(key: Ed25519PrivateKey) -> str:
     return raw.decode()
 
 
-def load_public_key(text_or_path: str | Path) -> str:
-    """Normalise "ssh-ed25519 AAAA... comment", a .pub file or a private key file to "ssh-ed25519 AAAA..."."""
-    s = str(text_or_path).strip()
-    if not s.startswith("ssh-"):
-        p = Path(s).expanduser()
-        if len(s) < 4096 and p.exists():
-            data = p.read_text(errors="replace").strip()
-            if "PRIVATE KEY" in data:
-                return public_key_of(load_private_key(p))
-            s = data
-        else:
-            raise KeyFileError(f"not a public key or key file: {s[:60]!r}")
-    parts = s.split()
-    if len(parts) < 2:
+#: longest public key line accepted from anyone: an ssh-ed25519 line is ~80 characters plus a comment
+MAX_PUBKEY_TEXT = 1000
+
+
+def parse_public_key(text: Any) -> str:
+    """Normalise key *text* ("ssh-ed25519 AAAA... comment") to "ssh-ed25519 AAAA...".
+
+    Text only: it never opens a file, whatever the text looks like. Remote methods use this (a
+    peer must not make the server open a path it names); local tools use :func:`load_public_key`.
+    """
+    if not isinstance(text, str):
+        raise KeyFileError("a public key must be text ('ssh-ed25519 AAAA...')")
+    if len(text) > MAX_PUBKEY_TEXT:
+        raise KeyFileError(f"public key too long: {len(text)} characters > {MAX_PUBKEY_TEXT}")
+    parts = text.strip().split()
+    if len(parts) < 2 or not parts[0].startswith("ssh-"):
         raise KeyFileError("malformed public key: expected 'ssh-ed25519 AAAA...'")
     if parts[0] != "ssh-ed25519":
-        raise KeyFileError(f"{parts[0]} keys are not supported; dsage needs an ssh-ed25519 key")
+        raise KeyFileError(f"{parts[0][:40]} keys are not supported; dsage needs an ssh-ed25519 key")
     try:
         key = serialization.load_ssh_public_key(f"{parts[0]} {parts[1]}".encode())
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, UnicodeError) as e:
         raise KeyFileError(f"malformed public key ({e})") from None
     if not isinstance(key, Ed25519PublicKey):
         raise KeyFileError("dsage needs an ssh-ed25519 key")
     return f"{parts[0]} {parts[1]}"
 
 
+def load_public_key(text_or_path: str | Path) -> str:
+    """Key text, a .pub file or a private key file, as "ssh-ed25519 AAAA..." (local tools only:
+    ``dsage user add --key FILE``, setup). Only regular files are read, and only their first 64 KiB."""
+    s = str(text_or_path).strip()
+    if s.startswith("ssh-"):
+        return parse_public_key(s)
+    p = Path(s).expanduser()
+    if len(s) >= 4096 or not p.is_file():
+        raise KeyFileError(f"not a public key or key file: {s[:60]!r}")
+    with open(p, "rb") as f:
+        data = f.read(64 * 1024).decode(errors="replace").strip()
+    if "PRIVATE KEY" in data:
+        return public_key_of(load_private_key(p))
+    return parse_public_key(data.splitlines()[0] if data else "")
+
+
 def fingerprint(pubkey: str) -> str:
     """SHA256 fingerprint as ``ssh-keygen -l`` prints it."""
-    blob = base64.b64decode(load_public_key(pubkey).split()[1])
+    blob = base64.b64decode(parse_public_key(pubkey).split()[1])
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
@@ -137,7 +155,7 @@ def sign(key: Ed25519PrivateKey, message: bytes) -> bytes:
 def verify(pubkey: str, message: bytes, signature: bytes) -> bool:
     """True only for a valid signature by *pubkey*; never raises."""
     try:
-        key = serialization.load_ssh_public_key(load_public_key(pubkey).encode())
+        key = serialization.load_ssh_public_key(parse_public_key(pubkey).encode())
         key.verify(bytes(signature), bytes(message))  # type: ignore[union-attr]
         return True
     except (InvalidSignature, ValueError, TypeError, KeyFileError, AttributeError):

@@ -151,6 +151,12 @@ class LocalBroker(Protocol):
             log.warn("dsage.localwire.refused_peer", uid=uid, pid=pid)
             self._abort()
             return
+        make = getattr(self.root, "for_connection", None)
+        if make is not None:  # this connection's own view of the root (see tubs.ServerBroker)
+            view = make(f"local:{pid}", self._abort)
+            self.exports[0] = view
+            self._export_ids[id(view)] = 0
+            self.notify_on_disconnect(view.connection_lost, (), {})
         self.connected_deferred.callback(self)
 
     def _abort(self) -> None:

@@ -11,7 +11,10 @@ import os
 from pathlib import Path
 from typing import IO
 
+from typing import Any
+
 from foolscap.api import Tub
+from foolscap.broker import Broker
 
 _held_locks: list[IO[bytes]] = []  # keep lock files open for the life of the process
 
@@ -25,9 +28,46 @@ def _configure(tub: Tub, keepalive: float | None) -> Tub:
     return tub
 
 
+class ServerBroker(Broker):
+    """A server connection: an object registered under a name that has ``for_connection(address,
+    abort)`` (the Login object) is replaced, for each connection, by the view that method makes, so
+    login state (challenges, failures) and the peer's address belong to that connection alone. The
+    view's ``connection_lost()`` runs when the connection ends."""
+
+    def remote_getReferenceByName(self, name: Any) -> Any:
+        ref = super().remote_getReferenceByName(name)
+        make = getattr(ref, "for_connection", None)
+        if make is None:
+            return ref
+        views = self.__dict__.setdefault("_dsage_views", {})
+        view = views.get(id(ref))
+        if view is None:
+            view = views[id(ref)] = make(peer_address(self), self._abort)
+            self.notifyOnDisconnect(view.connection_lost)
+        return view
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+
+def peer_address(broker: Any) -> str:
+    """``host:port`` of the other end of a Foolscap connection ("" if unknown)."""
+    try:
+        p = broker.transport.getPeer()
+        return f"{p.host}:{p.port}"
+    except Exception:
+        return ""
+
+
 def server_tub(cert_file: Path, keepalive: float | None = 5.0) -> Tub:
-    """A Tub with a persistent certificate: the same Tub id (and furl) across restarts."""
-    return _configure(Tub(certFile=str(cert_file)), keepalive)
+    """A Tub with a persistent certificate: the same Tub id (and furl) across restarts. Its
+    failures reach callers without a server traceback, and each connection gets its own login
+    view (:class:`ServerBroker`)."""
+    tub = _configure(Tub(certFile=str(cert_file)), keepalive)
+    tub.unsafeTracebacks = False
+    tub.brokerClass = ServerBroker
+    return tub
 
 
 def peer_tub(home: Path, keepalive: float | None = 5.0) -> Tub:

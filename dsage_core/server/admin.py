@@ -16,11 +16,49 @@ def _name(v: Any) -> str:
     return v
 
 
+#: longest invite lifetime: ten years
+MAX_INVITE_SECONDS = 10 * 365 * 86400.0
+#: most uses one invite may grant
+MAX_INVITE_USES = 100_000
+
+#: how many arguments each command takes (at least, at most)
+ARITY = {"user_add": (3, 3), "user_remove": (1, 1), "user_list": (0, 0), "invite_add": (3, 3),
+         "invite_list": (0, 0), "invite_revoke": (1, 1), "audit": (0, 1)}
+
+
+def invite_seconds(v: Any) -> float:
+    """An invite lifetime in seconds: a finite number above 0 and at most ten years."""
+    import math
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+            or not 0 < v <= MAX_INVITE_SECONDS:
+        raise BadRequest("an invite expires after a positive, finite duration of at most 10 years")
+    return float(v)
+
+
+def _int(v: Any, lo: int, hi: int, what: str) -> int:
+    if type(v) is not int or not lo <= v <= hi:
+        raise BadRequest(f"{what} must be an integer from {lo} to {hi}")
+    return v
+
+
+def _pubkey(v: Any) -> str:
+    try:
+        return keys.parse_public_key(v)   # key text only: the server never opens a path it is sent
+    except keys.KeyFileError as e:
+        raise BadRequest(f"{e} (send the key text; 'dsage user add --key FILE' reads the file "
+                         f"on your machine)") from None
+
+
 @inlineCallbacks
 def run(store: Any, who: Any, address: str, command: str, args: list[Any], server: Any = None) -> Any:
     """Run one admin command; returns plain data for the CLI to print."""
+    if command not in ARITY:
+        raise BadRequest(f"unknown admin command {command[:40]!r}")
+    lo, hi = ARITY[command]
+    if not lo <= len(args) <= hi:
+        raise BadRequest(f"{command} takes {lo}{'' if lo == hi else f' to {hi}'} arguments")
     if command == "user_add":
-        name, pubkey, role = _name(args[0]), keys.load_public_key(str(args[1])), str(args[2])
+        name, pubkey, role = _name(args[0]), _pubkey(args[1]), args[2]
         if role not in ROLES:
             raise BadRequest(f"role must be one of {', '.join(ROLES)}")
         yield store.add_user(name, pubkey, role)
@@ -35,7 +73,8 @@ def run(store: Any, who: Any, address: str, command: str, args: list[Any], serve
         users = yield store.list_users()
         return [{**u, "fingerprint": keys.fingerprint(u["pubkey"])} for u in users]
     if command == "invite_add":
-        role, expires, uses = str(args[0]), float(args[1]), int(args[2])
+        role, expires = args[0], invite_seconds(args[1])
+        uses = _int(args[2], 1, MAX_INVITE_USES, "uses")
         if role not in ("worker", "client"):
             raise BadRequest("invites grant the worker or client role")
         invite_id, secret = keys.new_invite_secret()
@@ -47,10 +86,12 @@ def run(store: Any, who: Any, address: str, command: str, args: list[Any], serve
         rows = yield store.list_invites()
         return [{k: v for k, v in r.items() if k != "secret_hash"} for r in rows]
     if command == "invite_revoke":
-        ok = yield store.revoke_invite(str(args[0]))
-        yield store.audit("invite_revoke", who.name, address, str(args[0]))
+        if not isinstance(args[0], str) or len(args[0]) > 64:
+            raise BadRequest("invite ids are short text")
+        ok = yield store.revoke_invite(args[0])
+        yield store.audit("invite_revoke", who.name, address, args[0])
         return bool(ok)
     if command == "audit":
-        rows = yield store.recent_audit(int(args[0]) if args else 100)
+        rows = yield store.recent_audit(_int(args[0], 1, 100_000, "count") if args else 100)
         return rows
     raise BadRequest(f"unknown admin command {command!r}")

@@ -12,6 +12,13 @@ from dsage_core.protocol.errors import LoginFailed
 
 log = Logger(namespace="dsage.auth")
 
+#: unanswered challenges one connection may hold; one more and the connection is closed
+MAX_NONCES_PER_CONNECTION = 16
+#: unanswered challenges all connections from one address may hold together
+MAX_NONCES_PER_HOST = 1024
+#: failed logins one connection may make before it is closed (a real peer stops at the first)
+MAX_FAILURES_PER_CONNECTION = 8
+
 #: which user roles may open which kind of session
 ALLOWED = {"client": {"client", "admin"}, "worker": {"worker", "admin"}}
 ROLES = ("client", "worker", "admin")
@@ -44,8 +51,18 @@ class Authenticator:
         self.allow_anonymous = allow_anonymous
         self.challenges = keys.ChallengeBook(clock, ttl=challenge_ttl)
 
+        self._clock = clock
+        self._ttl = challenge_ttl
+        self.nonces_by_host: dict[str, int] = {}   #: unanswered challenges per peer address
+
     def challenge(self) -> bytes:
+        """A nonce from the server-wide book (transport-free callers and tests; remote peers get
+        theirs from their connection's :class:`ConnectionGate`)."""
         return self.challenges.issue()
+
+    def gate(self, address: str, abort: Any) -> "ConnectionGate":
+        """The login state of one connection from *address*; *abort* closes that connection."""
+        return ConnectionGate(self, address, abort)
 
     def _fail(self, why: str, who: str, address: str) -> None:
         self.store.audit("login_failed", who, address, why).addErrback(lambda f: None)
@@ -53,15 +70,21 @@ class Authenticator:
         raise LoginFailed(why)
 
     @inlineCallbacks
-    def login(self, role: str, pubkey: str, nonce: bytes, signature: bytes, address: str = "") -> Any:
-        """Verify a signed challenge; returns the :class:`Identity` or raises :class:`LoginFailed`."""
-        if role not in ALLOWED:
-            self._fail(f"unknown session role {role!r} (use client or worker)", "?", address)
+    def login(self, role: str, pubkey: str, nonce: bytes, signature: bytes, address: str = "",
+              book: Any = None) -> Any:
+        """Verify a signed challenge from *book* (default: the server-wide one); returns the
+        :class:`Identity` or raises :class:`LoginFailed`."""
+        book = self.challenges if book is None else book
+        if not isinstance(role, str) or role not in ALLOWED:
+            self._fail(f"unknown session role {str(role)[:20]!r} (use client or worker)", "?", address)
         try:
-            pub = keys.load_public_key(pubkey)
-        except Exception:
-            self._fail("malformed public key", "?", address)
-        if not self.challenges.consume(nonce):
+            pub = keys.parse_public_key(pubkey)   # text only: never a file a peer names
+        except keys.KeyFileError as e:
+            book.consume(nonce)
+            self._fail(f"malformed public key: {e}", "?", address)
+        if not isinstance(signature, bytes):
+            self._fail("malformed signature", "?", address)
+        if not book.consume(nonce):
             self._fail("challenge unknown, already used or expired: ask for a new one", "?", address)
         user = yield self.store.user_by_pubkey(pub)
         if user is None:
@@ -76,7 +99,7 @@ class Authenticator:
         return Identity(user["name"], user["role"], role)
 
     def login_anonymous(self, role: str, address: str = "") -> Identity:
-        if role != "worker":
+        if not isinstance(role, str) or role != "worker":
             self._fail("only workers may join anonymously", "anonymous", address)
         if not self.allow_anonymous:
             self._fail("this server does not accept anonymous workers (start it with --allow-anonymous)",
@@ -87,7 +110,12 @@ class Authenticator:
     @inlineCallbacks
     def redeem_invite(self, code_id: str, secret: str, pubkey: str, address: str = "") -> Any:
         """Register *pubkey* under the invite's role; returns the new user name."""
-        pub = keys.load_public_key(pubkey)
+        try:
+            pub = keys.parse_public_key(pubkey)   # text only: never a file a peer names
+        except keys.KeyFileError as e:
+            self.store.audit("invite_failed", "?", address, f"{str(code_id)[:20]}: {e}").addErrback(
+                lambda f: None)
+            raise LoginFailed(f"malformed public key: {e}") from None
         existing = yield self.store.user_by_pubkey(pub)
         role = yield self.store.use_invite(code_id, keys.hash_secret(secret), _now(self.challenges))
         if existing is not None:
@@ -97,6 +125,84 @@ class Authenticator:
         yield self.store.add_user(name, pub, role)
         yield self.store.audit("invite_used", name, address, f"{code_id} role={role}")
         return name
+
+
+class ConnectionGate:
+    """Challenges and failed logins of one connection, bounded per connection and per address.
+
+    A peer that asks for more challenges than it answers, or keeps failing, loses its own
+    connection; nonces of other connections are never evicted (a flood from one connection
+    cannot make another peer's login fail).
+    """
+
+    def __init__(self, auth: Authenticator, address: str, abort: Any) -> None:
+        self.auth = auth
+        self.address = address
+        self.host = address.rsplit(":", 1)[0] if address else ""
+        self.abort = abort
+        self.book = keys.ChallengeBook(auth._clock, ttl=auth._ttl,
+                                       max_outstanding=MAX_NONCES_PER_CONNECTION)
+        self.failures = 0
+        self.closed = False
+
+    def _held(self) -> int:
+        return len(self.book._issued)
+
+    def _count(self, before: int) -> None:
+        delta = self._held() - before
+        if delta:
+            by_host = self.auth.nonces_by_host
+            n = by_host.get(self.host, 0) + delta
+            if n > 0:
+                by_host[self.host] = n
+            else:
+                by_host.pop(self.host, None)
+
+    def challenge(self) -> bytes:
+        if self.closed:
+            raise LoginFailed("this connection is closed")
+        before = self._held()
+        self.book._evict(self.auth._clock.seconds())
+        self._count(before)
+        if self._held() >= MAX_NONCES_PER_CONNECTION or \
+                self.auth.nonces_by_host.get(self.host, 0) >= MAX_NONCES_PER_HOST:
+            self._refuse("too many unanswered challenges")
+        before = self._held()
+        nonce = self.book.issue()
+        self._count(before)
+        return nonce
+
+    def consume(self, nonce: Any) -> bool:
+        before = self._held()
+        ok = self.book.consume(nonce)
+        self._count(before)
+        return ok
+
+    def failed(self) -> None:
+        """A login on this connection failed; too many and the connection is closed."""
+        self.failures += 1
+        if self.failures >= MAX_FAILURES_PER_CONNECTION:
+            self._refuse("too many failed logins")
+
+    def _refuse(self, why: str) -> None:
+        log.warn("dsage.auth.connection_closed", reason=why, address=self.address)
+        self.auth.store.audit("login_failed", "?", self.address,
+                              f"{why}: connection closed").addErrback(lambda f: None)
+        self.close()
+        try:
+            self.abort()
+        except Exception:
+            pass
+        raise LoginFailed(f"{why} on this connection: it is closed")
+
+    def close(self) -> None:
+        """The connection ended: its nonces no longer count against its address."""
+        if self.closed:
+            return
+        self.closed = True
+        before = self._held()
+        self.book._issued.clear()
+        self._count(before)
 
 
 def _now(book: Any) -> float:

@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from dsage_core import codec, local_results
+from dsage_core import codec, local_results, textsafe
 from dsage_core.limits import Limits
 from dsage_core.model.job import TERMINAL
 from dsage_core.protocol.errors import BadRequest, NotFound, QuotaExceeded, ServerUnavailable
@@ -301,11 +301,18 @@ class JobServer:
         return row["output"] or ""
 
     def list_jobs(self, owner: str, admin: bool, query: dict[str, Any]) -> Deferred:
-        limit = min(int(query.get("limit") or 1000), self.limits.max_list)
+        limit, after_id = query.get("limit") or 1000, query.get("after_id") or 0
+        status, text = query.get("status"), query.get("text")
+        if type(limit) is not int or type(after_id) is not int or abs(after_id) > 2**62:
+            raise BadRequest("query: limit and after_id must be integers")
+        if status is not None and (not isinstance(status, str) or len(status) > 20):
+            raise BadRequest("query: status must be a status name")
+        if text is not None and (not isinstance(text, str) or len(text) > 200):
+            raise BadRequest("query: text must be at most 200 characters")
+        limit = max(0, min(limit, self.limits.max_list))   # a negative LIMIT means "all" to SQLite
         who = None if (admin and query.get("all")) else owner
         self._settle()
-        d = self.store.list_jobs(owner=who, status=query.get("status"), text=query.get("text"),
-                                 after_id=int(query.get("after_id") or 0), limit=limit,
+        d = self.store.list_jobs(owner=who, status=status, text=text, after_id=after_id, limit=limit,
                                  newest_first=bool(query.get("newest_first")))
         return d.addCallback(self._live_rows)
 
@@ -377,12 +384,13 @@ class JobServer:
     # ------------------------------------------------------------------ workers
     def worker_joined(self, link: Any, info: dict[str, Any], user: str, anonymous: bool) -> Worker:
         """A worker registered: give it an id and work."""
+        info = clean_worker_info(info)   # raises BadRequest: nothing registered
         self._worker_seq += 1
         now = self.clock.seconds()
-        host = str(info.get("host", "worker"))[:64]
-        wid = f"{host}-{info.get('pid', 0)}-{self._worker_seq}"
-        slots = max(0, min(int(info.get("slots", 1)), 1024))
-        caps = frozenset(c for c in info.get("capabilities", []) if isinstance(c, str))
+        host = info["host"] or "worker"
+        wid = f"{host}-{info['pid']}-{self._worker_seq}"
+        slots = info["slots"]
+        caps = frozenset(info["capabilities"])
         w = Worker(wid, link, user, anonymous, info, slots, now, now)
         w.local = self.is_local(info.get("local_token")) and not anonymous
         if self._make_dispatcher is not None:
@@ -415,7 +423,9 @@ class JobServer:
             return
         now = self.clock.seconds()
         w.last_heartbeat = now
-        w.busy = int(state.get("busy", w.busy))
+        busy = state.get("busy")
+        if type(busy) is int and 0 <= busy <= 1024:
+            w.busy = busy
         actions = self.scheduler.handle(ev.WorkerHeartbeat(worker_id, now))
         slots = state.get("slots")
         if isinstance(slots, int) and slots != w.slots and 0 <= slots <= 1024:
@@ -441,40 +451,57 @@ class JobServer:
         w.last_heartbeat = self.clock.seconds()
         dones, backs = [], []
         for e in events:
-            if not isinstance(e, list) or not e:
-                raise BadRequest("malformed report event")
+            if not isinstance(e, list) or len(e) < 3 or type(e[1]) is not int or type(e[2]) is not int:
+                raise BadRequest("malformed report event: expected [kind, job_id, attempt, ...]")
             kind = e[0]
             if kind == "done":
                 dones.append(e)
             elif kind == "out":
-                self._on_output(e)
+                self._on_output(w, e)
             elif kind == "progress":
-                self._on_progress(e)
+                self._on_progress(w, e)
             elif kind == "back":
+                if len(e) < 4:
+                    raise BadRequest("malformed back event")
                 backs.append(e)
             else:
-                raise BadRequest(f"unknown report event {kind!r}")
+                raise BadRequest(f"unknown report event {str(kind)[:20]!r}")
         if dones:
             self._on_done(w, dones)
         if backs:
-            items = [(int(b[1]), int(b[2]), bool(b[3])) for b in backs]
-            self._apply(self.scheduler.handle(ev.JobsHandedBack(worker_id, items)))
+            items = [(b[1], b[2], bool(b[3])) for b in backs]
+            actions = self.scheduler.handle(ev.JobsHandedBack(worker_id, items))
+            self._warn_foreign(w, actions, {b[1] for b in backs})
+            self._apply(actions)
         self._flush()  # now, not a reactor turn later: results are on the latency path
 
-    def _held(self, e: list[Any]) -> ActiveJob | None:
+    def _held(self, w: Worker, e: list[Any]) -> ActiveJob | None:
+        """The job an out/progress event names, if *w* holds that attempt of it (else None: the
+        event is ignored, and logged when the job runs elsewhere)."""
         job = self.jobs.get(e[1])
         if job is None or job.status != "running" or job.attempt != e[2]:
             return None
+        if job.worker != w.id:
+            log.warn("dsage.server.foreign_report", worker=w.id, user=w.user, job=job.id,
+                     holder=job.worker, kind=e[0])
+            return None
         return job
 
-    def _on_output(self, e: list[Any]) -> None:
-        job = self._held(e)
+    def _warn_foreign(self, w: Worker, actions: list[Any], ids: set[int]) -> None:
+        for a in actions:
+            if isinstance(a, act.Discarded) and a.job_id in ids and a.reason == "not held by this worker":
+                log.warn("dsage.server.foreign_report", worker=w.id, user=w.user, job=a.job_id,
+                         holder=self.jobs[a.job_id].worker if a.job_id in self.jobs else None,
+                         kind="done/back")
+
+    def _on_output(self, w: Worker, e: list[Any]) -> None:
+        job = self._held(w, e) if len(e) > 3 else None
         if job is not None and isinstance(e[3], str):
             job.add_output(e[3][: self.limits.max_output_chunk], self.limits.max_output)
 
-    def _on_progress(self, e: list[Any]) -> None:
-        job = self._held(e)
-        if job is None or isinstance(e[3], bool) or not isinstance(e[3], (int, float)):
+    def _on_progress(self, w: Worker, e: list[Any]) -> None:
+        job = self._held(w, e) if len(e) > 3 else None
+        if job is None or isinstance(e[3], bool) or not isinstance(e[3], (int, float)) or e[3] != e[3]:
             return
         job.progress = min(1.0, max(0.0, float(e[3])))
         job.progress_message = str(e[4])[:200] if len(e) > 4 else ""
@@ -489,6 +516,7 @@ class JobServer:
             by_id[d[1]] = d
         results = [(d[1], d[2], _duration(d)) for d in dones]
         actions = self.scheduler.handle(ev.JobsFinished(w.id, results))
+        self._warn_foreign(w, actions, set(by_id))
         for a in actions:
             if isinstance(a, act.Accepted):
                 for jid in a.job_ids:
@@ -796,6 +824,48 @@ def push_hold(ran: float | None) -> float:
     return min(PUSH_HOLD_MAX, PUSH_HOLD_FRACTION * ran)
 
 
+def _int_in(v: Any, lo: int, hi: int, what: str, default: int) -> int:
+    if v is None:
+        return default
+    if type(v) is not int or not lo <= v <= hi:
+        raise BadRequest(f"worker info: {what} must be an integer from {lo} to {hi}")
+    return v
+
+
+def _text_in(v: Any, max_len: int, what: str) -> str:
+    if v is None:
+        return ""
+    if not isinstance(v, str) or len(v) > max_len:
+        raise BadRequest(f"worker info: {what} must be text of at most {max_len} characters")
+    return textsafe.line(v)
+
+
+def clean_worker_info(info: Any) -> dict[str, Any]:
+    """The worker inventory a peer registered, checked field by field (types and ranges; text
+    without control characters); unknown fields are dropped. Raises :class:`BadRequest`."""
+    if not isinstance(info, dict):
+        raise BadRequest("worker info must be a map")
+    caps = info.get("capabilities") or []
+    if not isinstance(caps, list) or len(caps) > 32 or \
+            not all(isinstance(c, str) and 0 < len(c) <= 64 for c in caps):
+        raise BadRequest("worker info: capabilities must be a list of at most 32 short names")
+    sage = info.get("sage", False)
+    if not isinstance(sage, bool):
+        raise BadRequest("worker info: sage must be true or false")
+    token = info.get("local_token")
+    if token is not None and (not isinstance(token, str) or len(token) > 200):
+        raise BadRequest("worker info: local_token must be short text")
+    return {"host": _text_in(info.get("host"), 64, "host"),
+            "pid": _int_in(info.get("pid"), 0, 2**32, "pid", default=0),
+            "slots": _int_in(info.get("slots"), 0, 1024, "slots", default=1),
+            "capabilities": [textsafe.line(c) for c in caps],
+            "cpus": _int_in(info.get("cpus"), 0, 1 << 20, "cpus", default=0) or None,
+            "memory": _int_in(info.get("memory"), 0, 1 << 62, "memory", default=0) or None,
+            "os": _text_in(info.get("os"), 200, "os"), "python": _text_in(info.get("python"), 40, "python"),
+            "version": _text_in(info.get("version"), 40, "version"), "sage": sage,
+            "local_token": token, "address": _text_in(info.get("address"), 200, "address")}
+
+
 def _result_file_of(d: list[Any]) -> dict[str, Any] | None:
     """The ``{"file", "size"}`` a local worker put after a done event's ten fields, if any."""
     return d[10] if len(d) > 10 and isinstance(d[10], dict) else None
@@ -804,7 +874,8 @@ def _result_file_of(d: list[Any]) -> dict[str, Any] | None:
 def _duration(d: list[Any]) -> float:
     started, finished = d[7], d[8]
     if isinstance(started, (int, float)) and isinstance(finished, (int, float)):
-        return max(0.0, float(finished) - float(started))
+        ran = float(finished) - float(started)
+        return ran if 0.0 <= ran < 1e9 else 0.0   # NaN, infinities, clocks gone wrong: no weight
     return 0.0
 
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from foolscap.api import Referenceable
+from foolscap.tokens import Violation
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dsage_core import __version__
@@ -16,9 +18,9 @@ from dsage_core.model.job import TERMINAL
 from dsage_core.protocol import envelope
 from dsage_core.protocol.batcher import PIGGYBACK, Batcher
 from dsage_core.protocol.pacing import AnswerPacer, EarliestTimer
-from dsage_core.protocol.errors import BadRequest, PermissionDenied
+from dsage_core.protocol.errors import BadRequest, DsageError, LoginFailed, PermissionDenied
 from dsage_core.protocol.interfaces import RIClientSession, RILogin, RIWorkerSession
-from dsage_core.server.auth import Authenticator, Identity
+from dsage_core.server.auth import Authenticator, ConnectionGate, Identity
 from dsage_core.server.core import JobServer, Worker
 
 log = Logger(namespace="dsage.server.remote")
@@ -197,8 +199,37 @@ class WorkerLinkRef:
         _abort(self.rref)
 
 
+class Guarded(Referenceable):
+    """A remote object whose unexpected errors reach the caller as a plain :class:`BadRequest`
+    (malformed arguments a check missed), never as the raw ``ValueError`` / ``IndexError`` or a
+    server traceback; the server logs the details. dsage's own errors and Foolscap's
+    ``Violation`` pass unchanged. Costs one ``try`` per call."""
+
+    def doRemoteCall(self, methodname: str, args: Any, kwargs: Any) -> Any:
+        try:
+            r = getattr(self, "remote_" + methodname)(*args, **kwargs)
+        except (DsageError, Violation):
+            raise
+        except Exception:
+            raise _refusal(Failure(), methodname) from None
+        if isinstance(r, Deferred):
+            r.addErrback(_clean_failure, methodname)
+        return r
+
+
+def _refusal(f: Failure, method: str) -> BadRequest:
+    log.failure("dsage.server.remote_call_failed", f, method=method)
+    return BadRequest(f"malformed arguments to {method}")
+
+
+def _clean_failure(f: Failure, method: str) -> Any:
+    if f.check(DsageError, Violation):
+        return f
+    raise _refusal(f, method)
+
+
 @implementer(RIClientSession)
-class ClientSession(Referenceable):
+class ClientSession(Guarded):
     """A logged-in client: every call acts as that user, on that user's jobs only (admins: all)."""
 
     def __init__(self, core: JobServer, auth: Authenticator, who: Identity, address: str = "") -> None:
@@ -312,7 +343,7 @@ class ClientSession(Referenceable):
 
 
 @implementer(RIWorkerSession)
-class WorkerSession(Referenceable):
+class WorkerSession(Guarded):
     """A logged-in worker: may fetch work, report on the jobs it holds, and heartbeat. Nothing else."""
 
     def __init__(self, core: JobServer, who: Identity) -> None:
@@ -364,36 +395,62 @@ class WorkerSession(Referenceable):
 
 
 @implementer(RILogin)
-class Login(Referenceable):
-    """The server's one public object (its furl is ``server.furl``)."""
+class Login(Guarded):
+    """The server's one public object (its furl is ``server.furl``). Each connection talks to its
+    own view (:meth:`for_connection`): its challenges, failed logins and address are its own."""
 
-    def __init__(self, core: JobServer, auth: Authenticator) -> None:
+    def __init__(self, core: JobServer, auth: Authenticator, gate: ConnectionGate | None = None) -> None:
         self.core = core
         self.auth = auth
+        self.gate = gate
+        self.address = gate.address if gate is not None else ""
+
+    def for_connection(self, address: str, abort: Any) -> "Login":
+        """The view one connection gets (see ``protocol.tubs.ServerBroker`` and localwire)."""
+        return Login(self.core, self.auth, self.auth.gate(address, abort))
+
+    def connection_lost(self) -> None:
+        if self.gate is not None:
+            self.gate.close()
 
     def remote_get_version(self) -> dict[str, Any]:
         return {"version": __version__, "server_id": self.core.server_id,
                 "allow_anonymous": self.auth.allow_anonymous}
 
     def remote_challenge(self) -> bytes:
-        return self.auth.challenge()
+        return self.gate.challenge() if self.gate is not None else self.auth.challenge()
 
     def remote_login(self, role: str, pubkey: str, nonce: bytes, signature: bytes) -> Any:
-        d = self.auth.login(role, pubkey, nonce, signature)
-        return d.addCallback(self._session)
+        d = self.auth.login(role, pubkey, nonce, signature, self.address, book=self.gate)
+        return d.addCallbacks(self._session, self._failed)
 
     def remote_login_anonymous(self, role: str) -> Any:
-        return self._session(self.auth.login_anonymous(role))
+        try:
+            who = self.auth.login_anonymous(role, self.address)
+        except LoginFailed:
+            self._count_failure()
+            raise
+        return self._session(who)
 
     def remote_redeem_invite(self, invite: str, pubkey: str) -> Any:
-        parts = invite.split(":", 1)
+        parts = invite.split(":", 1) if isinstance(invite, str) else []
         if len(parts) != 2:
+            self._count_failure()
             raise BadRequest("malformed invite")
-        return self.auth.redeem_invite(parts[0], parts[1], pubkey)
+        d = self.auth.redeem_invite(parts[0], parts[1], pubkey, self.address)
+        return d.addErrback(self._failed)
+
+    def _failed(self, f: Any) -> Any:
+        self._count_failure()
+        return f
+
+    def _count_failure(self) -> None:
+        if self.gate is not None:
+            self.gate.failed()   # may close the connection (and raise LoginFailed saying so)
 
     def _session(self, who: Identity) -> Referenceable:
         if who.session == "client":
-            return ClientSession(self.core, self.auth, who)
+            return ClientSession(self.core, self.auth, who, self.address)
         return WorkerSession(self.core, who)
 
 

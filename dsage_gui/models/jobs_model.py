@@ -11,6 +11,7 @@ from typing import Any
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt, QTimer
 from PySide6.QtGui import QBrush, QColor
 
+from dsage_core import textsafe
 from dsage_core.model.job import JobInfo
 from dsage_gui.models.base import ListTableModel
 
@@ -128,7 +129,7 @@ class JobsTableModel(ListTableModel):
         if role == Qt.ItemDataRole.UserRole:
             return self._sort_value(job, col)
         if role == Qt.ItemDataRole.ToolTipRole and col == 6 and job.error:
-            return job.error[-2000:]
+            return textsafe.block(job.error[-2000:])
         return None
 
     @staticmethod
@@ -136,11 +137,11 @@ class JobsTableModel(ListTableModel):
         if col == 0:
             return str(job.id)
         if col == 1:
-            return job.name
+            return textsafe.line(job.name)   # text from peers: no control or bidi characters
         if col == 2:
             return job.status
         if col == 3:
-            return job.worker or ""
+            return textsafe.line(job.worker)
         if col == 4:
             return time.strftime("%H:%M:%S", time.localtime(job.created)) if job.created else ""
         if col == 5:
@@ -148,9 +149,9 @@ class JobsTableModel(ListTableModel):
             return f"{d:.2f} s" if d is not None else ""
         if col == 6:
             if job.status == "completed":
-                return job.result_preview or ""
+                return textsafe.line(job.result_preview)
             err = (job.error or "").strip().splitlines()
-            return err[-1] if err else ""
+            return textsafe.line(err[-1]) if err else ""
         if col == 7:
             return f"{job.progress * 100:.0f}%" if job.progress is not None else ""
         return ""

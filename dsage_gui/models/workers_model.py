@@ -6,6 +6,7 @@ from typing import Any
 
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt
 
+from dsage_core import textsafe
 from dsage_gui.models.base import ListTableModel
 
 COLUMNS = ("Worker", "Host", "Slots busy/total", "CPUs", "Memory", "Identity", "Last heartbeat", "Jobs done")
@@ -24,21 +25,23 @@ class WorkersTableModel(ListTableModel):
         if role != Qt.ItemDataRole.DisplayRole or w is None:
             return None
         c = index.column()
+        # worker-supplied text (an anonymous worker chose it): no control or bidi characters
         if c == 0:
-            return w.get("id", "")
+            return textsafe.line(w.get("id", ""))
         if c == 1:
-            return w.get("host", "")
+            return textsafe.line(w.get("host", ""))
         if c == 2:
             return f"{w.get('busy', 0)}/{w.get('slots', 0)}" + (" (paused)" if w.get("paused") else "")
         if c == 3:
-            return str(w.get("cpus") or "?")
+            return textsafe.line(w.get("cpus") or "?")
         if c == 4:
-            return f"{(w.get('memory') or 0) / 2**30:.1f} GiB"
+            mem = w.get("memory")
+            return f"{mem / 2**30:.1f} GiB" if isinstance(mem, (int, float)) else "?"
         if c == 5:
-            return "anonymous" if w.get("anonymous") else f"keyed ({w.get('user', '')})"
+            return "anonymous" if w.get("anonymous") else f"keyed ({textsafe.line(w.get('user', ''))})"
         if c == 6:
             t = w.get("last_heartbeat")
             return time.strftime("%H:%M:%S", time.localtime(t)) if t else ""
         if c == 7:
-            return str(w.get("jobs_done", 0))
+            return textsafe.line(w.get("jobs_done", 0))
         return None

@@ -10,6 +10,7 @@ from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QLineEdit,
                                QPushButton, QSplitter, QTableView, QTextEdit, QVBoxLayout, QWidget)
 
+from dsage_core import textsafe
 from dsage_core.model.job import ALL_STATES, JobInfo
 from dsage_gui.models.jobs_model import JobsTableModel
 from dsage_gui.models.proxies import JobsFilter
@@ -120,7 +121,7 @@ class JobsPane(QWidget):
             parts += ["--- traceback ---", job.error]
         bar = self.detail.verticalScrollBar()
         at_end, where = bar.value() >= bar.maximum() - 4, bar.value()
-        self.detail.setPlainText("\n".join(parts))
+        self.detail.setPlainText(textsafe.block("\n".join(parts)))  # text from peers: no controls
         if same:  # a refresh: follow live output like a terminal, unless the user scrolled up
             bar.setValue(bar.maximum() if at_end else where)
 
