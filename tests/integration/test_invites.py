@@ -57,7 +57,11 @@ def test_worker_invite_cannot_act_as_client(cluster, tmp_path):
 
 def test_expired_and_revoked_invites(cluster, tmp_path):
     """Expired and revoked codes fail with clear messages."""
-    old, _ = _invite(cluster, expires=-1)
+    # an invite whose time is up (the admin command refuses a lifetime that is not positive)
+    iid, secret = keys.new_invite_secret()
+    rt.blocking(cluster.server.core.store.add_invite, iid, keys.hash_secret(secret), "worker",
+                cluster.server.core.clock.seconds() - 1, 1, timeout=10)
+    old = keys.make_invite_code(cluster.furl, iid, secret)
     (tmp_path / "a").mkdir()
     with pytest.raises(Exception, match="expired"):
         _redeem(cluster, tmp_path / "a", old)
