@@ -100,7 +100,7 @@ def parse_public_key(text: Any) -> str:
     peer must not make the server open a path it names); local tools use :func:`load_public_key`.
     """
     if not isinstance(text, str):
-        raise KeyFileError("a public key must be text ('ssh-ed25519 AAAA...')")
+        raise KeyFileError("malformed public key: expected text 'ssh-ed25519 AAAA...'")
     if len(text) > MAX_PUBKEY_TEXT:
         raise KeyFileError(f"public key too long: {len(text)} characters > {MAX_PUBKEY_TEXT}")
     parts = text.strip().split()

@@ -81,7 +81,7 @@ class Authenticator:
             pub = keys.parse_public_key(pubkey)   # text only: never a file a peer names
         except keys.KeyFileError as e:
             book.consume(nonce)
-            self._fail(f"malformed public key: {e}", "?", address)
+            self._fail(str(e), "?", address)
         if not isinstance(signature, bytes):
             self._fail("malformed signature", "?", address)
         if not book.consume(nonce):
@@ -115,11 +115,17 @@ class Authenticator:
         except keys.KeyFileError as e:
             self.store.audit("invite_failed", "?", address, f"{str(code_id)[:20]}: {e}").addErrback(
                 lambda f: None)
-            raise LoginFailed(f"malformed public key: {e}") from None
+            raise LoginFailed(str(e)) from None
         existing = yield self.store.user_by_pubkey(pub)
-        role = yield self.store.use_invite(code_id, keys.hash_secret(secret), _now(self.challenges))
+        try:
+            role = yield self.store.use_invite(code_id, keys.hash_secret(secret), _now(self.challenges))
+        except Exception as e:
+            self.store.audit("invite_failed", "?", address, f"{str(code_id)[:20]}: {e}").addErrback(
+                lambda f: None)
+            log.warn("dsage.auth.invite_failed", reason=str(e), address=address)
+            raise
         if existing is not None:
-            self.store.audit("invite_used", existing["name"], address, f"{code_id} (key already known)")
+            yield self.store.audit("invite_used", existing["name"], address, f"{code_id} (key already known)")
             return existing["name"]
         name = f"{role}-{keys.fingerprint(pub)[7:15]}".replace("/", "_").replace("+", "-")
         yield self.store.add_user(name, pub, role)

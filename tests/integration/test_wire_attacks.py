@@ -187,6 +187,9 @@ def test_logins_and_failures_are_audited_with_the_peer_address(cluster, peers, t
     keys.generate_keypair(tmp_path / "newbie", tmp_path / "newbie.pub")
     p.call(p.login, "redeem_invite", f"{inv['id']}:{inv['secret']}",
            keys.load_public_key(str(tmp_path / "newbie.pub")))
+    with pytest.raises(DsageError, match="already used"):
+        p.call(p.login, "redeem_invite", f"{inv['id']}:{inv['secret']}",
+               keys.load_public_key(str(tmp_path / "stranger.pub")))
     local = peers("local")
     local.signed_login("worker", cluster.home / "dsage_key")
     rows = cluster.client.admin("audit", 50)
@@ -196,6 +199,7 @@ def test_logins_and_failures_are_audited_with_the_peer_address(cluster, peers, t
     assert any(a.startswith("127.0.0.1:") for a in by_event["login"])
     assert any(a.startswith("127.0.0.1:") for a in by_event["login_failed"])
     assert any(a.startswith("127.0.0.1:") for a in by_event["invite_used"])
+    assert any(a.startswith("127.0.0.1:") for a in by_event["invite_failed"])
     assert f"local:{os.getpid()}" in by_event["login"]
     assert all(a for a in by_event["login"]), by_event["login"]   # none empty
 
