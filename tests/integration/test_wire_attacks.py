@@ -401,3 +401,20 @@ def test_every_remote_method_refuses_garbage_cleanly(cluster, peers, transport):
     assert bad == [], f"{len(bad)} of {calls} calls not refused cleanly"
     assert cluster.client("2+2").wait(10).result == 4
     assert envelope.unpack(p.call(client, "stats"))["workers"] >= 1
+
+
+def test_admin_commands_and_invites_need_an_admin_key(cluster, peers, tmp_path):
+    """A client-role user cannot add users or make invites (even a malformed command is refused
+    for the role first)."""
+    from dsage_core.protocol.errors import PermissionDenied
+    priv = tmp_path / "mallory"
+    keys.generate_keypair(priv, tmp_path / "mallory.pub")
+    cluster.client.admin("user_add", "mallory", keys.load_public_key(str(tmp_path / "mallory.pub")), "client")
+    p = peers("foolscap")
+    session = p.signed_login("client", priv)
+    for cmd in (["user_add", "evil", keys.load_public_key(str(tmp_path / "mallory.pub")), "admin"],
+                ["invite_add", "client", 3600.0, 1], ["audit"], ["nonsense"], [1, 2]):
+        with pytest.raises(PermissionDenied, match="admin key"):
+            p.call(session, "admin", envelope.pack(cmd))
+    assert {u["name"]: u["role"] for u in cluster.client.admin("user_list")}["mallory"] == "client"
+    assert cluster.client.admin("invite_list") == []
