@@ -134,7 +134,8 @@ def test_a_path_as_public_key_is_never_opened(cluster, peers, tmp_path, transpor
         assert len(login_answers) == len(invite_answers) == len(admin_answers) == 1
         assert "ssh-ed25519" in login_answers.pop() and "ssh-ed25519" in admin_answers.pop()
         assert "eve" not in {u["name"] for u in cluster.client.admin("user_list")}
-        assert keys.load_public_key(str(existing)) not in {u["pubkey"] for u in cluster.client.admin("user_list")}
+        registered = {u["pubkey"] for u in cluster.client.admin("user_list")}
+        assert keys.load_public_key(str(existing)) not in registered
     finally:
         try:  # a server that did open the FIFO is blocked in open(): let it go
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
@@ -343,10 +344,10 @@ CLEAN = {"BadRequest", "LoginFailed", "PermissionDenied", "NotFound", "Violation
 
 @pytest.mark.parametrize("transport", ["foolscap", "local"])
 def test_every_remote_method_refuses_garbage_cleanly(cluster, peers, transport):
-    """Every method of Login, ClientSession and WorkerSession, called with wrong types, wrong
-    lengths, garbage msgpack and wrong arity, answers a clean refusal (a dsage error or a schema
-    Violation, never a raw ValueError/IndexError/TypeError, never a server traceback) and the
-    server goes on."""
+    """Every method of Login, ClientSession and WorkerSession (keyed and anonymous), called with
+    wrong types, wrong lengths, garbage msgpack and wrong arity, answers a clean refusal (a dsage
+    error or a schema Violation, never a raw ValueError/IndexError/TypeError, never a server
+    traceback) and the server goes on."""
     from dsage_core.protocol.errors import ServerUnavailable
     from dsage_core.protocol.interfaces import RIClientSession, RILogin, RIWorkerSession
     refs = {}
@@ -354,9 +355,12 @@ def test_every_remote_method_refuses_garbage_cleanly(cluster, peers, transport):
     def connect():
         p = peers(transport)
         refs.update(peer=p, login=p.login, client=p.signed_login("client", cluster.home / "dsage_key"),
-                    worker=p.signed_login("worker", cluster.home / "dsage_key"))
+                    worker=p.signed_login("worker", cluster.home / "dsage_key"),
+                    anonymous=p.call(p.login, "login_anonymous", "worker"))
+    cluster.server.auth.allow_anonymous = True   # as `dsage server --allow-anonymous`
     connect()
-    targets = [("login", RILogin), ("client", RIClientSession), ("worker", RIWorkerSession)]
+    targets = [("login", RILogin), ("client", RIClientSession), ("worker", RIWorkerSession),
+               ("anonymous", RIWorkerSession)]
     bad, calls, dropped = [], 0, 0
 
     def attempt(which, m, args):
