@@ -184,6 +184,18 @@ class ChallengeBook:
         t = self._issued.pop(bytes(nonce), None) if isinstance(nonce, (bytes, bytearray)) else None
         return t is not None and self.clock.seconds() - t <= self.ttl
 
+    def __len__(self) -> int:
+        """Nonces issued and not yet used (expired ones until the next :meth:`expire`)."""
+        return len(self._issued)
+
+    def expire(self) -> None:
+        """Forget the nonces older than the time to live."""
+        self._evict(self.clock.seconds())
+
+    def clear(self) -> None:
+        """Forget every nonce."""
+        self._issued.clear()
+
     def _evict(self, now: float) -> None:
         while self._issued:
             nonce, t = next(iter(self._issued.items()))

@@ -50,7 +50,6 @@ class Authenticator:
         self.server_id = server_id
         self.allow_anonymous = allow_anonymous
         self.challenges = keys.ChallengeBook(clock, ttl=challenge_ttl)
-
         self._clock = clock
         self._ttl = challenge_ttl
         self.nonces_by_host: dict[str, int] = {}   #: unanswered challenges per peer address
@@ -152,7 +151,7 @@ class ConnectionGate:
         self.closed = False
 
     def _held(self) -> int:
-        return len(self.book._issued)
+        return len(self.book)
 
     def _count(self, before: int) -> None:
         delta = self._held() - before
@@ -168,7 +167,7 @@ class ConnectionGate:
         if self.closed:
             raise LoginFailed("this connection is closed")
         before = self._held()
-        self.book._evict(self.auth._clock.seconds())
+        self.book.expire()
         self._count(before)
         if self._held() >= MAX_NONCES_PER_CONNECTION or \
                 self.auth.nonces_by_host.get(self.host, 0) >= MAX_NONCES_PER_HOST:
@@ -207,7 +206,7 @@ class ConnectionGate:
             return
         self.closed = True
         before = self._held()
-        self.book._issued.clear()
+        self.book.clear()
         self._count(before)
 
 
