@@ -855,7 +855,7 @@ def clean_worker_info(info: Any) -> dict[str, Any]:
     token = info.get("local_token")
     if token is not None and (not isinstance(token, str) or len(token) > 200):
         raise BadRequest("worker info: local_token must be short text")
-    return {"host": _text_in(info.get("host"), 64, "host"),
+    return {"host": _text_in(info.get("host"), 255, "host")[:64],   # a DNS name has at most 253
             "pid": _int_in(info.get("pid"), 0, 2**32, "pid", default=0),
             "slots": _int_in(info.get("slots"), 0, 1024, "slots", default=1),
             "capabilities": [textsafe.line(c) for c in caps],
