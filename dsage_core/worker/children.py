@@ -19,6 +19,7 @@ from twisted.logger import Logger
 
 from dsage_core import local_results
 from dsage_core.protocol.eagerwrite import write_now
+from dsage_core.worker import contain
 from dsage_core.worker.framing import FrameDecoder, pack_frame
 
 log = Logger(namespace="dsage.worker.child")
@@ -75,8 +76,11 @@ def describe_exit(reason: Any) -> tuple[int | None, int | None]:
 class ChildProcess(protocol.ProcessProtocol):
     """Drives one child; the pool decides what to send, this class does the pipes and the clock."""
 
-    def __init__(self, index: int, reactor: Any, env: dict[str, str], events: ChildEvents) -> None:
+    def __init__(self, index: int, reactor: Any, env: dict[str, str], events: ChildEvents,
+                 policy: dict[str, Any] | None = None) -> None:
         self.index = index
+        #: what the child contains itself in (worker/contain.py), sent as its first frame
+        self.policy = policy
         self.reactor = reactor
         self.env = env
         self.events = events
@@ -106,11 +110,16 @@ class ChildProcess(protocol.ProcessProtocol):
         rfd, wfd = os.pipe()
         os.set_blocking(rfd, False)
         _grow_pipe(wfd)
+        env = dict(self.env)
+        if self.policy is not None:
+            env["DSAGE_CONTAIN_FRAME"] = "1"
         try:
-            self.reactor.spawnProcess(self, CHILD_ARGS[0], CHILD_ARGS, env=self.env,
+            self.reactor.spawnProcess(self, CHILD_ARGS[0], CHILD_ARGS, env=env,
                                       childFDs={0: "w", 1: "r", 2: "r", 3: wfd})
         finally:
             os.close(wfd)
+        if self.policy is not None:   # over the pipe: no path of it in the child's environment
+            self.transport.writeToChild(0, pack_frame(["contain", self.policy]))
         self.messages = _PipeReader(self.reactor, rfd, self._fd3_data)
         self.reactor.addReader(self.messages)
 
@@ -130,6 +139,8 @@ class ChildProcess(protocol.ProcessProtocol):
 
     def signal(self, name: str) -> None:
         if self.alive:
+            if name == "KILL" and self.pid:
+                contain.kill_tree(self.pid)   # the job's processes too, even those in a new session
             try:
                 self.transport.signalProcess(name)
             except Exception:
@@ -138,10 +149,7 @@ class ChildProcess(protocol.ProcessProtocol):
     def pause(self, paused: bool) -> None:
         """SIGSTOP / SIGCONT the child (the tray's Pause); timeouts keep counting wall time."""
         if self.alive and self.pid:
-            try:
-                os.kill(self.pid, signal.SIGSTOP if paused else signal.SIGCONT)
-            except OSError:
-                pass
+            contain.signal_tree(self.pid, signal.SIGSTOP if paused else signal.SIGCONT)
 
     # ---------------------------------------------------------------- sending
     @property

@@ -50,6 +50,18 @@ def report_hold(wall: float | None, jobs_ahead: float) -> float:
     return min(HOLD_MAX, HOLD_FRACTION * wall, jobs_ahead * wall / 2)
 
 
+#: what a job's environment never holds: where dsage keeps its keys, the desktop app's pid
+PRIVATE_ENV = ("DSAGE_HOME", "DSAGE_SETTINGS_DIR", "DSAGE_EXIT_WITH_PID", "DSAGE_KEY")
+
+
+def child_env(environ: Any) -> dict[str, str]:
+    """The environment job children start from: ours, tuned, without dsage's private names."""
+    env = tuned_env(dict(environ))
+    for name in PRIVATE_ENV:
+        env.pop(name, None)
+    return env
+
+
 def _signame(sig: int) -> str:
     try:
         return _signal.Signals(sig).name
@@ -62,11 +74,13 @@ class ChildPool:
 
     def __init__(self, reactor: Any, slots: int, report: Report, *, scratch: Path,
                  env: dict[str, str] | None = None, default_limits: dict[str, Any] | None = None,
-                 nice: int = 10) -> None:
+                 nice: int = 10, contain: dict[str, Any] | None = None) -> None:
         self.reactor = reactor
         self.report = report
         self.scratch = scratch
-        self.base_env = tuned_env(dict(env or os.environ))
+        #: the containment policy each child gets (worker/contain.py): paths to hide, process limit
+        self.contain = contain
+        self.base_env = child_env(env or os.environ)
         self.base_env["DSAGE_NICE"] = str(nice)
         self.default_limits = default_limits or {}
         self.queue: deque[Assigned] = deque()
@@ -131,12 +145,13 @@ class ChildPool:
         scratch = self.scratch / f"{os.getpid()}-{idx}"
         scratch.mkdir(parents=True, exist_ok=True)
         env = dict(self.base_env)
+        policy = dict(self.contain, scratch=str(scratch)) if self.contain is not None else None
         env.update(DSAGE_SCRATCH=str(scratch), TMPDIR=str(scratch), DOT_SAGE=str(scratch / ".sage"),
                    CYSIGNALS_CRASH_NDEBUG="1", PYTHONUNBUFFERED="1")
         events = ChildEvents(done=self._on_done, output=self._on_output, progress=self._on_progress,
                              ended=self._on_ended, ready=lambda c: self._on_ready(c),
                              drained=lambda c: self._pump())
-        child = ChildProcess(idx, self.reactor, env, events)
+        child = ChildProcess(idx, self.reactor, env, events, policy)
         child.scratch = scratch  # type: ignore[attr-defined]
         child.result_home = self._local_home
         self.children.append(child)
@@ -399,8 +414,11 @@ class ChildPool:
             # not our doing: the OOM killer, an operator, or the machine going down: retry elsewhere
             self.report([["back", a.job_id, a.attempt, True, "child process was killed (SIGKILL)"]])
         elif sig is not None:
+            mem = (a.limits or {}).get("mem")
+            hint = (f" (its memory limit of {int(mem) // 2**20} MiB was probably exceeded: "
+                    f"an allocation in C code failed)" if mem else "")
             self._report_done(a, "failed", None, None,
-                              f"the job's process died from {_signame(sig)} (signal {sig}); "
+                              f"the job's process died from {_signame(sig)} (signal {sig}){hint}; "
                               f"the worker restarted the slot", 0.0, 0.0)
         else:
             self._report_done(a, "failed", None, None,
