@@ -77,8 +77,8 @@ def start_worker_process(reactor: Any, home: Path, furl: str, slots: int, *, ano
         from dsage_core.keyfd import key_pipe
         from dsage_core.setup import ensure_worker_key
         if key is None:
-            ensure_worker_key(home)
-        path = key if key is not None else home / WORKER_KEY
+            ensure_worker_key(Path(home))
+        path = Path(key) if key is not None else Path(home) / WORKER_KEY
         kfd = key_pipe(path.read_text(), [str(path)] if key is not None else [])
         fds[3] = kfd
         args += ["--key-fd", "3"]
