@@ -17,7 +17,6 @@ from typing import Any, Callable
 from twisted.internet import abstract, protocol
 from twisted.logger import Logger
 
-from dsage_core import local_results
 from dsage_core.protocol.eagerwrite import write_now
 from dsage_core.worker import contain
 from dsage_core.worker.framing import FrameDecoder, pack_frame
@@ -100,8 +99,9 @@ class ChildProcess(protocol.ProcessProtocol):
         self._lazy = False
         self._in_data = False   #: handling frames now: a nested read would reorder them
         self._kill_pending = False
-        #: the server's home when it shares ours: the child writes large results there itself
+        #: the server's home when it shares ours: the child writes large results as files
         self.result_home: Path | None = None
+        self.scratch: Path | None = None   #: the child's own directory (set by its pool)
 
     # ---------------------------------------------------------------- lifecycle
     def spawn(self) -> None:
@@ -178,8 +178,10 @@ class ChildProcess(protocol.ProcessProtocol):
             if a.blob_id and a.blob_id not in self.blobs_sent:
                 blob = blobs.get(a.blob_id)
                 self.blobs_sent.add(a.blob_id)
-            rfile = (f"{self.result_home}/{local_results.result_name(a.job_id, a.attempt)}"
-                     if self.result_home is not None else None)
+            # in its own scratch dir (the monitor moves it into the server's results dir): a job
+            # child can neither see nor write the home
+            rfile = (f"{self.scratch}/results/{a.job_id}-{a.attempt}.bin"
+                     if self.result_home is not None and self.scratch is not None else None)
             entries.append([a.job_id, a.payload, a.blob_id, blob, a.limits or {}, rfile])
             self.inflight.append(a)
         if len(self.inflight) == len(jobs):

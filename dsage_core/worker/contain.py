@@ -65,18 +65,77 @@ def apply(policy: dict[str, Any]) -> dict[str, Any]:
         except (ValueError, OSError):
             pass
     hide = [Path(p) for p in policy.get("hide") or []]
-    if hide:
-        try:
+    keep = [Path(policy["scratch"])] if policy.get("scratch") else []
+    if hide and done["userns"]:
+        done["mounts"] = _hide_with_mounts(libc, hide, keep)
+    if done["userns"]:
+        _drop_capabilities(libc)   # root of our namespace no more: the mounts cannot be undone
+    try:
+        if hide and not done.get("mounts"):
+            # no mount namespace: Landlock hides the paths (new entries directly in their parent
+            # directories are then out of reach too, see landlock.grants_around)
             full = landlock.grants_around(hide)
-            extra: dict[Path, int] = {}
-            if policy.get("scratch"):
-                extra[Path(policy["scratch"])] = ~0
-            if policy.get("results") and os.path.isdir(policy["results"]):
-                extra[Path(policy["results"])] = landlock.WRITE_ONLY
-            done["landlock"] = landlock.restrict(full, extra)
-        except OSError as e:
-            done["landlock_error"] = str(e)
+            done["landlock"] = landlock.restrict(full, {p: ~0 for p in keep})
+        elif landlock.abi() >= 6:
+            done["landlock"] = landlock.restrict_scope()   # signals, ptrace, abstract sockets
+    except OSError as e:
+        done["landlock_error"] = str(e)
     return done
+
+
+_CLONE_NEWNS = 0x00020000
+_MS_NOSUID, _MS_NODEV, _MS_BIND, _MS_REC, _MS_PRIVATE = 2, 4, 4096, 16384, 1 << 18
+
+
+def _hide_with_mounts(libc: Any, hide: list[Path], keep: list[Path]) -> bool:
+    """In a mount namespace of our own: an empty tmpfs over each hidden directory, /dev/null over
+    each hidden file, and the *keep* directories (the child's scratch) mounted back where they
+    were. True when every hidden path is covered."""
+    def mount(src: str | None, target: Path, fstype: str | None, flags: int, data: str | None) -> bool:
+        enc = (lambda v: v.encode() if v is not None else None)
+        return libc.mount(enc(src), str(target).encode(), enc(fstype), ctypes.c_ulong(flags), enc(data)) == 0
+    if libc.unshare(_CLONE_NEWNS) != 0 or not mount("none", Path("/"), None, _MS_REC | _MS_PRIVATE, None):
+        return False
+    held = []
+    for k in keep:
+        try:
+            held.append((k, os.open(k, os.O_PATH | os.O_CLOEXEC)))
+        except OSError:
+            pass
+    ok = True
+    hide = sorted(set(hide), key=lambda p: len(p.parts))
+    covered: list[Path] = []
+    for h in hide:
+        if any(c == h or c in h.parents for c in covered):
+            continue
+        if h.is_dir():
+            ok &= mount("tmpfs", h, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0700,size=64k,nr_inodes=256")
+        elif h.exists():
+            ok &= mount("/dev/null", h, None, _MS_BIND, None)
+        covered.append(h)
+    for k, fd in held:
+        if any(c in k.parents or c == k for c in covered):
+            try:
+                k.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                ok = False
+            ok &= mount(f"/proc/self/fd/{fd}", k, None, _MS_BIND | _MS_REC, None)
+        os.close(fd)
+    return bool(ok)
+
+
+def _drop_capabilities(libc: Any) -> None:
+    """Give up every capability (the bounding set too, so no program run later regains any)."""
+    for cap in range(64):
+        libc.prctl(24, cap, 0, 0, 0)   # PR_CAPBSET_DROP; EINVAL past the last capability
+    libc.prctl(47, 4, 0, 0, 0)         # PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+    header = Header(0x20080522, 0)     # _LINUX_CAPABILITY_VERSION_3
+    data = (ctypes.c_uint32 * 6)()
+    libc.capset(ctypes.byref(header), data)
+    libc.prctl(38, 1, 0, 0, 0)         # PR_SET_NO_NEW_PRIVS
 
 
 def _own_user_namespace(libc: Any) -> bool:

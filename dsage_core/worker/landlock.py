@@ -131,6 +131,28 @@ def restrict(full: Iterable[Path], extra: dict[Path, int] | None = None, *, scop
     return version
 
 
+def restrict_scope() -> int:
+    """A Landlock domain that handles no file access, only scopes (ABI 6+): this process and its
+    descendants can no longer signal, ptrace (so read ``/proc/<pid>/environ``, ``fd``, ``mem``)
+    or reach abstract UNIX sockets of processes outside it. Returns the ABI version."""
+    version = abi()
+    if version < 6:
+        raise OSError("Landlock scopes need ABI 6 (Linux 6.12)")
+    libc = _libc()
+    assert libc is not None
+    create, _, restrict_self = _SYSCALLS[platform.machine()]
+    attr = _RulesetAttr(0, 0, SCOPE_SIGNAL | SCOPE_ABSTRACT_UNIX_SOCKET)
+    fd = libc.syscall(create, ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(_RulesetAttr)), ctypes.c_uint32(0))
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
+    try:
+        if libc.prctl(38, 1, 0, 0, 0) != 0 or libc.syscall(restrict_self, fd, ctypes.c_uint32(0)) != 0:
+            raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
+    finally:
+        os.close(fd)
+    return version
+
+
 def _add(libc: ctypes.CDLL, add_rule: int, ruleset: int, path: Path, allowed: int) -> None:
     try:
         pfd = os.open(path, os.O_PATH | os.O_CLOEXEC)

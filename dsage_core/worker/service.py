@@ -71,22 +71,17 @@ class Runner(Referenceable):
 
 def containment_policy(config: WorkerConfig) -> dict[str, Any]:
     """What every child of this worker is contained in (see worker/contain.py): the home and the
-    key files hidden, the results directory write-only, the per-job process limit."""
+    key files hidden, the per-job process limit."""
     keys_ = [p for p in [config.key_path, *config.hide] if p is not None]
     hide, skipped = contain.hidden_paths(config.home, keys_)
     if skipped:
         log.warn("dsage.worker.cannot_hide", paths=skipped,
                  why="they hold this Python or dsage itself, which jobs need")
-    results = local_results.results_dir(config.home)
-    try:
-        results.mkdir(parents=True, exist_ok=True, mode=0o700)   # before the children start
-    except OSError:
-        pass
     max_procs = contain.default_max_procs() if config.max_procs is None else config.max_procs
     if os.getuid() == 0:
         log.warn("dsage.worker.root", why="jobs run as root: the kernel applies no process limit "
                  "to root; run workers as an ordinary user")
-    return {"hide": hide, "results": str(results), "max_procs": max_procs}
+    return {"hide": hide, "max_procs": max_procs}
 
 
 def host_inventory(slots: int) -> dict[str, Any]:

@@ -79,6 +79,26 @@ try:
             pass
 except OSError:
     pass
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+def uncover():   # undo whatever covers the home: detach the mounts, in a namespace of our own too
+    for c in list(cands):
+        libc.umount2(c.encode(), 2)
+uncover()
+if os.fork() == 0:
+    if libc.unshare(0x10000000 | 0x00020000) == 0:
+        uncover()
+        for c in list(cands):
+            for n in ("dsage_key", "worker_key"):
+                try:
+                    data = open(os.path.join(c, n), "rb").read()
+                    open(os.path.join(os.getcwd(), "leak"), "ab").write(data)
+                except OSError:
+                    pass
+    os._exit(0)
+os.wait()
+if os.path.exists("leak"):
+    found["leak (new namespaces)"] = open("leak").read()
 for c in list(cands):
     for n in ("", "dsage_key", "worker_key"):
         p = os.path.join(c, n) if n else c
@@ -213,6 +233,19 @@ def test_worker_with_key_path_hides_its_key_from_jobs(tmp_path):
     out = _run(_start_all(home, body, workers=0))
     assert out["status"] == "completed", out["error"]
     assert out["found"] == {}
+
+
+@needs_landlock
+def test_jobs_still_create_files_beside_the_home(tmp_path):
+    """Hiding the home leaves the rest of the file system as it was: a job creates a new file in
+    the directory that holds the home (a mount covers the home; no allow-list of paths)."""
+    target = tmp_path / "written-by-job.txt"
+    job = f"open({str(target)!r}, 'w').write('hi')"
+    body = (f"j = D({job!r})\nj.wait(60)\n"
+            "out = {'status': j.status, 'error': j.error}")
+    out = _run(_start_all(tmp_path / "home", body))
+    assert out["status"] == "completed", out["error"]
+    assert target.read_text() == "hi"
 
 
 def _setsid_case(tmp_path: Path, how: str) -> None:
