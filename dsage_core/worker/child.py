@@ -267,7 +267,7 @@ class Child:
             what = f"memory limit of {int(mem) // 2**20} MiB exceeded" if mem else "out of memory"
             error = f"MemoryError: {what}\n" + _bounded_traceback(e)
         except CpuLimitExceeded as e:
-            status, error = "failed", f"CPU time limit of {limits.get('cpu')} s hit\n" + _bounded_traceback(e)
+            status, error = "failed", f"CPU time limit of {limits.get('cpu'):g} s exceeded\n" + _bounded_traceback(e)
         except SystemExit as e:
             status, error = "failed", f"the job called sys.exit({e.code!r})"
         except BaseException as e:  # noqa: BLE001 - a job's failure is data

@@ -52,6 +52,8 @@ class Assigned:
     timer: Any = None
     started: float | None = None
     sent: float | None = None        #: when the monitor wrote it to its child
+    cpu_mark: float | None = None    #: the child's CPU seconds when it became current
+    cpu_timer: Any = None            #: the CPU-limit check (a job may lift its own RLIMIT_CPU)
 
 
 @dataclass
@@ -266,6 +268,26 @@ class ChildProcess(protocol.ProcessProtocol):
                 self._kill_if_current_marked()
         elif a.timeout:
             a.timer = self.reactor.callLater(max(0.0, a.timeout - (now - a.started)), self._timed_out, a)
+        cpu = (a.limits or {}).get("cpu")
+        if cpu and self.pid and not a.kill_reason:
+            # the child's RLIMIT_CPU is a soft limit the job can lift: check from outside too
+            a.cpu_mark = process_cpu(self.pid)
+            a.cpu_timer = self.reactor.callLater(float(cpu) + CPU_GRACE, self._check_cpu, a)
+
+    def _check_cpu(self, a: Assigned) -> None:
+        a.cpu_timer = None
+        self.catch_up()
+        if not (self.inflight and self.inflight[0] is a) or a.kill_reason or self.pid is None:
+            return
+        budget = float((a.limits or {}).get("cpu") or 0) + CPU_GRACE
+        now, mark = process_cpu(self.pid), a.cpu_mark
+        if now is None or mark is None:
+            return
+        if now - mark >= budget:
+            a.kill_reason = "cpu_limit"
+            self.signal("KILL")
+        else:
+            a.cpu_timer = self.reactor.callLater(max(0.05, budget - (now - mark)), self._check_cpu, a)
 
     def _timed_out(self, a: Assigned) -> None:
         a.timer = None
@@ -336,8 +358,7 @@ class ChildProcess(protocol.ProcessProtocol):
             log.warn("dsage.worker.unexpected_done", child=self.index, job=entry[0])
             return
         a = self.inflight.popleft()
-        if a.timer is not None and a.timer.active():
-            a.timer.cancel()
+        _cancel_timers(a)
         wall = entry[6] or 0.0
         if self.avg_wall is None or a.blob_id != self.avg_key:
             self.avg_wall, self.avg_key = wall, a.blob_id
@@ -366,9 +387,30 @@ class ChildProcess(protocol.ProcessProtocol):
         left = list(self.inflight)
         self.inflight.clear()
         for a in left:
-            if a.timer is not None and a.timer.active():
-                a.timer.cancel()
+            _cancel_timers(a)
         self.events.ended(self, left, reason)
+
+
+#: seconds of CPU a job may use past its cpu_limit before the monitor kills it (its own SIGXCPU
+#: comes first and fails it with a clear error, unless it lifted its limit)
+CPU_GRACE = 1.0
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system, all threads) of process *pid*, from /proc (Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _cancel_timers(a: Assigned) -> None:
+    for t in (a.timer, a.cpu_timer):
+        if t is not None and t.active():
+            t.cancel()
 
 
 def done_time(entry: list[Any], now: float) -> float | None:

@@ -460,6 +460,10 @@ class ChildPool:
                               0.0, 0.0)
         elif a.kill_reason == "killed":
             self._report_done(a, "killed", None, None, "killed by its owner", 0.0, 0.0)
+        elif a.kill_reason == "cpu_limit":
+            self._report_done(a, "failed", None, None,
+                              f"CPU time limit of {(a.limits or {}).get('cpu'):g} s exceeded (the job "
+                              f"went on past its own limit; the worker killed it)", 0.0, 0.0)
         elif self.closing:
             self.report([["back", a.job_id, a.attempt, False, "worker shutting down"]])
         elif sig == _signal.SIGKILL:

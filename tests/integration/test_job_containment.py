@@ -224,8 +224,9 @@ def test_worker_with_key_path_hides_its_key_from_jobs(tmp_path):
         try:
             j = D({FIND_KEYS!r})
             j.wait(60)
+            import psutil
             out = {{'status': j.status, 'error': j.error, 'found': j.result if j.status == 'completed' else None,
-                    'worker': j.worker}}
+                    'cmdline': psutil.Process(w.pid).cmdline()}}
         finally:
             w.terminate()
             w.wait(30)
@@ -233,6 +234,7 @@ def test_worker_with_key_path_hides_its_key_from_jobs(tmp_path):
     out = _run(_start_all(home, body, workers=0))
     assert out["status"] == "completed", out["error"]
     assert out["found"] == {}
+    assert "--key-fd" in out["cmdline"] and str(kdir) not in " ".join(out["cmdline"])
 
 
 @needs_landlock
@@ -329,6 +331,28 @@ def test_job_cannot_lift_its_memory_limit(tmp_path):
     assert out["status"] == "failed", out
     assert "memory limit of 1024 MiB exceeded" in out["error"]
     assert out["next"] == -1   # RLIM_INFINITY: the next job is not bound by the last one's limit
+
+
+LIFT_CPU = r'''
+import resource, signal, time
+signal.signal(signal.SIGXCPU, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_CPU, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+end = time.time() + 12
+while time.time() < end:
+    pass
+DSAGE_RESULT = "ran to the end"
+'''
+
+
+def test_job_cannot_lift_its_cpu_limit(tmp_path):
+    """A job with cpu_limit=1 that lifts its own RLIMIT_CPU and ignores SIGXCPU still fails, with
+    "CPU time limit of 1 s exceeded", long before its 12 s of spinning end."""
+    body = (f"t = time.time()\nj = D({LIFT_CPU!r}, cpu_limit=1)\nj.wait(60)\n"
+            "out = {'status': j.status, 'error': j.error, 'took': time.time() - t}")
+    out = _run(_start_all(tmp_path / "home", body))
+    assert out["status"] == "failed", out
+    assert "CPU time limit of 1 s exceeded" in out["error"]
+    assert out["took"] < 10
 
 
 @needs_signal_scope
