@@ -79,6 +79,10 @@ def cmd_server(args: argparse.Namespace) -> int:
         if name not in limits.to_dict() or not value.isdigit():
             return _fail(f"bad --limit {item!r}; known limits: {', '.join(limits.to_dict())}")
         setattr(limits, name, int(value))
+    from dsage_core.home import secure_home
+    fixed = secure_home(_home(args))
+    if fixed:
+        print(f"dsage: {fixed}", file=sys.stderr, flush=True)
     cfg = ServerConfig(home=_home(args), port=args.port, listen=args.listen, location=args.location,
                        allow_anonymous=args.allow_anonymous, lease_timeout=args.lease_timeout,
                        max_failures=args.max_failures, limits=limits,
@@ -100,18 +104,28 @@ def cmd_worker(args: argparse.Namespace) -> int:
     tune_this_process()
     tune_gc()
     from dsage_core.worker.service import WorkerConfig, WorkerService
+    from dsage_core import keyfd
     home = _home(args)
     try:
         furl = _worker_furl(args, home)
     except Exception as e:
         return _fail(str(e))
-    key = None if args.anonymous else Path(args.key).expanduser() if args.key else home / "dsage_key"
+    key_obj, hide = None, []
+    if args.key_fd is not None:   # start_all, the desktop app, or our own re-exec below
+        key_obj, hide = keyfd.receive(args.key_fd)
+        key = None
+    else:
+        key = None if args.anonymous else Path(args.key).expanduser() if args.key else home / "dsage_key"
     if key is not None and not key.exists():
         from dsage_core.keys import ensure_keypair
         ensure_keypair(home)
+    if args.key and args.key_fd is None:
+        # a job could read our command line: run again with the key on a pipe, not its path
+        keyfd.reexec_without_key_path(key, getattr(args, "argv", None))
     cfg = WorkerConfig(home=home, furl=furl, slots=args.workers, key_path=key, anonymous=args.anonymous,
                        mem_limit=args.mem_limit * 1024 * 1024 if args.mem_limit else None,
-                       cpu_limit=args.cpu_limit, nice=args.nice)
+                       cpu_limit=args.cpu_limit, nice=args.nice, key=key_obj, hide=hide,
+                       max_procs=args.max_procs)
     if not args.quiet:
         _log_to_stderr()
     holder: dict[str, Any] = {}
@@ -374,6 +388,8 @@ def cmd_setup(args: argparse.Namespace) -> int:
         if ans not in ("", "y", "yes"):
             return 1
     info = ensure_setup(home)
+    if info["fixed"]:
+        print(f"dsage: {info['fixed']}")
     _init_db(home)
     print(f"dsage home:  {info['home']}\nyour key:    {info['key']} ({info['fingerprint']})\n"
           f"server cert: {info['server_cert']}")
@@ -383,11 +399,12 @@ def cmd_setup(args: argparse.Namespace) -> int:
 def _init_db(home: Path) -> None:
     """Create the database and register the owner's key as the first admin (idempotent)."""
     from dsage_core.home import DATABASE
-    from dsage_core.server.service import ensure_owner
+    from dsage_core.server.service import ensure_local_worker, ensure_owner
     from dsage_core.store import InlineRunner, SqliteStore
     store = SqliteStore(home / DATABASE, InlineRunner())
     store.open()
     ensure_owner(store, home)
+    ensure_local_worker(store, home)
     store.close()
 
 
@@ -543,6 +560,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mem-limit", type=int, help="memory limit per job, MiB")
     s.add_argument("--cpu-limit", type=float, help="CPU-time limit per job, seconds")
     s.add_argument("--nice", type=int, default=10, help="niceness of job processes (default: %(default)s)")
+    s.add_argument("--max-procs", type=int, default=None,
+                   help="processes and threads one job may have at once (default: "
+                        "max(128, 2 x CPUs + 32); 0: no limit)")
+    s.add_argument("--key-fd", type=int, default=None,
+                   help="read the private key from this file descriptor (how start_all and the "
+                        "desktop app hand their local worker its key)")
     s.add_argument("--quiet", action="store_true", help="no log or state changes on stderr")
 
     s = cmd("start-all", cmd_start_all, "start a server and a local worker, until Ctrl+C")
@@ -640,10 +663,13 @@ def _main(argv: list[str] | None) -> int:
         return _desktop(argv[0], argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = argv
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     from dsage_core.protocol.errors import DsageError
+    if args.func in (cmd_server, cmd_worker, cmd_setup, cmd_start_all):
+        os.umask(0o077)   # every file and directory they create is the user's alone
     try:
         return args.func(args) or 0
     except (DsageError, FileNotFoundError, ValueError, TimeoutError, RuntimeError) as e:  # SubmitError is a ValueError

@@ -59,20 +59,37 @@ class LocalWorker:
 
 def start_worker_process(reactor: Any, home: Path, furl: str, slots: int, *, anonymous: bool = False,
                          key: Path | None = None) -> LocalWorker:
+    """A ``dsage worker`` process for *home*'s server. Without *key* it gets the home's own worker
+    key (role worker, ``setup.ensure_worker_key``), never the owner's admin key; either key goes on
+    a pipe, never as a path on its command line."""
     from dsage_core.memory import tuned_env
     from dsage_core.worker import lifeline
     from dsage_core.worker.reaping import ensure_reaper
     ensure_reaper(reactor)
     args = [sys.executable, "-m", "dsage_core", "worker", "--home", str(home), "--server", furl,
             "--workers", str(slots), "--quiet"]
+    fds: dict[int, Any] = {0: "w", 1: "r", 2: "r"}
+    kfd = None
     if anonymous:
         args.append("--anonymous")
-    elif key is not None:
-        args += ["--key", str(key)]
+    else:
+        from dsage_core.home import WORKER_KEY
+        from dsage_core.keyfd import key_pipe
+        from dsage_core.setup import ensure_worker_key
+        if key is None:
+            ensure_worker_key(Path(home))
+        path = Path(key) if key is not None else Path(home) / WORKER_KEY
+        kfd = key_pipe(path.read_text(), [str(path)] if key is not None else [])
+        fds[3] = kfd
+        args += ["--key-fd", "3"]
     proto = _WorkerProcess()
     env = tuned_env(dict(os.environ))
     env[lifeline.ENV] = str(os.getpid())  # it ends with us, even if we are killed outright
-    transport = reactor.spawnProcess(proto, sys.executable, args, env=env)
+    try:
+        transport = reactor.spawnProcess(proto, sys.executable, args, env=env, childFDs=fds)
+    finally:
+        if kfd is not None:
+            os.close(kfd)
     return LocalWorker(slots, proto, transport)
 
 
@@ -112,6 +129,7 @@ def start_embedded(home: str | Path | None, reactor: Any, workers: int | None = 
     from dsage_core.server.service import ServerConfig, create_server
     from dsage_core.setup import ensure_setup
     h = resolve_home(home)
+    os.umask(0o077)   # this process now keeps dsage's files (database, logs): its user's alone
     ensure_setup(h)  # keys and certificate; the server registers the owner key on its DB thread
     server = create_server(ServerConfig(home=h, allow_anonymous=allow_anonymous), reactor)
     furl = yield server.start()

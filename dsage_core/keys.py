@@ -66,6 +66,11 @@ def load_private_key(path: str | Path) -> Ed25519PrivateKey:
         data = p.read_bytes()
     except FileNotFoundError:
         raise KeyFileError(f"no key file at {p} (run 'dsage setup')") from None
+    return parse_private_key(data, p)
+
+
+def parse_private_key(data: bytes, p: str | Path = "the key") -> Ed25519PrivateKey:
+    """The Ed25519 private key in *data* (OpenSSH or PEM text); *p* names it in errors."""
     try:
         if b"OPENSSH PRIVATE KEY" in data:
             key: Any = serialization.load_ssh_private_key(data, password=None)

@@ -43,12 +43,18 @@ class LocalCluster:
         port = pick_port(h, 0)
         furl = f"pb://{server_id(h)}@tcp:127.0.0.1:{port}/login"
         logs = h / homes.LOGS
-        logs.mkdir(exist_ok=True)
+        logs.mkdir(exist_ok=True, mode=0o700)
         py = [sys.executable, "-m", "dsage_core"]
         server = _spawn(py + ["server", "--home", str(h), "--port", str(port), "--quiet"], logs / "server.log")
         server_lock.announce(h, server.pid)   # our worker and client then wait for its local socket
-        worker = _spawn(py + ["worker", "--home", str(h), "--server", furl, "--workers", str(workers),
-                              "--quiet"], logs / "worker.log")
+        # the worker's own key (role worker), on a pipe: no path to it on its command line
+        from dsage_core.keyfd import key_pipe
+        kfd = key_pipe((h / homes.WORKER_KEY).read_text())
+        try:
+            worker = _spawn(py + ["worker", "--home", str(h), "--server", furl, "--workers", str(workers),
+                                  "--quiet", "--key-fd", str(kfd)], logs / "worker.log", pass_fds=(kfd,))
+        finally:
+            os.close(kfd)
         return cls(h, furl, [server, worker])
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -71,11 +77,12 @@ class LocalCluster:
             return ""
 
 
-def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
-    out = open(log, "ab")
+def _spawn(argv: list[str], log: Path, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
+    out = os.fdopen(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
     try:
+        os.fchmod(out.fileno(), 0o600)   # a log from an older version may be open to others
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                preexec_fn=_die_with_parent, close_fds=True,
+                                preexec_fn=_die_with_parent, close_fds=True, pass_fds=pass_fds,
                                 env=tuned_env(dict(os.environ)))
     finally:
         out.close()

@@ -47,7 +47,7 @@ def read_furl(server: str | Path) -> str:
 class ServerConnection:
     """Keeps one logged-in session to a server; *role* is "client" or "worker"."""
 
-    def __init__(self, tub: Any, furl: str, role: str, *, key_path: Path | None = None,
+    def __init__(self, tub: Any, furl: str, role: str, *, key_path: Path | None = None, key: Any = None,
                  anonymous: bool = False, on_session: Callable[[Any], Any],
                  on_lost: Callable[[], Any] = lambda: None,
                  on_error: Callable[[Exception], Any] = lambda e: None, max_delay: float = 5.0,
@@ -56,7 +56,8 @@ class ServerConnection:
         self.furl = furl
         self.role = role
         self.server_id = tub_id_of(furl)
-        self.key = keys.load_private_key(key_path) if key_path is not None else None
+        # *key*: a key already in memory (a worker that got it on a pipe keeps no path to it)
+        self.key = key if key is not None else keys.load_private_key(key_path) if key_path is not None else None
         self.anonymous = anonymous
         self.on_session = on_session
         self.on_lost = on_lost

@@ -58,6 +58,10 @@ class ServerService(MultiService):
     @inlineCallbacks
     def start(self) -> Any:
         cfg = self.config
+        fixed = homes.secure_home(self.home)
+        if fixed:
+            log.warn("dsage.server.home_was_open", fixed=fixed)
+        _private_file(self.home / homes.DATABASE)   # SQLite gives -wal and -shm the same mode
         local = cfg.local_socket and server_lock.socket_path(self.home) is not None
         self._lock = _take_lock(self.home, local)
         tub = tubs.server_tub(self.home / homes.SERVER_CERT)
@@ -78,6 +82,7 @@ class ServerService(MultiService):
         if swept:
             log.info("dsage.server.orphan_results_removed", count=swept)
         yield ensure_owner(store, self.home)
+        yield ensure_local_worker(store, self.home)
         self.auth = Authenticator(store, self.reactor, server_id, allow_anonymous=cfg.allow_anonymous)
         port = pick_port(self.home, cfg.port)
         tub.listenOn(f"tcp:{port}:interface={cfg.listen}")
@@ -185,6 +190,36 @@ def ensure_owner(store: Any, home: Path) -> Any:
     name = _owner_name()
     yield store.add_user(name, pub, "admin")
     yield store.audit("user_add", name, "local", "server owner, first admin")
+
+
+@inlineCallbacks
+def ensure_local_worker(store: Any, home: Path) -> Any:
+    """The local worker's key (``worker_key.pub``, see ``setup.ensure_worker_key``) is registered
+    with the worker role, so the local worker of start_all and the desktop app never needs the
+    owner's admin key."""
+    pub_path = home / homes.WORKER_PUBKEY
+    if not pub_path.exists():
+        return
+    pub = keys.load_public_key(pub_path.read_text().strip())
+    known = yield store.user_by_pubkey(pub)
+    if known is not None:
+        return
+    name = "local-worker"
+    if (yield store.user_by_name(name)) is not None:
+        name = f"local-worker-{keys.fingerprint(pub)[-8:]}"
+    yield store.add_user(name, pub, "worker")
+    yield store.audit("user_add", name, "local", "the local worker's own key")
+
+
+def _private_file(path: Path) -> None:
+    """Create *path* 0600 if missing, else take away others' access to it."""
+    import os
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+    except OSError:
+        pass
 
 
 def _owner_name() -> str:

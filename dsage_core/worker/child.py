@@ -26,6 +26,7 @@ from typing import Any
 import msgpack
 
 from dsage_core import _progress as progress_mod, codec, local_results
+from dsage_core.worker import contain
 from dsage_core.worker.capture import Capture
 from dsage_core.worker.framing import FrameDecoder, frame_parts
 
@@ -83,6 +84,8 @@ class Inbox:
         for msg in self.decoder.feed(data):
             if msg[0] == "run":
                 self.items.extend(("job", entry) for entry in msg[1])
+            elif msg[0] == "contain":
+                self.items.append(("contain", msg[1]))
             else:
                 self.items.append((msg[0], None))
 
@@ -124,11 +127,17 @@ class CpuLimitExceeded(Exception):
     pass
 
 
+class NeedsFreshChild(Exception):
+    """This child's hard limits are lower than the next job allows (hard limits only go down):
+    it hands its jobs back and exits; a fresh child runs them."""
+
+
 class Child:
     """The job loop."""
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel, contained: dict[str, Any] | None = None) -> None:
         self.chan = channel
+        self.contained = contained or {}
         self.blobs: OrderedDict[str, Any] = OrderedDict()
         self.pending_done: list[list[Any]] = []
         self.oldest_done = 0.0
@@ -150,6 +159,7 @@ class Child:
         self.job_started = threading.Event()
         threading.Thread(target=self._done_flusher, name="dsage-done", daemon=True).start()
         self.sage_ns: dict[str, Any] | None = None
+        self._mem_hard: int | None = None   #: the hard RLIMIT_AS a past job left (never raised)
 
     # ------------------------------------------------------------------ the loop
     def serve(self, q: Inbox) -> None:
@@ -164,7 +174,12 @@ class Child:
                 return
             if kind != "job":
                 continue
-            wall = self.run_one(entry)
+            try:
+                wall = self.run_one(entry)
+            except NeedsFreshChild:
+                self.flush_done()
+                self.chan.send(["recycle"])
+                return
             if self.pending_done and time.perf_counter() - self.oldest_done >= COALESCE_S:
                 self.flush_done()
             self._short_jobs += 1
@@ -226,6 +241,7 @@ class Child:
         job_id, payload_bytes, blob_id, blob, limits = entry[:5]
         result_path = entry[5] if len(entry) > 5 else None   # where a large result goes (local server)
         limits = limits or {}
+        restore = self._apply_limits(limits)   # may raise NeedsFreshChild: nothing started yet
         if self.pending_done:
             self.job_started.set()
         t0 = time.perf_counter()
@@ -233,7 +249,6 @@ class Child:
         status, result, error, preview = "completed", None, None, None
         self.capture.begin(job_id, int(limits.get("out") or 1024 * 1024))
         progress_mod._set_sender(job_id, self.chan)
-        restore = self._apply_limits(limits)
         try:
             payload = msgpack.unpackb(payload_bytes, raw=False)
             value = self._execute(payload, blob_id, blob, scratch)
@@ -249,16 +264,17 @@ class Child:
             restore = _nothing
             status = "failed"
             mem = limits.get("mem")
-            what = f"memory limit of {int(mem) // 2**20} MiB hit" if mem else "out of memory"
+            what = f"memory limit of {int(mem) // 2**20} MiB exceeded" if mem else "out of memory"
             error = f"MemoryError: {what}\n" + _bounded_traceback(e)
         except CpuLimitExceeded as e:
-            status, error = "failed", f"CPU time limit of {limits.get('cpu')} s hit\n" + _bounded_traceback(e)
+            status, error = "failed", f"CPU time limit of {limits.get('cpu'):g} s exceeded\n" + _bounded_traceback(e)
         except SystemExit as e:
             status, error = "failed", f"the job called sys.exit({e.code!r})"
         except BaseException as e:  # noqa: BLE001 - a job's failure is data
-            status, error = "failed", _bounded_traceback(e)
+            status, error = "failed", self._process_limit_note(e) + _bounded_traceback(e)
         finally:
             restore()
+            contain.end_of_job_sweep()   # one waitpid unless the job left processes running
             self._clean_scratch()
             progress_mod._flush_and_clear()
             self.capture.end()
@@ -360,13 +376,28 @@ class Child:
         return ns.get("DSAGE_RESULT")  # an expression job without a final expression may set it too
 
     # ------------------------------------------------------------------ limits
+    def _process_limit_note(self, e: BaseException) -> str:
+        """A line naming the per-job process limit when *e* (or its cause) is a failed fork."""
+        n = self.contained.get("max_procs")
+        while e is not None and n:
+            if isinstance(e, BlockingIOError) or (isinstance(e, OSError) and e.errno == 11):
+                return (f"process limit of {n} processes per job reached (threads count too; "
+                        f"see dsage worker --max-procs)\n")
+            e = e.__cause__ or e.__context__  # type: ignore[assignment]
+        return ""
+
     def _apply_limits(self, limits: dict[str, Any]) -> Any:
+        """Set the job's limits. Memory: a hard RLIMIT_AS the job cannot raise; a child whose hard
+        limit is lower than this job may have raises NeedsFreshChild."""
         undo = []
         mem = limits.get("mem")
-        if mem:
+        if mem or self._mem_hard is not None:
             soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-            resource.setrlimit(resource.RLIMIT_AS, (int(mem), hard))
-            undo.append(lambda: resource.setrlimit(resource.RLIMIT_AS, (soft, hard)))
+            if hard != resource.RLIM_INFINITY and (not mem or int(mem) > hard):
+                raise NeedsFreshChild
+            if mem:
+                resource.setrlimit(resource.RLIMIT_AS, (int(mem), int(mem)))
+                self._mem_hard = int(mem)
         cpu = limits.get("cpu")
         if cpu:
             csoft, chard = resource.getrlimit(resource.RLIMIT_CPU)
@@ -412,11 +443,19 @@ def main() -> None:
             pass
     os.environ.setdefault("CYSIGNALS_CRASH_NDEBUG", "1")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C in a terminal is for the monitor
+    inbox = Inbox(0)
+    contained: dict[str, Any] = {}
+    if os.environ.pop("DSAGE_CONTAIN_FRAME", "") == "1":   # a monitor sends its policy first
+        kind, first = inbox.get()
+        if kind == "contain":
+            contained = contain.apply(first or {})   # before any thread starts (user namespace)
+        else:
+            inbox.items.appendleft((kind, first))
     chan = Channel(3)
     from dsage_core.client.sage_check import sage_available
-    chan.send(["hello", os.getpid(), {"sage": sage_available()}])
-    child = Child(chan)
-    child.serve(Inbox(0))
+    chan.send(["hello", os.getpid(), {"sage": sage_available(), "contained": contained}])
+    child = Child(chan, contained)
+    child.serve(inbox)
     sys.stdout.flush()
 
 

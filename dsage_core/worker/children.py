@@ -17,8 +17,8 @@ from typing import Any, Callable
 from twisted.internet import abstract, protocol
 from twisted.logger import Logger
 
-from dsage_core import local_results
 from dsage_core.protocol.eagerwrite import write_now
+from dsage_core.worker import contain
 from dsage_core.worker.framing import FrameDecoder, pack_frame
 
 log = Logger(namespace="dsage.worker.child")
@@ -52,6 +52,8 @@ class Assigned:
     timer: Any = None
     started: float | None = None
     sent: float | None = None        #: when the monitor wrote it to its child
+    cpu_mark: float | None = None    #: the child's CPU seconds when it became current
+    cpu_timer: Any = None            #: the CPU-limit check (a job may lift its own RLIMIT_CPU)
 
 
 @dataclass
@@ -75,8 +77,11 @@ def describe_exit(reason: Any) -> tuple[int | None, int | None]:
 class ChildProcess(protocol.ProcessProtocol):
     """Drives one child; the pool decides what to send, this class does the pipes and the clock."""
 
-    def __init__(self, index: int, reactor: Any, env: dict[str, str], events: ChildEvents) -> None:
+    def __init__(self, index: int, reactor: Any, env: dict[str, str], events: ChildEvents,
+                 policy: dict[str, Any] | None = None) -> None:
         self.index = index
+        #: what the child contains itself in (worker/contain.py), sent as its first frame
+        self.policy = policy
         self.reactor = reactor
         self.env = env
         self.events = events
@@ -96,8 +101,9 @@ class ChildProcess(protocol.ProcessProtocol):
         self._lazy = False
         self._in_data = False   #: handling frames now: a nested read would reorder them
         self._kill_pending = False
-        #: the server's home when it shares ours: the child writes large results there itself
+        #: the server's home when it shares ours: the child writes large results as files
         self.result_home: Path | None = None
+        self.scratch: Path | None = None   #: the child's own directory (set by its pool)
 
     # ---------------------------------------------------------------- lifecycle
     def spawn(self) -> None:
@@ -106,11 +112,16 @@ class ChildProcess(protocol.ProcessProtocol):
         rfd, wfd = os.pipe()
         os.set_blocking(rfd, False)
         _grow_pipe(wfd)
+        env = dict(self.env)
+        if self.policy is not None:
+            env["DSAGE_CONTAIN_FRAME"] = "1"
         try:
-            self.reactor.spawnProcess(self, CHILD_ARGS[0], CHILD_ARGS, env=self.env,
+            self.reactor.spawnProcess(self, CHILD_ARGS[0], CHILD_ARGS, env=env,
                                       childFDs={0: "w", 1: "r", 2: "r", 3: wfd})
         finally:
             os.close(wfd)
+        if self.policy is not None:   # over the pipe: no path of it in the child's environment
+            self.transport.writeToChild(0, pack_frame(["contain", self.policy]))
         self.messages = _PipeReader(self.reactor, rfd, self._fd3_data)
         self.reactor.addReader(self.messages)
 
@@ -130,6 +141,8 @@ class ChildProcess(protocol.ProcessProtocol):
 
     def signal(self, name: str) -> None:
         if self.alive:
+            if name == "KILL" and self.pid:
+                contain.kill_tree(self.pid)   # the job's processes too, even those in a new session
             try:
                 self.transport.signalProcess(name)
             except Exception:
@@ -138,10 +151,7 @@ class ChildProcess(protocol.ProcessProtocol):
     def pause(self, paused: bool) -> None:
         """SIGSTOP / SIGCONT the child (the tray's Pause); timeouts keep counting wall time."""
         if self.alive and self.pid:
-            try:
-                os.kill(self.pid, signal.SIGSTOP if paused else signal.SIGCONT)
-            except OSError:
-                pass
+            contain.signal_tree(self.pid, signal.SIGSTOP if paused else signal.SIGCONT)
 
     # ---------------------------------------------------------------- sending
     @property
@@ -170,8 +180,10 @@ class ChildProcess(protocol.ProcessProtocol):
             if a.blob_id and a.blob_id not in self.blobs_sent:
                 blob = blobs.get(a.blob_id)
                 self.blobs_sent.add(a.blob_id)
-            rfile = (f"{self.result_home}/{local_results.result_name(a.job_id, a.attempt)}"
-                     if self.result_home is not None else None)
+            # in its own scratch dir (the monitor moves it into the server's results dir): a job
+            # child can neither see nor write the home
+            rfile = (f"{self.scratch}/results/{a.job_id}-{a.attempt}.bin"
+                     if self.result_home is not None and self.scratch is not None else None)
             entries.append([a.job_id, a.payload, a.blob_id, blob, a.limits or {}, rfile])
             self.inflight.append(a)
         if len(self.inflight) == len(jobs):
@@ -256,6 +268,26 @@ class ChildProcess(protocol.ProcessProtocol):
                 self._kill_if_current_marked()
         elif a.timeout:
             a.timer = self.reactor.callLater(max(0.0, a.timeout - (now - a.started)), self._timed_out, a)
+        cpu = (a.limits or {}).get("cpu")
+        if cpu and self.pid and not a.kill_reason:
+            # the child's RLIMIT_CPU is a soft limit the job can lift: check from outside too
+            a.cpu_mark = process_cpu(self.pid)
+            a.cpu_timer = self.reactor.callLater(float(cpu) + CPU_GRACE, self._check_cpu, a)
+
+    def _check_cpu(self, a: Assigned) -> None:
+        a.cpu_timer = None
+        self.catch_up()
+        if not (self.inflight and self.inflight[0] is a) or a.kill_reason or self.pid is None:
+            return
+        budget = float((a.limits or {}).get("cpu") or 0) + CPU_GRACE
+        now, mark = process_cpu(self.pid), a.cpu_mark
+        if now is None or mark is None:
+            return
+        if now - mark >= budget:
+            a.kill_reason = "cpu_limit"
+            self.signal("KILL")
+        else:
+            a.cpu_timer = self.reactor.callLater(max(0.05, budget - (now - mark)), self._check_cpu, a)
 
     def _timed_out(self, a: Assigned) -> None:
         a.timer = None
@@ -326,8 +358,7 @@ class ChildProcess(protocol.ProcessProtocol):
             log.warn("dsage.worker.unexpected_done", child=self.index, job=entry[0])
             return
         a = self.inflight.popleft()
-        if a.timer is not None and a.timer.active():
-            a.timer.cancel()
+        _cancel_timers(a)
         wall = entry[6] or 0.0
         if self.avg_wall is None or a.blob_id != self.avg_key:
             self.avg_wall, self.avg_key = wall, a.blob_id
@@ -356,9 +387,30 @@ class ChildProcess(protocol.ProcessProtocol):
         left = list(self.inflight)
         self.inflight.clear()
         for a in left:
-            if a.timer is not None and a.timer.active():
-                a.timer.cancel()
+            _cancel_timers(a)
         self.events.ended(self, left, reason)
+
+
+#: seconds of CPU a job may use past its cpu_limit before the monitor kills it (its own SIGXCPU
+#: comes first and fails it with a clear error, unless it lifted its limit)
+CPU_GRACE = 1.0
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system, all threads) of process *pid*, from /proc (Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _cancel_timers(a: Assigned) -> None:
+    for t in (a.timer, a.cpu_timer):
+        if t is not None and t.active():
+            t.cancel()
 
 
 def done_time(entry: list[Any], now: float) -> float | None:

@@ -9,8 +9,10 @@ ended is decided here, from what the monitor did (timeout, kill) and how the chi
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import stat as _stat
 import signal as _signal
 from collections import deque
 from pathlib import Path
@@ -50,6 +52,23 @@ def report_hold(wall: float | None, jobs_ahead: float) -> float:
     return min(HOLD_MAX, HOLD_FRACTION * wall, jobs_ahead * wall / 2)
 
 
+#: what a job's environment never holds: where dsage keeps its keys, the desktop app's pid
+PRIVATE_ENV = ("DSAGE_HOME", "DSAGE_SETTINGS_DIR", "DSAGE_EXIT_WITH_PID", "DSAGE_KEY")
+
+
+def child_result_path(scratch: Path | None, a: Assigned) -> Path | None:
+    """Where a child writes a large result of *a* (in its own scratch dir, beside the job's)."""
+    return Path(scratch) / "results" / f"{a.job_id}-{a.attempt}.bin" if scratch is not None else None
+
+
+def child_env(environ: Any) -> dict[str, str]:
+    """The environment job children start from: ours, tuned, without dsage's private names."""
+    env = tuned_env(dict(environ))
+    for name in PRIVATE_ENV:
+        env.pop(name, None)
+    return env
+
+
 def _signame(sig: int) -> str:
     try:
         return _signal.Signals(sig).name
@@ -62,11 +81,13 @@ class ChildPool:
 
     def __init__(self, reactor: Any, slots: int, report: Report, *, scratch: Path,
                  env: dict[str, str] | None = None, default_limits: dict[str, Any] | None = None,
-                 nice: int = 10) -> None:
+                 nice: int = 10, contain: dict[str, Any] | None = None) -> None:
         self.reactor = reactor
         self.report = report
         self.scratch = scratch
-        self.base_env = tuned_env(dict(env or os.environ))
+        #: the containment policy each child gets (worker/contain.py): paths to hide, process limit
+        self.contain = contain
+        self.base_env = child_env(env or os.environ)
         self.base_env["DSAGE_NICE"] = str(nice)
         self.default_limits = default_limits or {}
         self.queue: deque[Assigned] = deque()
@@ -131,12 +152,13 @@ class ChildPool:
         scratch = self.scratch / f"{os.getpid()}-{idx}"
         scratch.mkdir(parents=True, exist_ok=True)
         env = dict(self.base_env)
+        policy = dict(self.contain, scratch=str(scratch)) if self.contain is not None else None
         env.update(DSAGE_SCRATCH=str(scratch), TMPDIR=str(scratch), DOT_SAGE=str(scratch / ".sage"),
                    CYSIGNALS_CRASH_NDEBUG="1", PYTHONUNBUFFERED="1")
         events = ChildEvents(done=self._on_done, output=self._on_output, progress=self._on_progress,
                              ended=self._on_ended, ready=lambda c: self._on_ready(c),
                              drained=lambda c: self._pump())
-        child = ChildProcess(idx, self.reactor, env, events)
+        child = ChildProcess(idx, self.reactor, env, events, policy)
         child.scratch = scratch  # type: ignore[attr-defined]
         child.result_home = self._local_home
         self.children.append(child)
@@ -305,8 +327,12 @@ class ChildPool:
         if a.kill_reason == "killed":
             status, result, error = "killed", None, "killed by its owner"
         if in_file is not None and status != "completed":
-            self._drop_result_file(a)
+            self._drop_result_file(a, child)
             in_file = None
+        if in_file is not None:
+            why = self._adopt_result_file(child, a, in_file)
+            if why:
+                status, result, error, in_file = "failed", None, why, None
         ended = done_time(entry, self.reactor.seconds())
         ahead = 0.0 if self.closing else child.load + len(self.queue) / max(1, self.target)
         hold = report_hold(wall, ahead)
@@ -314,7 +340,48 @@ class ChildPool:
             hold = max(0.0, hold - max(0.0, self.reactor.seconds() - ended))
         self._report_done(a, status, result, preview, error, cpu, wall, hold, in_file, ended)
 
-    def _drop_result_file(self, a: Assigned) -> None:
+    def _adopt_result_file(self, child: ChildProcess, a: Assigned, size: int) -> str | None:
+        """Move the large result the child wrote in its own scratch directory (the only place it
+        can write; it cannot see the home) to where the server expects it. A rename on the same
+        file system: the bytes are not copied. Returns why it could not, or None."""
+        src = child_result_path(getattr(child, "scratch", None), a)
+        if src is None or self._local_home is None:
+            return "the job's result file has no place to go"
+        dst = self._local_home / local_results.result_name(a.job_id, a.attempt)
+        try:
+            fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+            if not _stat.S_ISREG(st.st_mode) or st.st_size != size or st.st_nlink != 1:
+                os.unlink(src)
+                return "the job's result file was not the regular file of the size its child reported"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(src, dst)
+            except OSError as e:
+                if e.errno != errno.EXDEV:
+                    raise
+                with open(src, "rb") as f:   # scratch on another file system: copy it once
+                    local_results.write_result_at(dst, f.read())
+                os.unlink(src)
+                return None
+            moved = os.lstat(dst)
+            if (moved.st_ino, moved.st_dev) != (st.st_ino, st.st_dev):   # swapped in between
+                os.unlink(dst)
+                return "the job's result file changed while the worker moved it"
+        except OSError as e:
+            return f"the job's result file could not be moved: {e}"
+        return None
+
+    def _drop_result_file(self, a: Assigned, child: ChildProcess | None = None) -> None:
+        src = child_result_path(getattr(child, "scratch", None), a) if child is not None else None
+        if src is not None:
+            try:
+                os.unlink(src)
+            except OSError:
+                pass
         if self._local_home is not None:
             try:
                 os.unlink(self._local_home / local_results.result_name(a.job_id, a.attempt))
@@ -393,14 +460,21 @@ class ChildPool:
                               0.0, 0.0)
         elif a.kill_reason == "killed":
             self._report_done(a, "killed", None, None, "killed by its owner", 0.0, 0.0)
+        elif a.kill_reason == "cpu_limit":
+            self._report_done(a, "failed", None, None,
+                              f"CPU time limit of {(a.limits or {}).get('cpu'):g} s exceeded (the job "
+                              f"went on past its own limit; the worker killed it)", 0.0, 0.0)
         elif self.closing:
             self.report([["back", a.job_id, a.attempt, False, "worker shutting down"]])
         elif sig == _signal.SIGKILL:
             # not our doing: the OOM killer, an operator, or the machine going down: retry elsewhere
             self.report([["back", a.job_id, a.attempt, True, "child process was killed (SIGKILL)"]])
         elif sig is not None:
+            mem = (a.limits or {}).get("mem")
+            hint = (f" (its memory limit of {int(mem) // 2**20} MiB was probably exceeded: "
+                    f"an allocation in C code failed)" if mem else "")
             self._report_done(a, "failed", None, None,
-                              f"the job's process died from {_signame(sig)} (signal {sig}); "
+                              f"the job's process died from {_signame(sig)} (signal {sig}){hint}; "
                               f"the worker restarted the slot", 0.0, 0.0)
         else:
             self._report_done(a, "failed", None, None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from dsage_core.protocol import envelope, tubs
 from dsage_core.protocol.batcher import Batcher
 from dsage_core.protocol.connect import ServerConnection
 from dsage_core.protocol.interfaces import RIWorkerRunner
+from dsage_core.worker import contain
 from dsage_core.worker.pool import ChildPool
 
 log = Logger(namespace="dsage.worker")
@@ -43,6 +44,10 @@ class WorkerConfig:
     cpu_limit: float | None = None   #: CPU seconds per job
     nice: int = 10
     max_delay: float = 5.0           #: reconnect backoff cap
+    key: Any = None                  #: the private key itself, when it came on a pipe (--key-fd)
+    hide: list[Path] = field(default_factory=list)   #: more paths jobs must not reach (key files)
+    max_procs: int | None = None     #: processes + threads per job; None: the default, 0: no limit
+    contain: bool = True             #: contain children (worker/contain.py); off only for tests
 
 
 @implementer(RIWorkerRunner)
@@ -62,6 +67,21 @@ class Runner(Referenceable):
 
     def remote_ping(self) -> None:
         return None
+
+
+def containment_policy(config: WorkerConfig) -> dict[str, Any]:
+    """What every child of this worker is contained in (see worker/contain.py): the home and the
+    key files hidden, the per-job process limit."""
+    keys_ = [p for p in [config.key_path, *config.hide] if p is not None]
+    hide, skipped = contain.hidden_paths(config.home, keys_)
+    if skipped:
+        log.warn("dsage.worker.cannot_hide", paths=skipped,
+                 why="they hold this Python or dsage itself, which jobs need")
+    max_procs = contain.default_max_procs() if config.max_procs is None else config.max_procs
+    if os.getuid() == 0:
+        log.warn("dsage.worker.root", why="jobs run as root: the kernel applies no process limit "
+                 "to root; run workers as an ordinary user")
+    return {"hide": hide, "max_procs": max_procs}
 
 
 def host_inventory(slots: int) -> dict[str, Any]:
@@ -99,7 +119,8 @@ class WorkerService:
         if config.cpu_limit:
             limits["cpu"] = float(config.cpu_limit)
         self.pool = ChildPool(reactor, config.slots, self.reports.add_many, scratch=scratch,
-                              default_limits=limits, nice=config.nice)
+                              default_limits=limits, nice=config.nice,
+                              contain=containment_policy(config) if config.contain else None)
         self.runner = Runner(self)
         self._heartbeat: LoopingCall | None = None
         self.conn: ServerConnection | None = None
@@ -118,6 +139,7 @@ class WorkerService:
 
     def start(self) -> None:
         self.conn = ServerConnection(self._make_tub, self.config.furl, "worker", key_path=self.config.key_path,
+                                     key=self.config.key,
                                      anonymous=self.config.anonymous, on_session=self._got_session,
                                      on_lost=self._lost, on_error=self._failed,
                                      max_delay=self.config.max_delay,

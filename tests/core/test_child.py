@@ -136,12 +136,18 @@ def test_output_streamed_and_truncated(child):
 
 
 def test_memory_limit(child):
-    """Allocating past the job's memory limit fails it with a clear reason; the child keeps serving."""
-    child.run([1, msgpack.packb({"k": "exec", "code": "x = bytearray(1024**3)"}), None, None,
-               {"mem": 300 * 1024**2}], code(2, "'still alive'"))
+    """Allocating past the job's memory limit fails it with a clear reason; the child keeps serving
+    jobs the same limit allows, and hands back (recycle) a job its lowered hard limit would bind."""
+    lim = {"mem": 300 * 1024**2}
+    child.run([1, msgpack.packb({"k": "exec", "code": "x = bytearray(1024**3)"}), None, None, lim],
+              [2, msgpack.packb({"k": "expr", "code": "'still alive'"}), None, None, lim],
+              code(3, "'no limit'"))
     d = child.dones(2)
-    assert d[1][1] == "failed" and "memory limit of 300 MiB hit" in d[1][3]
+    assert d[1][1] == "failed" and "memory limit of 300 MiB exceeded" in d[1][3]
     assert decoded(d[2]) == "still alive"
+    child.next("recycle")
+    assert child.proc.wait(30) == 0
+    assert not [m for m in child.inbox if m[0] == "done"]   # job 3 never ran here
 
 
 def test_progress_in_order(child):
