@@ -385,11 +385,11 @@ class Login(Referenceable):
     def remote_login_anonymous(self, role: str) -> Any:
         return self._session(self.auth.login_anonymous(role))
 
-    def remote_redeem_invite(self, invite: str, pubkey: str) -> Any:
+    def remote_redeem_invite(self, invite: str, pubkey: str, session: str | None = None) -> Any:
         parts = invite.split(":", 1)
         if len(parts) != 2:
             raise BadRequest("malformed invite")
-        return self.auth.redeem_invite(parts[0], parts[1], pubkey)
+        return self.auth.redeem_invite(parts[0], parts[1], pubkey, session=session)
 
     def _session(self, who: Identity) -> Referenceable:
         if who.session == "client":
