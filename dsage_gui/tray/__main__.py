@@ -30,7 +30,7 @@ PASTE_PROMPT = "Paste the invite code you were given (dsage invite on the server
 def ask_invite(problem: str | None = None) -> Deferred:
     """The first run's paste box, shown without blocking the loop; fires with the code, or fails
     with RuntimeError when it is cancelled. *problem*: why the last code did not work."""
-    from PySide6.QtWidgets import QInputDialog
+    from PySide6.QtWidgets import QDialog, QInputDialog
     box = QInputDialog()
     box.setObjectName(PASTE_BOX)
     box.setWindowTitle("Join a dsage server")
@@ -38,18 +38,16 @@ def ask_invite(problem: str | None = None) -> Deferred:
     box.setTextValue("")
     d: Deferred = Deferred()
 
-    def chosen(code: str) -> None:
-        if not d.called:
-            if code.strip():
-                d.callback(code.strip())
-            else:
-                d.errback(RuntimeError(NOT_CONFIGURED))
-
-    def closed(_result: int) -> None:
-        if not d.called:
-            d.errback(RuntimeError(NOT_CONFIGURED))
+    def closed(result: int) -> None:
+        # finished comes before textValueSelected (QDialog::done emits it first): read the text here
+        code = box.textValue().strip()
         box.deleteLater()
-    box.textValueSelected.connect(chosen)
+        if d.called:
+            return
+        if result == QDialog.DialogCode.Accepted and code:
+            d.callback(code)
+        else:
+            d.errback(RuntimeError(NOT_CONFIGURED))
     box.finished.connect(closed)
     box.open()
     return d
