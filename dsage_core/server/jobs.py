@@ -9,8 +9,6 @@ from dsage_core.protocol.errors import BadRequest
 
 TRUNCATED = "\n[dsage: output truncated after {n} bytes]\n"
 
-#: what a job may need from its worker (workers advertise these in their inventory)
-CAPABILITIES = ("sage",)
 #: per-job limits a submit may carry: memory bytes, CPU seconds, output bytes
 JOB_LIMITS = ("mem", "cpu", "out")
 
@@ -113,11 +111,6 @@ def parse_submission(raw: Any, limits: Limits) -> dict[str, Any]:
         raise BadRequest("trusted_only must be a bool")
     if not isinstance(needs, list) or len(needs) > 8 or not all(isinstance(n, str) and len(n) < 32 for n in needs):
         raise BadRequest("needs must be a short list of capability names")
-    unknown = sorted(set(needs) - set(CAPABILITIES))
-    if unknown:
-        # no worker could ever advertise it: the job would wait forever
-        raise BadRequest(f"unknown capability {', '.join(map(repr, unknown))} in needs; "
-                         f"valid: {', '.join(CAPABILITIES)}")
     if not isinstance(payload, bytes):
         raise BadRequest("payload must be bytes")
     if len(payload) > limits.max_payload:
