@@ -13,7 +13,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 __all__ = ["start_all", "connect", "as_completed", "wait", "progress", "Client", "Job",
-           "DistributedFunction", "TaskQueue", "batch_progress",
+           "DistributedFunction", "TaskQueue", "batch_progress", "ClientClosed",
            "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED", "__version__"]
 
 from dsage_core._progress import progress
@@ -31,6 +31,9 @@ def __getattr__(name: str) -> Any:  # lazy: importing dsage_core must not import
     if name == "DistributedFunction":
         from dsage_core.distributed import DistributedFunction
         return DistributedFunction
+    if name == "ClientClosed":
+        from dsage_core.protocol.errors import ClientClosed
+        return ClientClosed
     if name == "TaskQueue":
         from dsage_core.client.taskqueue import TaskQueue
         return TaskQueue

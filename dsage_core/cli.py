@@ -40,6 +40,27 @@ def stop_reactor(reactor: Any) -> None:
         reactor.stop()
 
 
+def quiet_signals(reactor: Any) -> None:
+    """Make SIGINT/SIGTERM stop *reactor* once, however many arrive (call before ``run``).
+
+    Twisted's own handlers call ``reactor.stop()`` for each signal, and a second one (the parent's
+    SIGTERM and its death signal, a supervisor and a process-group kill) logged a critical
+    ``ReactorNotRunning`` traceback in the middle of a clean shutdown."""
+    import signal as _signal
+    from twisted.logger import Logger
+    log = Logger(namespace="dsage.cli")
+
+    def on_signal(number: int, frame: Any = None) -> None:
+        name = _signal.Signals(number).name
+        if getattr(reactor, "_stopped", False):
+            log.info("dsage.cli.signal_while_stopping", signal=name)
+        else:
+            log.info("Received {signal}, shutting down.", signal=name)
+        reactor._exitSignal = number
+        reactor.callFromThread(stop_reactor, reactor)
+    reactor.sigInt = reactor.sigTerm = on_signal
+
+
 def _run_reactor(start: Any, stop: Any) -> int:
     """Run *start(reactor)* on a fresh reactor until SIGINT/SIGTERM, then *stop()*."""
     # the store thread (server) and child-pipe work must not wait 5 ms for the GIL while the
@@ -49,13 +70,15 @@ def _run_reactor(start: Any, stop: Any) -> int:
     from twisted.internet.defer import maybeDeferred
     from dsage_core.protocol.pacing import sleep_past_dead_timers
     sleep_past_dead_timers(reactor)
+    quiet_signals(reactor)
     status = {"code": 0}
 
     def begin() -> None:
         d = maybeDeferred(start, reactor)
 
         def failed(f: Any) -> None:
-            print(f"dsage: error: {f.getErrorMessage()}", file=sys.stderr)
+            # never an empty "dsage: error: " (an exception without a message names its type)
+            print(f"dsage: error: {str(f.value).strip() or f.type.__name__}", file=sys.stderr)
             status["code"] = 1
             stop_reactor(reactor)
         d.addErrback(failed)
@@ -106,26 +129,27 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from dsage_core.worker.service import WorkerConfig, WorkerService
     from dsage_core import keyfd
     home = _home(args)
-    try:
-        furl = _worker_furl(args, home)
-    except Exception as e:
-        return _fail(str(e))
+    if args.invite and (args.anonymous or args.server):
+        return _fail("--invite names its server and registers a key: it cannot go with --anonymous or --server")
+    furl = None
+    if not args.invite:
+        try:
+            from dsage_core.protocol.connect import read_furl
+            furl = read_furl(args.server or home / "server.furl")
+        except Exception as e:
+            return _fail(str(e))
     key_obj, hide = None, []
     if args.key_fd is not None:   # start_all, the desktop app, or our own re-exec below
         key_obj, hide = keyfd.receive(args.key_fd)
         key = None
     else:
         key = None if args.anonymous else Path(args.key).expanduser() if args.key else home / "dsage_key"
-    if key is not None and not key.exists():
+    if key is not None and not key.exists() and key == home / "dsage_key":
         from dsage_core.keys import ensure_keypair
         ensure_keypair(home)
     if args.key and args.key_fd is None:
         # a job could read our command line: run again with the key on a pipe, not its path
         keyfd.reexec_without_key_path(key, getattr(args, "argv", None))
-    cfg = WorkerConfig(home=home, furl=furl, slots=args.workers, key_path=key, anonymous=args.anonymous,
-                       mem_limit=args.mem_limit * 1024 * 1024 if args.mem_limit else None,
-                       cpu_limit=args.cpu_limit, nice=args.nice, key=key_obj, hide=hide,
-                       max_procs=args.max_procs)
     if not args.quiet:
         _log_to_stderr()
     holder: dict[str, Any] = {}
@@ -133,8 +157,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from dsage_core.worker import lifeline
     parent = lifeline.take_parent_pid()  # set by a desktop app that started this worker for itself
 
-    def start(reactor: Any) -> None:
-        lifeline.watch_parent(reactor, parent, lambda: stop_reactor(reactor))
+    def launch(reactor: Any, furl: str) -> None:
+        cfg = WorkerConfig(home=home, furl=furl, slots=args.workers, key_path=key, anonymous=args.anonymous,
+                           mem_limit=args.mem_limit * 1024 * 1024 if args.mem_limit else None,
+                           cpu_limit=args.cpu_limit, nice=args.nice, key=key_obj, hide=hide,
+                           max_procs=args.max_procs)
         w = WorkerService(cfg, reactor)
         holder["w"] = w
 
@@ -152,38 +179,22 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 print(f"dsage worker: {s}", file=sys.stderr, flush=True)
         w.on_state(state)
         w.start()
+
+    def start(reactor: Any) -> Any:
+        lifeline.watch_parent(reactor, parent, lambda: stop_reactor(reactor))
+        if furl is not None:
+            return launch(reactor, furl)
+        # an invite is redeemed on this reactor, before the worker exists (never a blocking call
+        # here: the reactor is running)
+        from dsage_core.client.invite import redeem
+
+        def redeemed(server_furl: str) -> None:
+            if not args.quiet:
+                print(f"dsage worker: invite accepted; the server is saved in {home / 'server.furl'}",
+                      file=sys.stderr, flush=True)
+            launch(reactor, server_furl)
+        return redeem(args.invite, home, reactor, session="worker", key_path=key).addCallback(redeemed)
     return _run_reactor(start, lambda: holder["w"].stop() if "w" in holder else None)
-
-
-def _worker_furl(args: argparse.Namespace, home: Path) -> str:
-    from dsage_core.protocol.connect import read_furl
-    if getattr(args, "invite", None):
-        return _redeem(args.invite, home)
-    return read_furl(args.server or home / "server.furl")
-
-
-def _redeem(code: str, home: Path) -> str:
-    """Use an invite code once: register this machine's key; returns the server furl."""
-    from dsage_core import keys
-    from dsage_core.client import reactor_thread as rt
-    from dsage_core.protocol import tubs
-    from dsage_core.protocol.connect import redeem_invite
-    furl, invite_id, secret = keys.parse_invite_code(code)
-    _, pub = keys.ensure_keypair(home)
-    rt.ensure_running()
-
-    def go() -> Any:
-        tub = tubs.peer_tub(home)
-        tub.startService()
-        d = redeem_invite(tub, furl, f"{invite_id}:{secret}", pub)
-        return d.addBoth(lambda r: tub.stopService().addCallback(lambda _: r))
-    from dsage_core.client.core import translate
-    try:
-        rt.blocking(lambda: go().addErrback(translate), timeout=30)
-    except Exception as e:
-        raise RuntimeError(f"invite refused: {e}") from None
-    (home / "server.furl").write_text(furl + "\n")
-    return furl
 
 
 def cmd_start_all(args: argparse.Namespace) -> int:

@@ -10,7 +10,9 @@ from typing import Any, Iterable
 
 from dsage_core.client import reactor_thread as rt
 from dsage_core.client.job import Job, JobState
-from dsage_core.client.payload import Options, SubmitError, code_job, file_job, func_job, function_blob
+from dsage_core.client.payload import (Options, SubmitError, code_job, file_job, func_job, function_blob,
+                                      refuse_unknown)
+from dsage_core.protocol.errors import ClientClosed
 
 
 class Client:
@@ -23,13 +25,20 @@ class Client:
 
     # ------------------------------------------------------------------ plumbing
     def _sync(self, fn: Any, *args: Any, timeout: float | None = 60.0, **kw: Any) -> Any:
+        self._check_open()
         return rt.blocking(fn, *args, timeout=timeout, **kw)
+
+    def _check_open(self, what: str = "") -> None:
+        """Raise :class:`ClientClosed` after :meth:`shutdown`: nothing would ever answer."""
+        if self._closed:
+            raise ClientClosed(what)
 
     def _check_not_reactor_thread(self, what: str) -> None:
         if rt.in_reactor_thread():
             raise RuntimeError(f"{what} would block the reactor thread; use 'await job' or job.deferred()")
 
     def _submit(self, subs: list[Any]) -> list[Job]:
+        self._check_open("submitting")
         states = self._sync(self.aclient.submit_many, subs, timeout=None)
         return [Job(self, s) for s in states]
 
@@ -44,12 +53,14 @@ class Client:
     # ------------------------------------------------------------------ submitting
     def __call__(self, expr: str, **options: Any) -> Job:
         """Evaluate an expression remotely; the job's result is its value. ``kind="sage"`` for Sage."""
+        self._check_open("submitting")
         return self.eval(expr, _mode="expr", **options)
 
     def eval(self, code: str, user_vars: dict[str, Any] | None = None,
              load_files: Iterable[str | os.PathLike[str]] = (), *, kind: str = "python",
              _mode: str = "exec", **options: Any) -> Job:
         """Run code remotely; the result is the value the code assigns to ``DSAGE_RESULT``."""
+        self._check_open("submitting")
         opts = Options.pop_from(options)
         _no_extra(options)
         sage = _sage_kind(kind)
@@ -58,6 +69,7 @@ class Client:
 
     def eval_file(self, path: str | os.PathLike[str], name: str | None = None, **options: Any) -> Job:
         """Run a file's content remotely (the content travels, not the path); result: ``DSAGE_RESULT``."""
+        self._check_open("submitting")
         opts = Options.pop_from(options)
         _no_extra(options)
         opts.name = name or opts.name
@@ -68,11 +80,13 @@ class Client:
 
     def submit(self, fn: Any, *args: Any, **kwargs: Any) -> Job:
         """Run ``fn(*args, **kwargs)`` remotely (cloudpickle). Job options go in ``dsage_options={...}``."""
-        opts = Options.pop_from(dict(kwargs.pop("dsage_options", {}) or {}))
+        self._check_open("submitting")
+        opts = Options.from_dict(kwargs.pop("dsage_options", None))
         return self._submit([func_job(fn, args, kwargs, opts)])[0]
 
     def map(self, fn: Any, *iterables: Iterable[Any], **options: Any) -> list[Job]:
         """One job per element (like builtin map); the function is pickled and sent once."""
+        self._check_open("submitting")
         opts = Options.pop_from(options)
         _no_extra(options)
         blob = function_blob(fn)
@@ -85,11 +99,13 @@ class Client:
     # ------------------------------------------------------------------ standard interfaces
     def executor(self, **options: Any) -> Any:
         """A ``concurrent.futures.Executor`` whose work runs as dsage jobs."""
+        self._check_open("submitting")
         from dsage_core.client.executor import DsageExecutor
         return DsageExecutor(self, **options)
 
     def scatter(self, fn: Any, tasks: Iterable[Any] = (), **options: Any) -> Any:
         """A scatter-gather :class:`TaskQueue` of calls of *fn*; add more tasks at any time."""
+        self._check_open("submitting")
         from dsage_core.client.taskqueue import TaskQueue
         return TaskQueue(self, fn, tasks, **options)
 
@@ -158,7 +174,7 @@ class Client:
             return
         self._closed = True
         try:
-            self._sync(self.aclient.close, timeout=10)
+            rt.blocking(self.aclient.close, timeout=10)
         except Exception:
             pass
         if self.cluster is not None:
@@ -177,8 +193,9 @@ class Client:
 
 
 def _no_extra(options: dict[str, Any]) -> None:
-    if options:
-        raise TypeError(f"unknown job option(s): {', '.join(sorted(options))}")
+    """What is left after the known options were taken out is a mistake: refuse it, listing the
+    valid options (``retries=``, ``timout=`` were silently ignored once)."""
+    refuse_unknown(options)
 
 
 def _sage_kind(kind: str) -> bool:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from foolscap.api import Referenceable
-from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -26,8 +26,8 @@ from dsage_core.model.job import JobInfo
 from dsage_core.protocol import envelope, tubs
 from dsage_core.protocol.batcher import Batcher
 from dsage_core.protocol.connect import ServerConnection
-from dsage_core.protocol.errors import (BadRequest, DsageError, LoginFailed, NotFound, PermissionDenied,
-                                        QuotaExceeded, ServerUnavailable)
+from dsage_core.protocol.errors import (BadRequest, ClientClosed, DsageError, LoginFailed, NotFound,
+                                        PermissionDenied, QuotaExceeded, ServerUnavailable)
 from dsage_core.protocol.interfaces import RIClientListener
 
 log = Logger(namespace="dsage.client")
@@ -118,6 +118,7 @@ class AsyncClient:
         self.conn: ServerConnection | None = None
         self.tub: Any = None
         self.local_home: Any = None   #: our home is the server's (dsage_core.local_results)
+        self.closed = False   #: set by close(): every later call fails at once with ClientClosed
 
     # ------------------------------------------------------------------ connection
     def start(self) -> None:
@@ -211,6 +212,9 @@ class AsyncClient:
                 log.failure("dsage.client.subscriber_failed")
 
     def _call(self, method: str, *args: Any) -> Deferred:
+        if self.closed:
+            from twisted.internet.defer import fail
+            return fail(ClientClosed())
         if self.session is None:
             from twisted.internet.defer import fail
             return fail(ServerUnavailable("not connected to the server (reconnecting)"))
@@ -241,7 +245,10 @@ class AsyncClient:
         self.call_when_done_many([(s, fn)])
 
     def call_when_done_many(self, pairs: list[tuple[JobState, Callable[[JobState], None]]]) -> None:
-        """Register many done-callbacks with one hop to the reactor thread."""
+        """Register many done-callbacks with one hop to the reactor thread; after :meth:`close`,
+        a job that has not finished raises :class:`ClientClosed` (nothing would ever finish it)."""
+        if self.closed and any(not s.done for s, _ in pairs):
+            raise ClientClosed("waiting on a job")
         def on_reactor() -> None:
             for s, fn in pairs:
                 s.add_callback(fn)
@@ -257,6 +264,8 @@ class AsyncClient:
     # ------------------------------------------------------------------ submitting
     def submit_many(self, subs: list[Submission]) -> Deferred:
         """Send jobs (batched on the wire); fires with their :class:`JobState` objects in order."""
+        if self.closed:
+            return fail(ClientClosed("submitting"))
         blobs = {s.blob_id: s.blob for s in subs if s.blob_id and s.blob is not None}
         d = self._upload_blobs(blobs) if blobs else succeed(None)
         return d.addCallback(lambda _: self._enqueue(subs))
@@ -361,6 +370,8 @@ class AsyncClient:
 
     @inlineCallbacks
     def close(self) -> Any:
+        """Close the connection; every later call fails at once with :class:`ClientClosed`."""
+        self.closed = True
         if self.conn is not None:
             yield self.conn.close()
         if self.tub is not None:

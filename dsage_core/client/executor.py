@@ -54,7 +54,7 @@ class DsageExecutor(cf.Executor):
 
     def __init__(self, client: Any, **options: Any) -> None:
         self._client = client
-        self._options = Options.pop_from(dict(options))
+        self._options = Options.from_dict(options)
         self._shutdown = False
         self._lock = threading.Lock()
         self._futures: "weakref.WeakSet[cf.Future]" = weakref.WeakSet()

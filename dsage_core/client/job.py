@@ -240,6 +240,8 @@ class Job:
     def wait(self, timeout: float | None = None) -> "Job":
         """Block until the job is finished (in any terminal state); raise TimeoutError after *timeout*."""
         self._client._check_not_reactor_thread("Job.wait")
+        if not self._s.done:
+            self._check_open("waiting on a job")
         if not self._s.done and not self._s.event.wait(timeout):
             raise TimeoutError(f"job {self.id} still {self.status} after {timeout} s")
         return self
@@ -251,6 +253,11 @@ class Job:
     def info(self) -> JobInfo:
         return self._s.info()
 
+    def _check_open(self, what: str) -> None:
+        check = getattr(self._client, "_check_open", None)  # absent on the GUI's async handles
+        if check is not None:
+            check(f"job {self.id}: {what}")
+
     @property
     def waiting_reason(self) -> str | None:
         """Why a queued job is not running yet, when it is not simply its turn (e.g. no Sage worker)."""
@@ -261,6 +268,8 @@ class Job:
     # --- async interfaces
     def add_done_callback(self, fn: Callable[["Job"], None]) -> None:
         """Call *fn(job)* on the reactor thread when the job finishes (at once if it has)."""
+        if not self._s.done:
+            self._check_open("waiting on a job")
         self._client.aclient.call_when_done(self._s, lambda s: fn(self))
 
     def deferred(self) -> Any:

@@ -16,6 +16,29 @@ class SubmitError(ValueError):
     """The job could not be built on the client (bad file, unpicklable function...): nothing was sent."""
 
 
+class UnknownOption(SubmitError, TypeError):
+    """A job option that does not exist (a typo such as ``timout``): refused, nothing was sent."""
+
+
+#: the options every job takes (``Options`` fields)
+OPTION_NAMES = ("name", "timeout", "priority", "trusted_only", "mem_limit", "cpu_limit")
+
+
+def refuse_unknown(given: Iterable[str], valid: Iterable[str] = OPTION_NAMES) -> None:
+    """Raise :class:`UnknownOption` naming each unknown key, a close match, and the valid ones."""
+    import difflib
+    valid = sorted(valid)
+    bad = sorted(str(k) for k in given if k not in valid)
+    if not bad:
+        return
+    parts = []
+    for k in bad:
+        close = difflib.get_close_matches(k, valid, n=1)
+        parts.append(f"{k!r} (did you mean {close[0]!r}?)" if close else repr(k))
+    raise UnknownOption(f"unknown job option{'s' if len(bad) > 1 else ''} {', '.join(parts)}; "
+                        f"valid job options: {', '.join(valid)}")
+
+
 @dataclass
 class Options:
     """Options every job kind takes."""
@@ -31,11 +54,22 @@ class Options:
     def pop_from(cls, kwargs: dict[str, Any]) -> "Options":
         """Take option keywords out of *kwargs* (for APIs that forward the rest)."""
         o = cls()
-        for k in ("name", "timeout", "priority", "trusted_only", "mem_limit", "cpu_limit"):
+        for k in OPTION_NAMES:
             if k in kwargs:
                 setattr(o, k, kwargs.pop(k))
         o.validate()
         return o
+
+    @classmethod
+    def from_dict(cls, options: Any) -> "Options":
+        """Options from a mapping (``dsage_options=``, an executor's keywords); an unknown key
+        raises :class:`UnknownOption` listing the valid ones."""
+        if options is None:
+            options = {}
+        if not isinstance(options, dict):
+            raise SubmitError(f"job options must be a dict, not {type(options).__name__}")
+        refuse_unknown(options)
+        return cls.pop_from(dict(options))
 
     def validate(self) -> None:
         if self.timeout is not None and (not isinstance(self.timeout, (int, float)) or self.timeout <= 0):

@@ -65,6 +65,10 @@ def blocking(fn: Callable[..., Any], *args: Any, timeout: float | None = None, *
     if in_reactor_thread():
         raise RuntimeError("this blocking call cannot run on the reactor thread; use the async API "
                            "(AsyncClient, job.deferred(), await job)")
+    if not reactor.running:
+        # callFromThread would queue the call on a loop that never runs again: a silent hang
+        raise RuntimeError("dsage's Twisted reactor is not running (it was stopped, or the "
+                           "interpreter is exiting): nothing can be sent")
     done = threading.Event()
     box: dict[str, Any] = {}
 

@@ -53,7 +53,7 @@ class TaskQueue:
         self._client = client
         self._fn = fn
         self._blob = function_blob(fn)
-        self._options = Options.pop_from(dict(options))
+        self._options = Options.from_dict(options)
         self._done: queue.SimpleQueue[TaskResult] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self.jobs: list[Job] = []

@@ -247,8 +247,13 @@ class ServerConnection:
                 self._start_foolscap()
 
 
-def redeem_invite(tub: Any, furl: str, invite: str, pubkey: str) -> Deferred:
-    """Use an invite: register *pubkey* with the server; fires with the new user name."""
+def redeem_invite(tub: Any, furl: str, invite: str, pubkey: str, session: str | None = None) -> Deferred:
+    """Use an invite: register *pubkey* with the server; fires with the user name. *session*
+    ("worker" or "client"): what the key will log in as (the server refuses, unspent, an invite
+    whose role cannot)."""
     d = tub.getReference(furl)
-    d.addCallback(lambda login: login.callRemote("redeem_invite", invite, pubkey))
+    if session is None:
+        d.addCallback(lambda login: login.callRemote("redeem_invite", invite, pubkey))
+    else:
+        d.addCallback(lambda login: login.callRemote("redeem_invite", invite, pubkey, session=session))
     return d

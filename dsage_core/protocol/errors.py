@@ -30,6 +30,14 @@ class QuotaExceeded(DsageError):
     """Too many queued jobs for this user."""
 
 
+class ClientClosed(DsageError, RuntimeError):
+    """The client was shut down (``D.shutdown()``): it sends nothing and waits for nothing more."""
+
+    def __init__(self, what: str = "") -> None:
+        super().__init__(f"{what + ': ' if what else ''}this client was shut down (D.shutdown()); "
+                         f"connect again with dsage.connect() or dsage.start_all()")
+
+
 def remote_message(failure_or_exc: object) -> str:
     """A one-line message from a local exception or a Foolscap remote failure."""
     from foolscap.api import RemoteException  # local import: keeps this module light

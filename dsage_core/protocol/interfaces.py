@@ -7,6 +7,7 @@ wire ceiling is set here, the configurable (smaller) limits are checked by the s
 from __future__ import annotations
 
 from foolscap.api import Any, IntegerConstraint, RemoteInterface
+from foolscap.schema import Optional
 from foolscap.schema import ByteStringConstraint, BooleanConstraint
 from foolscap.slicers.unicode import UnicodeConstraint as StringConstraint
 
@@ -175,6 +176,11 @@ class RILogin(RemoteInterface):
         """An anonymous worker session; refused unless the server allows anonymous workers."""
         return Any()
 
-    def redeem_invite(invite=StringConstraint(200), pubkey=PUBKEY):
-        """Register *pubkey* under the role an invite grants (single use unless the invite says so)."""
+    def redeem_invite(invite=StringConstraint(200), pubkey=PUBKEY, session=Optional(ROLE, None)):
+        """Register *pubkey* under the role an invite grants (single use unless the invite says so).
+
+        The invite is spent in the transaction that registers the key, so a refused or failed
+        registration leaves it usable; a key already registered spends nothing. *session*
+        ("worker" or "client", optional): what the caller will log in as; an invite whose role
+        cannot log in that way is refused unspent. Returns the user name."""
         return StringConstraint(200)

@@ -252,10 +252,14 @@ class Scheduler:
                 continue
             assert w is not None
             self._release(w, job_id)
-            self._kill_pending.discard(job_id)
             del self.jobs[job_id]
             accepted.append(job_id)
-            w.avg_duration = ewma(w.avg_duration, float(duration))
+            if job_id in self._kill_pending:
+                # a killed job's run time says nothing about the worker's pace: one killed right
+                # after it started would make every job look instant and open the prefetch wide
+                self._kill_pending.discard(job_id)
+            else:
+                w.avg_duration = ewma(w.avg_duration, float(duration))
         if accepted:
             out.append(act.Accepted(accepted))
 

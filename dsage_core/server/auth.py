@@ -107,28 +107,37 @@ class Authenticator:
         return Identity("anonymous", "anonymous", "worker")
 
     @inlineCallbacks
-    def redeem_invite(self, code_id: str, secret: str, pubkey: str, address: str = "") -> Any:
-        """Register *pubkey* under the invite's role; returns the new user name."""
+    def redeem_invite(self, code_id: str, secret: str, pubkey: str, address: str = "",
+                      session: str | None = None) -> Any:
+        """Register *pubkey* under the invite's role; returns the user name.
+
+        The invite loses a use only in the transaction that registers the key (see
+        ``SqliteStore.redeem_invite``): a refused or failed registration leaves it usable. With
+        *session* (what the caller will log in as), an invite whose role could not log in that way
+        is refused unspent. *pubkey* is key text only: never a file a peer names."""
+        def failed(reason: Any) -> None:
+            self.store.audit("invite_failed", "?", address, f"{str(code_id)[:20]}: {reason}").addErrback(
+                lambda f: None)
+            log.warn("dsage.auth.invite_failed", reason=str(reason), address=address)
+        if session is not None and session not in ALLOWED:
+            failed("unknown session role")
+            raise LoginFailed(f"unknown session role {session!r} (use client or worker)")
         try:
-            pub = keys.parse_public_key(pubkey)   # text only: never a file a peer names
+            pub = keys.parse_public_key(pubkey)
         except keys.KeyFileError as e:
-            self.store.audit("invite_failed", "?", address, f"{str(code_id)[:20]}: {e}").addErrback(
-                lambda f: None)
+            failed(e)
             raise LoginFailed(str(e)) from None
-        existing = yield self.store.user_by_pubkey(pub)
+        tag = keys.fingerprint(pub)[7:15].replace("/", "_").replace("+", "-")
         try:
-            role = yield self.store.use_invite(code_id, keys.hash_secret(secret), _now(self.challenges))
+            name, role, spent = yield self.store.redeem_invite(
+                code_id, keys.hash_secret(secret), _now(self.challenges), pub, lambda r: f"{r}-{tag}",
+                session, frozenset(ALLOWED.get(session or "", ())))
         except Exception as e:
-            self.store.audit("invite_failed", "?", address, f"{str(code_id)[:20]}: {e}").addErrback(
-                lambda f: None)
-            log.warn("dsage.auth.invite_failed", reason=str(e), address=address)
+            failed(e)
             raise
-        if existing is not None:
-            yield self.store.audit("invite_used", existing["name"], address, f"{code_id} (key already known)")
-            return existing["name"]
-        name = f"{role}-{keys.fingerprint(pub)[7:15]}".replace("/", "_").replace("+", "-")
-        yield self.store.add_user(name, pub, role)
-        yield self.store.audit("invite_used", name, address, f"{code_id} role={role}")
+        detail = f"{code_id} role={role}" if spent else f"{code_id} (key already known, nothing spent)"
+        yield self.store.audit("invite_used", name, address, detail)
+        log.info("dsage.auth.invite_used", user=name, role=role, spent=spent, address=address)
         return name
 
 

@@ -63,14 +63,27 @@ class Worker:
     dispatcher: Any = None
     local: bool = False   #: shares the server's home: writes large results as files there
 
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What the worker said it can run (its inventory's ``capabilities`` list, e.g. sage)."""
+        return capabilities_of(self.info)
+
     def describe(self) -> dict[str, Any]:
         i = self.info
         return {"id": self.id, "host": i.get("host", "?"), "slots": self.slots, "busy": self.busy,
                 "cpus": i.get("cpus"), "memory": i.get("memory"), "os": i.get("os"),
                 "python": i.get("python"), "anonymous": self.anonymous, "user": self.user,
                 "last_heartbeat": self.last_heartbeat, "jobs_done": self.jobs_done,
-                "sage": bool(i.get("sage")), "paused": self.paused, "pid": i.get("pid"),
+                "sage": "sage" in self.capabilities, "paused": self.paused, "pid": i.get("pid"),
                 "address": i.get("address", "")}
+
+
+def capabilities_of(info: dict[str, Any]) -> frozenset[str]:
+    """The capability names a worker's inventory lists (anything malformed counts as none)."""
+    caps = info.get("capabilities")
+    if not isinstance(caps, list):
+        return frozenset()
+    return frozenset(c for c in caps[:16] if isinstance(c, str) and 0 < len(c) < 32)
 
 
 class RateMeter:
@@ -390,7 +403,7 @@ class JobServer:
         host = info["host"] or "worker"
         wid = f"{host}-{info['pid']}-{self._worker_seq}"
         slots = info["slots"]
-        caps = frozenset(info["capabilities"])
+        caps = capabilities_of(info)
         w = Worker(wid, link, user, anonymous, info, slots, now, now)
         w.local = self.is_local(info.get("local_token")) and not anonymous
         if self._make_dispatcher is not None:

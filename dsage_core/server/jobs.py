@@ -9,6 +9,9 @@ from dsage_core.protocol.errors import BadRequest
 
 TRUNCATED = "\n[dsage: output truncated after {n} bytes]\n"
 
+#: per-job limits a submit may carry: memory bytes, CPU seconds, output bytes
+JOB_LIMITS = ("mem", "cpu", "out")
+
 
 @dataclass(slots=True)
 class ActiveJob:
@@ -120,8 +123,10 @@ def parse_submission(raw: Any, limits: Limits) -> dict[str, Any]:
         if not isinstance(jlimits, dict) or len(jlimits) > 8:
             raise BadRequest("limits must be a small map")
         for k, v in jlimits.items():
-            if k not in ("mem", "cpu", "out") or isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-                raise BadRequest(f"bad job limit {k!r}={v!r}")
+            if k not in JOB_LIMITS:
+                raise BadRequest(f"unknown job limit {k!r}; valid: {', '.join(JOB_LIMITS)}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+                raise BadRequest(f"bad job limit {k!r}={v!r} (a positive number)")
     code = _str(code, "code", limits.max_code, optional=True)
     return dict(name=name, kind=kind, priority=priority, trusted_only=trusted,
                 needs=frozenset(needs), payload=payload, blob_id=blob_id, timeout=timeout,

@@ -432,12 +432,12 @@ class Login(Guarded):
             raise
         return self._session(who)
 
-    def remote_redeem_invite(self, invite: str, pubkey: str) -> Any:
+    def remote_redeem_invite(self, invite: str, pubkey: str, session: str | None = None) -> Any:
         parts = invite.split(":", 1) if isinstance(invite, str) else []
         if len(parts) != 2:
             self._count_failure()
             raise BadRequest("malformed invite")
-        d = self.auth.redeem_invite(parts[0], parts[1], pubkey, self.address)
+        d = self.auth.redeem_invite(parts[0], parts[1], pubkey, self.address, session=session)
         return d.addErrback(self._failed)
 
     def _failed(self, f: Any) -> Any:

@@ -466,6 +466,48 @@ class SqliteStore:
             return str(r[1])
         return self._write(thd)
 
+    def redeem_invite(self, invite_id: str, secret_hash: str, now: float, pubkey: str,
+                      name_for: Callable[[str], str], session: str | None = None,
+                      session_roles: frozenset[str] = frozenset()) -> Deferred:
+        """Register *pubkey* with an invite, in one transaction: the invite loses a use only if the
+        user row was written (any failure rolls both back, so the code stays usable).
+
+        Fires with ``(name, role, spent)``. A key that is already registered keeps its user and
+        spends nothing (a retry after a lost answer must not need a new code). *session*
+        (``"worker"`` or ``"client"``), when given, is what the caller will log in as: an invite
+        whose role is not in *session_roles* is refused before anything is spent.
+        """
+
+        def thd(c: sqlite3.Connection) -> tuple[str, str, bool]:
+            r = c.execute("SELECT secret_hash, role, expires, uses_left, revoked FROM invites WHERE id=?",
+                          (invite_id,)).fetchone()
+            if r is None or not hmac.compare_digest(str(r[0]), secret_hash):
+                raise InviteError("unknown invite code or wrong secret (check that it was copied whole)")
+            if r[4]:
+                raise InviteError("this invite code was revoked")
+            known = c.execute("SELECT name, role FROM users WHERE pubkey=?", (pubkey,)).fetchone()
+            if known is not None:
+                return str(known[0]), str(known[1]), False
+            if r[2] is not None and now > r[2]:
+                raise InviteError("this invite code has expired; ask for a new one")
+            if r[3] is not None and r[3] <= 0:
+                raise InviteError("this invite code was already used (no uses left); ask for a new one")
+            role = str(r[1])
+            if session is not None and role not in session_roles:
+                raise InviteError(f"this invite code is for a {role}, not a {session} (it was not used): "
+                                  f"ask for 'dsage invite --role {session}'")
+            name = name_for(role)
+            taken = c.execute("SELECT 1 FROM users WHERE name=?", (name,)).fetchone()
+            if taken is not None:
+                raise InviteError(f"a user named {name!r} already exists with another key, so this key "
+                                  f"cannot be registered (the invite was not used): ask the server's "
+                                  f"admin to rename or remove that user")
+            c.execute("INSERT INTO users (name, pubkey, role, created) VALUES (?,?,?,?)",
+                      (name, pubkey, role, time.time()))
+            c.execute("UPDATE invites SET uses_left = uses_left - 1 WHERE id=?", (invite_id,))
+            return name, role, True
+        return self._write(thd)
+
     def list_invites(self) -> Deferred:
         """Fires with every invite, oldest first."""
         def thd(c: sqlite3.Connection) -> list[dict[str, Any]]:

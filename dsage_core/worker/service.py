@@ -125,6 +125,7 @@ class WorkerService:
         self._heartbeat: LoopingCall | None = None
         self.conn: ServerConnection | None = None
         self.tub: Any = None
+        self._stopping: Deferred | None = None
 
     def on_state(self, fn: Any) -> None:
         self.listeners.append(fn)
@@ -219,9 +220,19 @@ class WorkerService:
         self.pool.pause(paused)
         self.send_heartbeat()
 
+    def stop(self, drain: bool = False) -> Deferred:
+        """Stop; with *drain*, first let running jobs finish (queued ones go back to the server).
+
+        A second call (the tray's Quit, then the loop's shutdown) waits for the first one."""
+        if self._stopping is None:
+            self._stopping = self._stop(drain)
+            self._stopping.addErrback(lambda f: log.failure("dsage.worker.stop_failed", f))
+        d: Deferred = Deferred()
+        self._stopping.addBoth(lambda r: (d.callback(None), r)[1])
+        return d
+
     @inlineCallbacks
-    def stop(self, drain: bool = False) -> Any:
-        """Stop; with *drain*, first let running jobs finish (queued ones go back to the server)."""
+    def _stop(self, drain: bool) -> Any:
         if drain:
             self.pool.hand_back_queued("worker finishing")
             self.pause(False)

@@ -182,6 +182,20 @@ def test_kill_pending_job_is_not_requeued():
     s.validate()
 
 
+def test_killed_job_duration_does_not_open_the_prefetch():
+    """A job killed right after it started reports a tiny duration: it must not count as the
+    worker's pace, or the next batch of long jobs is all handed out at once (3 held on 2 slots)."""
+    s = Scheduler()
+    join(s, "a", 2)
+    submit(s, 1)
+    s.handle(ev.KillRequested([1]))
+    finish(s, "a", [1], duration=0.001)
+    out = submit(s, 2, 3, 4)
+    assert dispatched(out) == {"a": [2, 3]}
+    assert s.running_count == 2 and s.queued_count == 1 and s.allowance("a") == 2
+    s.validate()
+
+
 def test_killed_queued_job_resubmitted_runs_once():
     """A killed queued job's stale heap entry never dispatches a later job with the same id twice."""
     s = Scheduler()

@@ -83,3 +83,51 @@ def test_multi_use_invite(cluster, tmp_path):
     (tmp_path / "z").mkdir()
     with pytest.raises(Exception, match="already used"):
         _redeem(cluster, tmp_path / "z", code)
+
+
+def _raw_redeem(cluster, home, code, **kw):
+    """Call the login object's redeem_invite as an unauthenticated stranger would (no client
+    library checks in between)."""
+    from dsage_core.client.core import translate
+    furl, iid, secret = keys.parse_invite_code(code)
+    _, pub = keys.ensure_keypair(home)
+    invite = kw.pop("invite", f"{iid}:{secret}")
+
+    def go():
+        tub = tubs.peer_tub(home)
+        tub.startService()
+        d = tub.getReference(furl).addCallback(lambda login: login.callRemote("redeem_invite", invite, pub, **kw))
+        d.addErrback(translate)
+        return d.addBoth(lambda r: tub.stopService().addCallback(lambda _: r))
+    return rt.blocking(go, timeout=20)
+
+
+def _uses_left(cluster, iid):
+    return {i["id"]: i for i in cluster.client.admin("invite_list")}[iid]["uses_left"]
+
+
+def test_redeem_as_an_attacker(cluster, tmp_path):
+    """Unauthenticated redeem calls: a bad session role, an oversized one, a guessed secret and a
+    revoked code are refused and spend nothing; a key that is already registered gets its own
+    name back without spending a use (a retry after a lost answer), and never a new role."""
+    code, iid = _invite(cluster)
+    home = tmp_path / "m"
+    home.mkdir()
+    with pytest.raises(LoginFailed, match="unknown session role 'admin'"):
+        _raw_redeem(cluster, home, code, session="admin")
+    with pytest.raises(Exception, match="Violation|too long|refused the call"):
+        _raw_redeem(cluster, home, code, session="w" * 500)
+    with pytest.raises(Exception, match="unknown invite code or wrong secret"):
+        _raw_redeem(cluster, home, code, invite=f"{iid}:guessed")
+    assert _uses_left(cluster, iid) == 1
+    name = _raw_redeem(cluster, home, code, session="worker")
+    assert _uses_left(cluster, iid) == 0
+    assert _raw_redeem(cluster, home, code, session="worker") == name  # known key: nothing spent
+    assert cluster.client.admin("invite_revoke", iid) is True
+    with pytest.raises(Exception, match="revoked"):
+        _raw_redeem(cluster, home, code)
+    owner = cluster.home  # the owner's (admin) key, redeemed with a worker code: stays admin
+    code2, iid2 = _invite(cluster)
+    assert _raw_redeem(cluster, owner, code2) != name and _uses_left(cluster, iid2) == 1
+    roles = {u["name"]: u["role"] for u in cluster.client.admin("user_list")}
+    assert roles[name] == "worker" and "admin" in roles.values()
