@@ -10,6 +10,7 @@ from typing import Any, Iterable
 
 from dsage_core.client import reactor_thread as rt
 from dsage_core.client.job import Job, JobState
+from dsage_core.client.joblist import JobList
 from dsage_core.client.payload import Options, SubmitError, code_job, file_job, func_job, function_blob
 
 
@@ -71,8 +72,9 @@ class Client:
         opts = Options.pop_from(dict(kwargs.pop("dsage_options", {}) or {}))
         return self._submit([func_job(fn, args, kwargs, opts)])[0]
 
-    def map(self, fn: Any, *iterables: Iterable[Any], **options: Any) -> list[Job]:
-        """One job per element (like builtin map); the function is pickled and sent once."""
+    def map(self, fn: Any, *iterables: Iterable[Any], **options: Any) -> JobList:
+        """One job per element (like builtin map), as a :class:`JobList` (a list of jobs in input
+        order, with ``wait()``, ``results`` and a notebook view); the function is pickled and sent once."""
         opts = Options.pop_from(options)
         _no_extra(options)
         blob = function_blob(fn)
@@ -80,7 +82,7 @@ class Client:
         for args in zip(*iterables):
             o = Options(**vars(opts))
             subs.append(func_job(fn, args, {}, o, blob=blob))
-        return self._submit(subs)
+        return JobList(self._submit(subs))
 
     # ------------------------------------------------------------------ standard interfaces
     def executor(self, **options: Any) -> Any:
@@ -126,14 +128,14 @@ class Client:
             raise KeyError(f"no such job: {jid}")
         return Job(self, states[jid])
 
-    def jobs(self, status: str | None = None, limit: int = 1000) -> list[Job]:
-        """This user's jobs (oldest first), as live handles."""
+    def jobs(self, status: str | None = None, limit: int = 1000) -> JobList:
+        """This user's jobs (oldest first), as live handles in a :class:`JobList`."""
         infos = self._sync(self.aclient.list_jobs, status=status, limit=limit)
         ids = [i.id for i in infos]
         states: dict[int, JobState] = {}
         for k in range(0, len(ids), 10_000):
             states.update(self._sync(self.aclient.watch, ids[k:k + 10_000]))
-        return [Job(self, states[i]) for i in ids if i in states]
+        return JobList(Job(self, states[i]) for i in ids if i in states)
 
     def kill(self, job_id: int) -> bool:
         return self._sync(self.aclient.kill, int(job_id))
