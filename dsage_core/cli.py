@@ -136,10 +136,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _worker_furl(args: argparse.Namespace, home: Path) -> str:
-    from dsage_core.protocol.connect import read_furl
+    from dsage_core.protocol.connect import read_furl, read_own_furl
     if getattr(args, "invite", None):
         return _redeem(args.invite, home)
-    return read_furl(args.server or home / "server.furl")
+    if args.server:
+        return read_furl(args.server)
+    from dsage_core.client.core import START_GRACE
+    return read_own_furl(home, START_GRACE)
 
 
 def _redeem(code: str, home: Path) -> str:

@@ -196,10 +196,11 @@ def _sage_kind(kind: str) -> bool:
 def connect(server: str | os.PathLike[str] | None = None, key: str | os.PathLike[str] | None = None,
             home: str | os.PathLike[str] | None = None, timeout: float = 10.0) -> Client:
     """Connect to a running server (furl or furl file; default ``DSAGE_HOME/server.furl``)."""
-    from dsage_core.client.core import connect_async
-    from dsage_core.home import SERVER_FURL, resolve_home
+    from dsage_core.client.core import START_GRACE, connect_async
+    from dsage_core.home import resolve_home
+    from dsage_core.protocol.connect import read_own_furl
     h = resolve_home(home)
-    srv = str(server) if server is not None else str(h / SERVER_FURL)
+    srv = str(server) if server is not None else read_own_furl(h, START_GRACE)
     rt.ensure_running()
     ac = rt.blocking(connect_async, srv, str(key) if key else None, str(h), rt.get_reactor(),
                      timeout, timeout=timeout + 5)
