@@ -4,7 +4,7 @@ Quick start::
 
     import dsage_core as dsage
     D = dsage.start_all(workers=2)
-    j = D('2+2'); j.wait(); print(j.result)
+    j = D('2+2'); print(j.wait().result)
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["start_all", "connect", "as_completed", "wait", "progress", "Client", "Job",
+__all__ = ["start_all", "connect", "as_completed", "wait", "progress", "Client", "Job", "JobList",
            "DistributedFunction", "TaskQueue", "batch_progress", "ClientClosed",
            "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED", "__version__"]
 
@@ -28,6 +28,9 @@ def __getattr__(name: str) -> Any:  # lazy: importing dsage_core must not import
     if name == "Job":
         from dsage_core.client.job import Job
         return Job
+    if name == "JobList":
+        from dsage_core.client.joblist import JobList
+        return JobList
     if name == "DistributedFunction":
         from dsage_core.distributed import DistributedFunction
         return DistributedFunction

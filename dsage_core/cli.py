@@ -134,8 +134,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     furl = None
     if not args.invite:
         try:
-            from dsage_core.protocol.connect import read_furl
-            furl = read_furl(args.server or home / "server.furl")
+            from dsage_core.client.core import START_GRACE
+            from dsage_core.protocol.connect import read_furl, read_own_furl
+            # a server of this home that is starting writes its furl within START_GRACE
+            furl = read_furl(args.server) if args.server else read_own_furl(home, START_GRACE)
         except Exception as e:
             return _fail(str(e))
     key_obj, hide = None, []
@@ -219,25 +221,19 @@ def _demo(D: Any) -> None:
     jobs = [D(f"sum(i*i for i in range({n}))", name=f"squares<{n}") for n in (10, 1000, 10**5, 10**6)]
     jobs.append(D.eval("import math\nDSAGE_RESULT = math.factorial(30)", name="factorial(30)"))
     jobs.append(D("1/0", name="fails on purpose"))
+    from dsage_core.client.display import last_error_line, result_preview
     for j in as_completed(jobs):
-        print(f"  job {j.id:>4} {j.name:<18} {j.status:<10} {j!r}")
+        shown = result_preview(j) if j.status == "completed" else last_error_line(j.error)
+        print(f"  job {j.id:>4} {j.name:<18} {j.status:<10} {shown}")
     print(f"dsage: stats {D.stats()}")
 
 
 def _wait_jobs(D: Any, jobs: list[Any], quiet: bool) -> int:
-    from dsage_core import as_completed
+    from dsage_core.client.joblist import JobList
     n = len(jobs)
-    done = 0
-    bad = 0
-    for j in as_completed(jobs):
-        done += 1
-        if j.status != "completed":
-            bad += 1
-        if n > 1 and not quiet and sys.stderr.isatty():
-            bar = "#" * int(30 * done / n)
-            print(f"\r[{bar:<30}] {done}/{n}", end="", file=sys.stderr, flush=True)
-    if n > 1 and not quiet and sys.stderr.isatty():
-        print(file=sys.stderr)
+    # the bar (stderr, a terminal only) is the one JobList.wait draws at the Python prompt
+    JobList(jobs).wait(progress=False if quiet or n < 2 or not sys.stderr.isatty() else True)
+    bad = sum(1 for j in jobs if j.status != "completed")
     for j in jobs:
         if j.status == "completed":
             print(repr(j.result) if n == 1 else f"{j.id}: {j.result!r}")
@@ -261,14 +257,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _file_jobs(args: argparse.Namespace) -> list[Any]:
-    """Build every file's job, so a bad file (missing, unreadable, not .py/.sage) fails the whole
-    command before anything is sent; raises SubmitError."""
-    from dsage_core.client.payload import Options, file_job
+    """Build every file's job, so a bad file (missing, unreadable, not .py/.sage, a .py that does
+    not compile) fails the whole command before anything is sent; raises SubmitError."""
+    from dsage_core.client.payload import Options, check_syntax, file_job
     subs = []
     for f in args.files:
         opts = Options.pop_from({"timeout": args.timeout, "priority": args.priority,
                                  "trusted_only": args.trusted_only})
         subs.append(file_job(f, opts))
+        check_syntax(subs[-1], f)
     if any("sage" in s.needs for s in subs):
         from dsage_core.client.sage_check import require_sage_extra
         require_sage_extra()

@@ -13,6 +13,7 @@ from dsage_core.client.job import Job, JobState
 from dsage_core.client.payload import (Options, SubmitError, code_job, file_job, func_job, function_blob,
                                       refuse_unknown)
 from dsage_core.protocol.errors import ClientClosed
+from dsage_core.client.joblist import JobList
 
 
 class Client:
@@ -84,8 +85,9 @@ class Client:
         opts = Options.from_dict(kwargs.pop("dsage_options", None))
         return self._submit([func_job(fn, args, kwargs, opts)])[0]
 
-    def map(self, fn: Any, *iterables: Iterable[Any], **options: Any) -> list[Job]:
-        """One job per element (like builtin map); the function is pickled and sent once."""
+    def map(self, fn: Any, *iterables: Iterable[Any], **options: Any) -> JobList:
+        """One job per element (like builtin map), as a :class:`JobList` (a list of jobs in input
+        order, with ``wait()``, ``results`` and a notebook view); the function is pickled and sent once."""
         self._check_open("submitting")
         opts = Options.pop_from(options)
         _no_extra(options)
@@ -94,7 +96,7 @@ class Client:
         for args in zip(*iterables):
             o = Options(**vars(opts))
             subs.append(func_job(fn, args, {}, o, blob=blob))
-        return self._submit(subs)
+        return JobList(self._submit(subs))
 
     # ------------------------------------------------------------------ standard interfaces
     def executor(self, **options: Any) -> Any:
@@ -142,14 +144,14 @@ class Client:
             raise KeyError(f"no such job: {jid}")
         return Job(self, states[jid])
 
-    def jobs(self, status: str | None = None, limit: int = 1000) -> list[Job]:
-        """This user's jobs (oldest first), as live handles."""
+    def jobs(self, status: str | None = None, limit: int = 1000) -> JobList:
+        """This user's jobs (oldest first), as live handles in a :class:`JobList`."""
         infos = self._sync(self.aclient.list_jobs, status=status, limit=limit)
         ids = [i.id for i in infos]
         states: dict[int, JobState] = {}
         for k in range(0, len(ids), 10_000):
             states.update(self._sync(self.aclient.watch, ids[k:k + 10_000]))
-        return [Job(self, states[i]) for i in ids if i in states]
+        return JobList(Job(self, states[i]) for i in ids if i in states)
 
     def kill(self, job_id: int) -> bool:
         return self._sync(self.aclient.kill, int(job_id))
@@ -211,10 +213,11 @@ def _sage_kind(kind: str) -> bool:
 def connect(server: str | os.PathLike[str] | None = None, key: str | os.PathLike[str] | None = None,
             home: str | os.PathLike[str] | None = None, timeout: float = 10.0) -> Client:
     """Connect to a running server (furl or furl file; default ``DSAGE_HOME/server.furl``)."""
-    from dsage_core.client.core import connect_async
-    from dsage_core.home import SERVER_FURL, resolve_home
+    from dsage_core.client.core import START_GRACE, connect_async
+    from dsage_core.home import resolve_home
+    from dsage_core.protocol.connect import read_own_furl
     h = resolve_home(home)
-    srv = str(server) if server is not None else str(h / SERVER_FURL)
+    srv = str(server) if server is not None else read_own_furl(h, START_GRACE)
     rt.ensure_running()
     ac = rt.blocking(connect_async, srv, str(key) if key else None, str(h), rt.get_reactor(),
                      timeout, timeout=timeout + 5)

@@ -165,7 +165,9 @@ class Job:
     """A handle on one job.
 
     ``wait()`` returns the job once it reaches any terminal state (completed, failed, killed,
-    timed_out, lost); ``result`` is the value (None unless completed); ``error`` the traceback text.
+    timed_out, lost); ``result`` is the value (None unless completed); ``error`` the traceback text;
+    ``get()`` waits and returns the value or raises :class:`JobFailed`. The repr is always
+    ``<Job 7 completed: 4>``, never the bare value.
     """
 
     def __init__(self, client: Any, state: JobState) -> None:
@@ -237,12 +239,17 @@ class Job:
         """stdout/stderr captured so far (fetched live from the server)."""
         return self._client._sync(self._client.aclient.get_output, self.id)
 
-    def wait(self, timeout: float | None = None) -> "Job":
-        """Block until the job is finished (in any terminal state); raise TimeoutError after *timeout*."""
+    def wait(self, timeout: float | None = None, show_output: bool = False) -> "Job":
+        """Block until the job is finished (in any terminal state) and return the job (its value is
+        ``.result``); raise TimeoutError after *timeout*. ``show_output=True`` prints the job's
+        stdout/stderr to this process's stdout as it arrives (into the cell, in a notebook)."""
         self._client._check_not_reactor_thread("Job.wait")
         if not self._s.done:
             self._check_open("waiting on a job")
-        if not self._s.done and not self._s.event.wait(timeout):
+        if show_output:
+            from dsage_core.client.streaming import wait_printing_output
+            wait_printing_output(self, timeout)
+        elif not self._s.done and not self._s.event.wait(timeout):
             raise TimeoutError(f"job {self.id} still {self.status} after {timeout} s")
         return self
 
@@ -290,13 +297,12 @@ class Job:
         return fut.__await__()
 
     def __repr__(self) -> str:
-        s = self._s
-        if s.status == "completed":
-            try:
-                return repr(self.result)
-            except Exception as e:
-                return f"<Job {s.id} completed; result not decodable: {e}>"
-        if s.status in TERMINAL:
-            err = (s.error or "").strip().splitlines()
-            return f"<Job {s.id} {s.status}{': ' + err[-1] if err else ''}>"
-        return f"<Job {s.id} {s.status}>"
+        """Always ``<Job ID STATUS...>`` (a bounded result preview when completed): a job is never
+        mistaken for its value; the value is ``.result``."""
+        from dsage_core.client.display import job_repr
+        return job_repr(self)
+
+    def _repr_html_(self) -> str:
+        """What Jupyter shows: status, worker, elapsed time, result preview or progress."""
+        from dsage_core.client.display import job_html
+        return job_html(self)

@@ -167,6 +167,27 @@ def file_job(path: str | os.PathLike[str], options: Options) -> Submission:
     return code_job(text, "exec", options, sage=p.suffix == ".sage", fname=p.name)
 
 
+def check_syntax(sub: Submission, label: str | os.PathLike[str] | None = None) -> None:
+    """Compile a ``.py`` file job's code here, so a typo fails before anything is sent: SubmitError
+    naming the file, the line and the offending text. Sage files are preparsed on the worker and
+    are not checked; nothing runs (``compile`` only parses). *label*: the file as the user named it."""
+    if sub.needs or sub.code is None:
+        return
+    label = str(label) if label is not None else sub.name
+    try:
+        compile(sub.code, label, "exec", dont_inherit=True)
+    except SyntaxError as e:
+        where = f"{label}, line {e.lineno}" if e.lineno else label
+        text = (e.text or "").rstrip("\n")
+        caret = ""
+        if text and e.offset:
+            stripped = text.lstrip()
+            caret = f"\n    {stripped}\n    {' ' * max(0, e.offset - 1 - (len(text) - len(stripped)))}^"
+        raise SubmitError(f"{where}: {type(e).__name__}: {e.msg}{caret}") from None
+    except ValueError as e:  # e.g. a NUL byte in the source
+        raise SubmitError(f"{label}: not Python source: {e}") from None
+
+
 def func_job(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], options: Options,
              blob: tuple[str, bytes] | None = None) -> Submission:
     """A function job; pass *blob* (from :func:`function_blob`) to share one pickled function."""

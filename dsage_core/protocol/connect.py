@@ -44,6 +44,20 @@ def read_furl(server: str | Path) -> str:
     return furl
 
 
+def read_own_furl(home: Path, grace: float) -> str:
+    """The furl of the server of *home* (``HOME/server.furl``). A server started a moment ago
+    writes that file once it listens (``dsage server &`` then ``dsage worker``, pasted together):
+    in a home that is set up but has no furl file yet, wait up to *grace* seconds for it."""
+    import time
+    from dsage_core.home import SERVER_CERT, SERVER_FURL
+    p = Path(home) / SERVER_FURL
+    if not p.exists() and (Path(home) / SERVER_CERT).exists():
+        deadline = time.monotonic() + grace
+        while not p.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return read_furl(p)
+
+
 class ServerConnection:
     """Keeps one logged-in session to a server; *role* is "client" or "worker"."""
 

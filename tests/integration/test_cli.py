@@ -90,6 +90,20 @@ def test_submit_jobs_job_kill_workers_stats(running, tmp_path):
     assert failed.returncode == 2 and "ZeroDivisionError" in failed.stderr
 
 
+def test_submit_refuses_a_py_file_that_does_not_compile(running, tmp_path):
+    """dsage submit compiles every .py file first: a syntax error names the file and the line, and
+    no file is sent (not even the good one before it)."""
+    home, _ = running
+    good, bad = tmp_path / "good.py", tmp_path / "bad.py"
+    good.write_text("DSAGE_RESULT = 1\n")
+    bad.write_text("x = 1\ndef (:\n    pass\n")
+    before = dsage(home, "jobs").stdout
+    p = dsage(home, "submit", str(good), str(bad), "--wait", check=False)
+    assert p.returncode == 1 and p.stdout == ""
+    assert f"dsage: error: {bad}, line 2: SyntaxError: invalid syntax\n    def (:\n        ^" in p.stderr
+    assert dsage(home, "jobs").stdout == before
+
+
 def test_restarted_server_keeps_finished_and_runs_queued(tmp_path):
     """A server killed and restarted lists finished jobs and finishes queued ones (same furl)."""
     home = tmp_path / "home"
@@ -151,7 +165,7 @@ def test_start_all_quick_start(tmp_path):
     code = (
         "import dsage_core as dsage, sys\n"
         f"D = dsage.start_all(workers=2, home={str(tmp_path / 'qs')!r})\n"
-        "j = D('2+2'); j.wait(); print(repr(j))\n"
+        "j = D('2+2'); print(j.wait().result)\n"
         f"open({str(tmp_path / 'job.py')!r}, 'w').write('DSAGE_RESULT = sorted(set(range(10**6)))[-1]')\n"
         f"print(D.eval_file({str(tmp_path / 'job.py')!r}).wait().result)\n"
         "print(D.aclient.conn.transport, [w['address'].split(':')[0] for w in D.workers()])\n"

@@ -12,12 +12,12 @@ def square(x):
 
 
 def test_expression_job_returns_its_value(cluster):
-    """D('2+2') completes with 4 and its repr is the result."""
+    """D('2+2') completes with 4; its repr names the job and previews the result."""
     j = cluster.client("2+2")
     assert j.wait(30) is j
     assert j.status == "completed"
     assert j.result == 4
-    assert repr(j) == "4"
+    assert repr(j) == f"<Job {j.id} completed: 4>"
 
 
 def test_eval_result_is_dsage_result_and_user_vars(cluster):
@@ -47,7 +47,7 @@ def test_failed_job_has_traceback_and_wait_returns(cluster):
     assert j.status == "failed"
     assert "ZeroDivisionError" in j.error
     assert j.result is None
-    assert "failed" in repr(j)
+    assert repr(j).startswith(f"<Job {j.id} failed: ZeroDivisionError")
 
 
 def test_syntax_error_fails_the_job_not_the_server(cluster):
