@@ -64,6 +64,7 @@ class ChildEvents:
     ended: Callable[["ChildProcess", list[Assigned], Any], None]
     ready: Callable[["ChildProcess"], None]
     drained: Callable[["ChildProcess"], None] = lambda child: None
+    started: Callable[[Assigned], None] = lambda a: None   #: a job became current (see ChildPool)
 
 
 def describe_exit(reason: Any) -> tuple[int | None, int | None]:
@@ -254,8 +255,10 @@ class ChildProcess(protocol.ProcessProtocol):
             self._kill_pending = True
             if not self._in_data:
                 self._kill_if_current_marked()
+            return
         elif a.timeout:
             a.timer = self.reactor.callLater(max(0.0, a.timeout - (now - a.started)), self._timed_out, a)
+        self.events.started(a)
 
     def _timed_out(self, a: Assigned) -> None:
         a.timer = None
