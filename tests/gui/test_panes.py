@@ -12,7 +12,8 @@ from dsage_gui.models.proxies import JobsFilter
 
 pytestmark = pytest.mark.timeout(60)
 
-CONTRACT = ("subscribe", "submit_code", "submit_file", "kill", "list_jobs", "get_job", "workers", "stats", "close")
+CONTRACT = ("subscribe", "submit_code", "submit_file", "kill", "list_jobs", "get_job", "get_record", "workers",
+            "stats", "close")
 
 
 @pytest.fixture
@@ -139,7 +140,7 @@ def test_kill_resubmit_clone_and_copy(qtbot, win):
     win.jobs_pane.buttons["Clone to editor"].click()
     qtbot.waitUntil(lambda: win.submit_pane.editor.toPlainText() == "6*7")
     win.jobs_pane.buttons["Copy result"].click()
-    assert QGuiApplication.clipboard().text() == "42"
+    qtbot.waitUntil(lambda: QGuiApplication.clipboard().text() == "42")
 
 
 def test_jobs_filter_passes_qtmodeltester_and_filters(qtbot, qtmodeltester):
