@@ -153,6 +153,20 @@ class MainWindow(QMainWindow):
         event.accept()
         self.submit_files(ok)
 
+    def open_files(self, paths: list[str]) -> None:
+        """Files given on the command line (the desktop entry, a double-clicked .sage file): the
+        first .py/.sage file goes into the editor, to be submitted with Ctrl+Enter."""
+        ok, refused = droppable_files(paths)
+        if ok:
+            self.submit_pane.set_code(Path(ok[0]).read_text(errors="replace"))
+            self.submit_pane.sage.setChecked(Path(ok[0]).suffix == ".sage")
+            if not self.submit_pane.name.text():
+                self.submit_pane.name.setText(Path(ok[0]).name)
+            more = f" ({len(ok) - 1} more not opened: drop them to submit them)" if len(ok) > 1 else ""
+            self.session.post("info", f"opened {ok[0]} in the editor: Ctrl+Enter submits it{more}")
+        if refused:
+            self.session.post("warning", f"not opened (only .py and .sage files): {', '.join(refused[:5])}")
+
     @deferred_slot()
     def submit_files(self, paths: list[str]) -> Any:
         """Submit each file as one job; several files are a batch (notified when all are done)."""
@@ -188,6 +202,8 @@ class MainWindow(QMainWindow):
         if not pane.known or pane.model.rowCount() > 0:
             return True
         emb = self.session.embedded
+        if emb is not None and any(w.running for w in emb.workers):
+            return True  # a local worker is starting: it connects within seconds
         self.session.post("warning", "no worker is connected: the jobs wait in the queue until one joins"
                           + (" (Workers tab: Launch local worker)" if emb is not None else ""))
         if emb is not None and not self._offered_workers:
