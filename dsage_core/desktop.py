@@ -1,11 +1,44 @@
 """``dsage desktop-install`` / ``desktop-uninstall``: desktop entries, icons and the .sage MIME type
-in the user's XDG dirs; and the tray's "start at login" (XDG autostart)."""
+in the user's XDG dirs; and the tray's "start at login" (XDG autostart).
+
+Every ``Exec=`` line names the absolute path of this installation's ``dsage`` (the venv's, for the
+README's ``make run`` set-up): a desktop session's PATH does not contain a venv, so a bare
+``dsage`` would start nothing from the menu, a double-clicked .sage file, or at login.
+"""
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
+
+#: the Exec= arguments of each desktop entry dsage installs
+EXEC_ARGS = {"dsage.desktop": "gui %F", "dsage-tray.desktop": "tray"}
+
+
+def dsage_command() -> str:
+    """The ``dsage`` of this installation, quoted for an ``Exec=`` line: the console script beside
+    this Python (a venv's ``bin/``), else the one on PATH, else ``python -m dsage_core.cli``."""
+    here = Path(sys.executable).parent / "dsage"
+    if here.is_file() and os.access(here, os.X_OK):
+        return _quote(str(here.absolute()))
+    found = shutil.which("dsage")
+    if found:
+        return _quote(str(Path(found).absolute()))
+    return f"{_quote(sys.executable)} -m dsage_core.cli"
+
+
+def _quote(arg: str) -> str:
+    """Quote one Exec= argument as the Desktop Entry spec wants (only when needed)."""
+    if not any(c in arg for c in ' \t\n"\'\\><~|&;$*?#()`'):
+        return arg
+    return '"' + "".join("\\" + c if c in '"`$\\' else c for c in arg) + '"'
+
+
+def with_exec(text: str, exec_line: str) -> str:
+    """A desktop entry's text with its ``Exec=`` line replaced."""
+    return "\n".join(f"Exec={exec_line}" if line.startswith("Exec=") else line for line in text.splitlines()) + "\n"
 
 
 def _data_home(data_home: Path | None) -> Path:
@@ -41,9 +74,13 @@ def desktop_install(data_home: Path | None = None) -> list[Path]:
     from dsage_resources import path
     home = _data_home(data_home)
     written = []
+    cmd = dsage_command()
     for rel, target in _targets(home):
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(path(rel).read_bytes())
+        if rel in EXEC_ARGS:
+            target.write_text(with_exec(path(rel).read_text(), f"{cmd} {EXEC_ARGS[rel]}"))
+        else:
+            target.write_bytes(path(rel).read_bytes())
         written.append(target)
     _refresh(home)
     return written
@@ -65,15 +102,15 @@ def autostart_path(config_home: Path | None = None) -> Path:
     return _config_home(config_home) / "autostart" / "dsage-tray.desktop"
 
 
-def set_autostart(enabled: bool, config_home: Path | None = None, exec_line: str = "dsage tray") -> Path:
-    """Write or remove the XDG autostart entry that starts the tray worker at login."""
+def set_autostart(enabled: bool, config_home: Path | None = None, exec_line: str | None = None) -> Path:
+    """Write or remove the XDG autostart entry that starts the tray worker at login (by default
+    with this installation's ``dsage``, see :func:`dsage_command`)."""
     p = autostart_path(config_home)
     if enabled:
         from dsage_resources import path
-        text = path("dsage-tray.desktop").read_text()
-        text = "\n".join(f"Exec={exec_line}" if line.startswith("Exec=") else line for line in text.splitlines())
+        text = with_exec(path("dsage-tray.desktop").read_text(), exec_line or f"{dsage_command()} tray")
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text + "\nX-GNOME-Autostart-enabled=true\n")
+        p.write_text(text + "X-GNOME-Autostart-enabled=true\n")
     elif p.exists():
         p.unlink()
     return p

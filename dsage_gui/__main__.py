@@ -19,16 +19,51 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, help="slots of the embedded local worker (default: cores - 1)")
     p.add_argument("--screenshot", help="start offscreen, wait for live data, save a PNG of the window, exit")
     p.add_argument("--demo", action="store_true", help="submit a small batch of mixed jobs at start")
+    p.add_argument("files", nargs="*", help=".py or .sage files to open in the editor (the desktop entry and "
+                                            "the .sage file association pass them)")
     return p.parse_args(argv)
 
 
-def settings_path() -> None:
-    """Tests and screenshots keep their QSettings away from the user's."""
+def settings_path(home: str | None = None) -> str:
+    """Where the app keeps its settings (window layout, editor options, recent servers, the tray's
+    preferences): ``DSAGE_HOME/settings/dsage/dsage.ini`` (an INI file), or under
+    ``DSAGE_SETTINGS_DIR`` if that is set (tests and screenshots keep theirs away from the user's).
+    Returns the directory."""
     from PySide6.QtCore import QSettings
     d = os.environ.get("DSAGE_SETTINGS_DIR")
-    if d:
-        QSettings.setDefaultFormat(QSettings.Format.IniFormat)
-        QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, d)
+    if not d:
+        from dsage_core.home import resolve_home
+        d = str(resolve_home(home) / "settings")
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, d)
+    return d
+
+
+def start_failure_text(error: str, home: str | None) -> str:
+    """What a user is told when the app cannot start (e.g. a second ``dsage gui`` on one home)."""
+    text = f"dsage gui cannot start: {error}"
+    if "already running" in error:
+        from dsage_core.home import resolve_home
+        h = resolve_home(home)
+        text += (f"\n\nAnother dsage app or `dsage server` uses this home ({h}); only one server may run on "
+                 f"a home. Use the window that is already open, start this one with another home "
+                 f"(--home DIR), or connect to that server: dsage gui --server {h / 'server.furl'}")
+    return text
+
+
+def show_start_failure(text: str, offscreen: bool, dialog: Any = None) -> None:
+    """Print *text* to stderr and, on a screen, show it in a dialog: started from a desktop menu or
+    a file manager there is no terminal to read it in. *dialog(text)* replaces the dialog (tests)."""
+    print(text, file=sys.stderr, flush=True)
+    if offscreen and dialog is None:
+        return
+    if dialog is None:
+        from PySide6.QtWidgets import QMessageBox
+        from dsage_gui.resources import app_icon
+        box = QMessageBox(QMessageBox.Icon.Critical, "dsage", text)
+        box.setWindowIcon(app_icon())
+        dialog = lambda _text: box.exec()  # noqa: E731
+    dialog(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshot and not os.environ.get("DSAGE_SETTINGS_DIR"):
         import tempfile  # a screenshot uses the default layout, and leaves the user's settings alone
         os.environ["DSAGE_SETTINGS_DIR"] = tempfile.mkdtemp(prefix="dsage-screenshot-settings-")
-    settings_path()
+    settings_path(args.home)
     state: dict[str, Any] = {"code": 0}
 
     def start(reactor: Any) -> None:
@@ -61,18 +96,22 @@ def main(argv: list[str] | None = None) -> int:
                 remember_server(args.server, args.key or "")
             win.show()
             settle_memory()
+            if args.files:
+                win.open_files(args.files)
             if args.demo:
                 submit_demo(session, win)
             if args.screenshot:
                 from dsage_gui.screenshot import when_live
                 def grabbed(ok: bool) -> None:
                     state["code"] = 0 if ok else 1
+                    win.quit_confirmed = True
                     win.close()
                 when_live(win, args.screenshot, grabbed)
 
         def failed(f: Any) -> None:
-            print(f"dsage gui: {f.getErrorMessage()}", file=sys.stderr)
             state["code"] = 1
+            offscreen = bool(args.screenshot) or app.platformName() in ("offscreen", "minimal")
+            show_start_failure(start_failure_text(f.getErrorMessage(), args.home), offscreen)
             reactor.stop()
 
         def switch(furl: str, key: str = "") -> None:

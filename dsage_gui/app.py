@@ -23,6 +23,9 @@ def bootstrap(argv: list[str] | None = None, offscreen: bool = False) -> tuple[A
     app = QApplication.instance() or QApplication(argv or sys.argv[:1])
     app.setOrganizationName("dsage")
     app.setApplicationName("dsage")
+    app.setDesktopFileName("dsage")   # the installed dsage.desktop: task bars find its icon
+    from dsage_gui.resources import app_icon
+    app.setWindowIcon(app_icon())     # every window and notification ("No Icon set" otherwise)
     import qasync
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)

@@ -1,5 +1,9 @@
 """The main window: submit pane beside tabs for jobs, workers and throughput; status bar;
-drag-and-drop of .py/.sage files anywhere; notifications; layout persisted with QSettings."""
+drag-and-drop of .py/.sage files anywhere (copied, never moved); notifications; layout persisted
+with QSettings; a question before quitting leaves jobs unfinished.
+
+Questions to the user go through :attr:`MainWindow.ask` (``ask(title, text) -> bool``), which
+tests replace: no modal dialog ever blocks a test."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +11,7 @@ from typing import Any
 
 from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import QDialog, QLabel, QMainWindow, QSplitter, QTabWidget
+from PySide6.QtWidgets import QDialog, QLabel, QMainWindow, QMessageBox, QSplitter, QTabWidget
 
 from dsage_gui.bridge import deferred_slot
 from dsage_gui.dialogs.connect_dialog import ConnectDialog, remember_server
@@ -16,11 +20,23 @@ from dsage_gui.panes.jobs_pane import JobsPane
 from dsage_gui.panes.submit_pane import SubmitPane
 from dsage_gui.panes.throughput_pane import ThroughputPane
 from dsage_gui.panes.workers_pane import WorkersPane
+from dsage_gui.resources import app_icon
 
 SUBMITTABLE = (".py", ".sage")
 CONNECTION_STYLE = {"connected": "color: #1e8449;", "reconnecting": "color: white; background: #d68910;",
                     "disconnected": "color: white; background: #c0392b;"}
-__all__ = ["MainWindow", "droppable_files", "remember_server"]
+__all__ = ["MainWindow", "droppable_files", "remember_server", "ask_user"]
+#: the status bar's job counts, in this order (every state, the end states included)
+COUNTS = (("queued", "queued"), ("assigned", "assigned"), ("running", "running"), ("paused", "paused"),
+          ("completed", "done"), ("failed", "failed"), ("killed", "killed"), ("timed_out", "timed out"),
+          ("lost", "lost"))
+
+
+def ask_user(parent: Any, title: str, text: str) -> bool:
+    """A Yes/No question (the default :attr:`MainWindow.ask`)."""
+    answer = QMessageBox.question(parent, title, text, QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                  QMessageBox.StandardButton.No)
+    return answer == QMessageBox.StandardButton.Yes
 
 
 def droppable_files(urls: list[Any]) -> tuple[list[str], list[str]]:
@@ -43,7 +59,10 @@ class MainWindow(QMainWindow):
         self.setObjectName("mainWindow")
         self.session = session
         self.setWindowTitle(f"dsage — {session.server_label}")
+        self.setWindowIcon(app_icon())
         self.setAcceptDrops(True)
+        self.ask = lambda title, text: ask_user(self, title, text)
+        self._offered_workers = False
         self.submit_pane = SubmitPane(session, self)
         self.jobs_pane = JobsPane(session, self)
         self.workers_pane = WorkersPane(session, self)
@@ -61,6 +80,7 @@ class MainWindow(QMainWindow):
         self.notifier = Notifier(self.statusBar(), session.hub, icon_from=self, parent=self)
         self._menus()
         self.submit_pane.files_requested.connect(self.submit_files)
+        self.submit_pane.submitted.connect(lambda _jid: self.check_workers())
         self.jobs_pane.clone_requested.connect(self.submit_pane.set_code)
         session.connection_changed.connect(self._connection)
         session.stats_changed.connect(self._stats)
@@ -107,8 +127,10 @@ class MainWindow(QMainWindow):
 
     # -------------------------------------------------------------- drag and drop
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
-        if event.mimeData().hasUrls():
-            event.acceptProposedAction()
+        # Copy only: a file manager that is told "moved" may delete the user's file
+        if event.mimeData().hasUrls() and event.possibleActions() & Qt.DropAction.CopyAction:
+            event.setDropAction(Qt.DropAction.CopyAction)
+            event.accept()
         else:
             event.ignore()
 
@@ -117,14 +139,33 @@ class MainWindow(QMainWindow):
     def dropEvent(self, event: QDropEvent) -> None:
         """All or nothing: every file must be a .py/.sage file, or nothing is submitted."""
         ok, refused = droppable_files(event.mimeData().urls()) if event.mimeData().hasUrls() else ([], [])
+        if not event.possibleActions() & Qt.DropAction.CopyAction:
+            self.session.post("warning", "drop refused: the files can only be copied, not moved")
+            event.ignore()
+            return
         if refused or not ok:
             names = ", ".join(refused[:5]) + (" …" if len(refused) > 5 else "") or "nothing usable"
             self.session.post("warning", f"drop refused, nothing submitted: only .py and .sage files can be "
                                          f"submitted ({names})")
             event.ignore()
             return
-        event.acceptProposedAction()
+        event.setDropAction(Qt.DropAction.CopyAction)
+        event.accept()
         self.submit_files(ok)
+
+    def open_files(self, paths: list[str]) -> None:
+        """Files given on the command line (the desktop entry, a double-clicked .sage file): the
+        first .py/.sage file goes into the editor, to be submitted with Ctrl+Enter."""
+        ok, refused = droppable_files(paths)
+        if ok:
+            self.submit_pane.set_code(Path(ok[0]).read_text(errors="replace"))
+            self.submit_pane.sage.setChecked(Path(ok[0]).suffix == ".sage")
+            if not self.submit_pane.name.text():
+                self.submit_pane.name.setText(Path(ok[0]).name)
+            more = f" ({len(ok) - 1} more not opened: drop them to submit them)" if len(ok) > 1 else ""
+            self.session.post("info", f"opened {ok[0]} in the editor: Ctrl+Enter submits it{more}")
+        if refused:
+            self.session.post("warning", f"not opened (only .py and .sage files): {', '.join(refused[:5])}")
 
     @deferred_slot()
     def submit_files(self, paths: list[str]) -> Any:
@@ -137,7 +178,9 @@ class MainWindow(QMainWindow):
         def done(ids: list[int]) -> list[int]:
             if len(ids) > 1:
                 self.notifier.tracker.track(ids, f"batch of {len(ids)} files")
+                self.jobs_pane.track_batch(ids, f"batch of {len(ids)} files")
             self.session.post("info", f"submitted {len(ids)} file(s) as job(s) {', '.join(map(str, ids))}")
+            self.check_workers()
             return ids
         return d.addCallback(done)
 
@@ -147,10 +190,48 @@ class MainWindow(QMainWindow):
         self.conn_label.setStyleSheet(CONNECTION_STYLE.get(state, ""))
 
     def _stats(self, s: dict[str, Any]) -> None:
-        self.counts_label.setText(f"{s.get('queued', 0)} queued · {s.get('running', 0)} running · "
-                                  f"{s.get('completed', 0)} done · {s.get('failed', 0)} failed · "
-                                  f"{s.get('busy_slots', 0)}/{s.get('total_slots', 0)} slots · "
+        counts = " · ".join(f"{s.get(k, 0)} {label}" for k, label in COUNTS)
+        self.counts_label.setText(f"{counts} · {s.get('busy_slots', 0)}/{s.get('total_slots', 0)} slots · "
                                   f"{s.get('workers', 0)} workers")
+
+    # -------------------------------------------------------------- questions
+    def check_workers(self) -> bool:
+        """After a submit: with no worker connected, say so (the jobs wait in the queue) and, with
+        an embedded server, offer once to start a local worker. True if a worker is connected."""
+        pane = self.workers_pane
+        if not pane.known or pane.model.rowCount() > 0:
+            return True
+        emb = self.session.embedded
+        if emb is not None and any(w.running for w in emb.workers):
+            return True  # a local worker is starting: it connects within seconds
+        self.session.post("warning", "no worker is connected: the jobs wait in the queue until one joins"
+                          + (" (Workers tab: Launch local worker)" if emb is not None else ""))
+        if emb is not None and not self._offered_workers:
+            self._offered_workers = True
+            n = pane.slots.value()
+            if self.ask("No worker connected", f"No worker is connected, so the jobs wait in the queue.\n\n"
+                                               f"Start a local worker with {n} slot(s) now?"):
+                pane.launch_worker()
+        return False
+
+    def unfinished_jobs(self) -> tuple[int, int]:
+        """(jobs not finished, of which running) among this window's jobs."""
+        rows = self.jobs_pane.model.rows
+        left = [j for j in rows if not j.done]
+        return len(left), sum(1 for j in left if j.status == "running")
+
+    def confirm_quit(self) -> bool:
+        """Ask before quitting while jobs of the embedded server are unfinished: say what happens to
+        them. A window on a remote server quits without asking (its jobs go on there)."""
+        if self.session.embedded is None:
+            return True
+        left, running = self.unfinished_jobs()
+        if not left:
+            return True
+        return self.ask("Quit dsage?",
+                        f"{left} job(s) are not finished ({running} running). Quitting stops this app's "
+                        f"server and local workers: the jobs are kept and resume when you next start "
+                        f"dsage (with the same home). Quit now?")
 
     def show_notice(self, level: str, text: str) -> None:
         self.session.post(level, text)
@@ -179,6 +260,9 @@ class MainWindow(QMainWindow):
         s.sync()
 
     def closeEvent(self, event: Any) -> None:
+        if not getattr(self, "quit_confirmed", False) and self.isVisible() and not self.confirm_quit():
+            event.ignore()
+            return
         self.save_layout()
         self.submit_pane.save_settings()
         self.notifier.close()

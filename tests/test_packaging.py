@@ -51,6 +51,6 @@ def test_autostart_entry(tmp_path):
     """The tray's start-at-login writes and removes an XDG autostart entry."""
     from dsage_core import desktop
     p = desktop.set_autostart(True, config_home=tmp_path)
-    assert p.exists() and "Exec=dsage tray" in p.read_text()
+    assert p.exists() and f"Exec={desktop.dsage_command()} tray" in p.read_text() and desktop.dsage_command().startswith("/")
     desktop.set_autostart(False, config_home=tmp_path)
     assert not p.exists()

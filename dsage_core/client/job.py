@@ -268,7 +268,7 @@ class Job:
     @property
     def waiting_reason(self) -> str | None:
         """Why a queued job is not running yet, when it is not simply its turn (e.g. no Sage worker)."""
-        if self.done() or self.status == "running":
+        if self.status != "queued":
             return None
         return self._client._sync(self._client.aclient.get_record, self.id, False).get("waiting_reason")
 

@@ -1,7 +1,10 @@
 """Job states and the job record clients see.
 
-A job moves ``queued -> running -> (completed | failed | killed | timed_out)``; a job whose worker died
-goes back to ``queued`` and, after ``max_failures`` such deaths, ends ``lost``.
+A job moves ``queued -> assigned -> running -> (completed | failed | killed | timed_out)``:
+``assigned`` is handed to a worker ahead of time (its prefetch buffer), ``running`` has started in a
+child process. A job on a paused worker is ``paused`` (running or assigned before the pause; it goes
+back to that state on resume). A job whose worker died goes back to ``queued`` and, after
+``max_failures`` such deaths, ends ``lost``.
 """
 from __future__ import annotations
 
@@ -12,7 +15,9 @@ from typing import Any
 
 class JobState(str, enum.Enum):
     QUEUED = "queued"
+    ASSIGNED = "assigned"
     RUNNING = "running"
+    PAUSED = "paused"
     COMPLETED = "completed"
     FAILED = "failed"
     KILLED = "killed"
@@ -25,6 +30,8 @@ class JobState(str, enum.Enum):
 
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "killed", "timed_out", "lost"})
 ALL_STATES: tuple[str, ...] = tuple(s.value for s in JobState)
+#: a worker holds the job (what the store records as 'running': requeued if the server restarts)
+HELD: frozenset[str] = frozenset({"assigned", "running", "paused"})
 
 #: job kinds as the payload names them
 KINDS: frozenset[str] = frozenset({"expr", "exec", "func"})

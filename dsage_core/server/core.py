@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 
 from dsage_core import codec, local_results, textsafe
 from dsage_core.limits import Limits
-from dsage_core.model.job import TERMINAL
+from dsage_core.model.job import HELD, TERMINAL
 from dsage_core.protocol.errors import BadRequest, NotFound, QuotaExceeded, ServerUnavailable
 from dsage_core.scheduler import Scheduler, SchedJob, events as ev, actions as act
 from dsage_core.server.jobs import ActiveJob, parse_submission
@@ -233,7 +233,13 @@ class JobServer:
         self._count_queued(owner, len(jobs))
         self._apply(self.scheduler.handle(ev.JobsSubmitted(
             [SchedJob(j.id, j.priority, j.trusted_only, j.needs) for j in jobs])))
-        if COMMIT_DELAY > 0 and all(j.status == "running" for j in jobs):
+        if self.owner_watchers.get(owner):
+            # sessions that follow all of the owner's jobs (the desktop app) see them from submit
+            # on; dispatched ones were pushed by _dispatch already
+            waiting = [j for j in jobs if j.status == "queued"]
+            if waiting:
+                self._notify(waiting)
+        if COMMIT_DELAY > 0 and all(j.status in HELD for j in jobs):
             return self._flush_soon(COMMIT_DELAY)
         return self._flush(want_result=True)
 
@@ -325,9 +331,14 @@ class JobServer:
         limit = max(0, min(limit, self.limits.max_list))   # a negative LIMIT means "all" to SQLite
         who = None if (admin and query.get("all")) else owner
         self._settle()
-        d = self.store.list_jobs(owner=who, status=status, text=text, after_id=after_id, limit=limit,
+        # the store knows one state for every job a worker holds ('running'); memory knows which
+        d = self.store.list_jobs(owner=who, status="running" if status in HELD else status, text=text,
+                                 after_id=after_id, limit=limit,
                                  newest_first=bool(query.get("newest_first")))
-        return d.addCallback(self._live_rows)
+        d.addCallback(self._live_rows)
+        if status in HELD:
+            d.addCallback(lambda rows: [r for r in rows if r["status"] == status])
+        return d
 
     def _live_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Stored rows, with the in-memory state of jobs still running (progress, status)."""
@@ -360,10 +371,23 @@ class JobServer:
         now = self.clock.seconds()
         s = self.scheduler
         d: dict[str, Any] = dict(self.counts)
-        d.update(time=now, queued=s.queued_count, running=s.running_count, rate_1m=self.rate.rate(now),
-                 busy_slots=s.slots_busy,
+        held = self._held_counts()
+        d.update(time=now, queued=s.queued_count, rate_1m=self.rate.rate(now), busy_slots=s.slots_busy,
+                 held=s.running_count, **held,
                  total_slots=sum(w.slots for w in self.workers.values()), workers=len(self.workers))
         return d
+
+    def _held_counts(self) -> dict[str, int]:
+        """Jobs workers hold, by state: running (started in a child), assigned (prefetched), paused
+        (on a paused worker). O(held jobs), which the prefetch policy bounds per slot."""
+        counts = dict.fromkeys(("assigned", "running", "paused"), 0)
+        jobs = self.jobs
+        for w in self.scheduler.workers.values():
+            for jid in w.held:
+                job = jobs.get(jid)
+                if job is not None and job.status in counts:
+                    counts[job.status] += 1
+        return counts
 
     def describe_workers(self) -> list[dict[str, Any]]:
         out = []
@@ -450,7 +474,24 @@ class JobServer:
             w.paused = paused
             actions += self.scheduler.handle(ev.WorkerPaused(worker_id, paused))
             self._workers_dirty = True
+            self._pause_held(w)
         self._apply(actions)
+
+    def _pause_held(self, w: Worker) -> None:
+        """The jobs a worker holds show its pause: ``paused``, and on resume ``running`` if they
+        had started, else ``assigned``."""
+        if w.id not in self.scheduler.workers:
+            return
+        changed = []
+        for jid in self.scheduler.held_by(w.id):
+            job = self.jobs.get(jid)
+            if job is not None and job.status in HELD:
+                status = _held_status(job, w.paused)
+                if status != job.status:
+                    job.status = status
+                    changed.append(job)
+        if changed:
+            self._notify(changed)
 
     def tick(self) -> None:
         """Expire the leases of workers that stopped answering."""
@@ -462,7 +503,7 @@ class JobServer:
         if w is None:
             return  # an expired worker's late report: its jobs already went elsewhere
         w.last_heartbeat = self.clock.seconds()
-        dones, backs = [], []
+        dones, backs, started = [], [], []
         for e in events:
             if not isinstance(e, list) or len(e) < 3 or type(e[1]) is not int or type(e[2]) is not int:
                 raise BadRequest("malformed report event: expected [kind, job_id, attempt, ...]")
@@ -477,8 +518,12 @@ class JobServer:
                 if len(e) < 4:
                     raise BadRequest("malformed back event")
                 backs.append(e)
+            elif kind == "start":
+                self._on_start(w, e, started)
             else:
                 raise BadRequest(f"unknown report event {str(kind)[:20]!r}")
+        if started:
+            self._notify(started)
         if dones:
             self._on_done(w, dones)
         if backs:
@@ -492,7 +537,7 @@ class JobServer:
         """The job an out/progress event names, if *w* holds that attempt of it (else None: the
         event is ignored, and logged when the job runs elsewhere)."""
         job = self.jobs.get(e[1])
-        if job is None or job.status != "running" or job.attempt != e[2]:
+        if job is None or job.status not in HELD or job.attempt != e[2]:
             return None
         if job.worker != w.id:
             log.warn("dsage.server.foreign_report", worker=w.id, user=w.user, job=job.id,
@@ -506,6 +551,17 @@ class JobServer:
                 log.warn("dsage.server.foreign_report", worker=w.id, user=w.user, job=a.job_id,
                          holder=self.jobs[a.job_id].worker if a.job_id in self.jobs else None,
                          kind="done/back")
+
+    def _on_start(self, w: Worker, e: list[Any], started: list[ActiveJob]) -> None:
+        # ["start", job_id, attempt, seconds since it started]: an age, so clocks need not agree
+        if len(e) < 4 or isinstance(e[3], bool) or not isinstance(e[3], (int, float)):
+            raise BadRequest("malformed start event")
+        job = self._held(w, e)
+        if job is None or job.started is not None:
+            return  # stale (requeued, finished, another worker's now) or already known
+        job.started = self.clock.seconds() - min(max(0.0, float(e[3])), 86400.0)
+        job.status = _held_status(job, w.paused)
+        started.append(job)
 
     def _on_output(self, w: Worker, e: list[Any]) -> None:
         job = self._held(w, e) if len(e) > 3 else None
@@ -665,7 +721,9 @@ class JobServer:
         entries, blobs = [], {}
         for jid, attempt in a.jobs:
             job = self.jobs[jid]
-            job.status, job.attempt, job.worker, job.started = "running", attempt, w.id, now
+            # assigned until the worker says a child started it (a "start" mark, or its done)
+            job.status = "paused" if w.paused else "assigned"
+            job.attempt, job.worker, job.started = attempt, w.id, None
             job.output, job.output_len, job.output_truncated = [], 0, False
             self._running_rows.append(RunningJob(jid, attempt, w.id, now))
             if job.blob_id and job.blob_id not in w.sent_blobs:
@@ -890,6 +948,13 @@ def _duration(d: list[Any]) -> float:
         ran = float(finished) - float(started)
         return ran if 0.0 <= ran < 1e9 else 0.0   # NaN, infinities, clocks gone wrong: no weight
     return 0.0
+
+
+def _held_status(job: ActiveJob, paused: bool) -> str:
+    """The state of a job a worker holds."""
+    if paused:
+        return "paused"
+    return "running" if job.started is not None else "assigned"
 
 
 def _pack_limits(limits: dict[str, Any] | None) -> bytes | None:

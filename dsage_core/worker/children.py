@@ -66,6 +66,7 @@ class ChildEvents:
     ended: Callable[["ChildProcess", list[Assigned], Any], None]
     ready: Callable[["ChildProcess"], None]
     drained: Callable[["ChildProcess"], None] = lambda child: None
+    started: Callable[[Assigned], None] = lambda a: None   #: a job became current (see ChildPool)
 
 
 def describe_exit(reason: Any) -> tuple[int | None, int | None]:
@@ -266,6 +267,7 @@ class ChildProcess(protocol.ProcessProtocol):
             self._kill_pending = True
             if not self._in_data:
                 self._kill_if_current_marked()
+            return
         elif a.timeout:
             a.timer = self.reactor.callLater(max(0.0, a.timeout - (now - a.started)), self._timed_out, a)
         cpu = (a.limits or {}).get("cpu")
@@ -273,6 +275,7 @@ class ChildProcess(protocol.ProcessProtocol):
             # the child's RLIMIT_CPU is a soft limit the job can lift: check from outside too
             a.cpu_mark = process_cpu(self.pid)
             a.cpu_timer = self.reactor.callLater(float(cpu) + CPU_GRACE, self._check_cpu, a)
+        self.events.started(a)
 
     def _check_cpu(self, a: Assigned) -> None:
         a.cpu_timer = None

@@ -44,6 +44,15 @@ HOLD_MIN_WALL = 0.002
 HOLD_MAX = 0.2
 
 
+#: "start" marks (a job became current in its child: the server shows it running, not just
+#: assigned) are not sent per job: the pool collects them and sends those of jobs still running
+#: every START_MARK_DELAY seconds (a job that ended meanwhile needs none: its done says when it
+#: started), held START_MARK_HOLD seconds so they ride with the next report. At most one small
+#: event per slot per delay, however many jobs per second run.
+START_MARK_DELAY = 0.1
+START_MARK_HOLD = 0.05
+
+
 def report_hold(wall: float | None, jobs_ahead: float) -> float:
     """How long a finished job's report may wait for company (0: send now). *jobs_ahead*: the jobs
     its slot still has to run before it would idle (0: the server must hear now)."""
@@ -108,6 +117,8 @@ class ChildPool:
         self._lazy_call: Any = None
         self.lazy_reads = 0       #: timer wake-ups that read lazily-read children
         self.max_result = 64 * 1024 * 1024    #: the server's limit (from its register answer)
+        self._unmarked: dict[int, Assigned] = {}   #: started, no start mark or done reported yet
+        self._mark_call: Any = None
         ensure_reaper(reactor)
         self.set_slots(slots)
 
@@ -157,7 +168,7 @@ class ChildPool:
                    CYSIGNALS_CRASH_NDEBUG="1", PYTHONUNBUFFERED="1")
         events = ChildEvents(done=self._on_done, output=self._on_output, progress=self._on_progress,
                              ended=self._on_ended, ready=lambda c: self._on_ready(c),
-                             drained=lambda c: self._pump())
+                             drained=lambda c: self._pump(), started=self._on_started)
         child = ChildProcess(idx, self.reactor, env, events, policy)
         child.scratch = scratch  # type: ignore[attr-defined]
         child.result_home = self._local_home
@@ -321,6 +332,21 @@ class ChildPool:
             self._pump(gathered=True)  # always plans the next read
 
     # ---------------------------------------------------------------- events from children
+    def _on_started(self, a: Assigned) -> None:
+        self._unmarked[a.job_id] = a
+        if self._mark_call is None:
+            self._mark_call = self.reactor.callLater(START_MARK_DELAY, self._send_start_marks)
+
+    def _send_start_marks(self) -> None:
+        """``["start", job_id, attempt, seconds_since_it_started]`` for jobs still running (an age,
+        not a time: the worker's clock need not agree with the server's)."""
+        self._mark_call = None
+        marks, self._unmarked = self._unmarked, {}
+        if marks and not self.closing:
+            now = self.reactor.seconds()
+            self.report([["start", a.job_id, a.attempt, max(0.0, now - (a.started or now))]
+                         for a in marks.values()], START_MARK_HOLD)
+
     def _on_done(self, child: ChildProcess, a: Assigned, entry: list[Any]) -> None:
         _, status, result, error, preview, cpu, wall = entry[:7]
         in_file = entry[7] if len(entry) > 7 and isinstance(entry[7], int) else None
@@ -395,6 +421,7 @@ class ChildPool:
         *ended*: when the child says the job ended (it may have been read a little later)."""
         now = ended if ended is not None else self.reactor.seconds()
         self.jobs_done += 1
+        self._unmarked.pop(a.job_id, None)
         started = a.started if a.started is not None else now - (wall or 0.0)
         if wall:
             started = now - wall
@@ -452,6 +479,7 @@ class ChildPool:
 
     def _settle_current(self, a: Assigned, code: int | None, sig: int | None,
                         handed_back: str | None = None) -> None:
+        self._unmarked.pop(a.job_id, None)
         if handed_back:
             self.report([["back", a.job_id, a.attempt, False, handed_back]])
         elif a.kill_reason == "timed_out":
@@ -515,6 +543,9 @@ class ChildPool:
         self.closing = True
         if self._duty is not None and self._duty.active():
             self._duty.cancel()
+        if self._mark_call is not None and self._mark_call.active():
+            self._mark_call.cancel()
+        self._mark_call = None
         self._plan_reads()  # every pipe read at once from now on
         self.hand_back_queued("worker shutting down")
         ds = []

@@ -13,12 +13,16 @@ from PySide6.QtGui import QBrush, QColor
 
 from dsage_core import textsafe
 from dsage_core.model.job import JobInfo
+from dsage_core.progress import elapsed, fmt_seconds, job_eta
 from dsage_gui.models.base import ListTableModel
 
-COLUMNS = ("ID", "Name", "Status", "Worker", "Created", "Duration", "Result", "Progress")
-STATUS_COLORS = {"queued": "#7f8c8d", "running": "#2471a3", "completed": "#1e8449", "failed": "#c0392b",
-                 "killed": "#935116", "timed_out": "#b9770e", "lost": "#6c3483"}
-SORT_KEYS = ("id", "name", "status", "worker", "created", None, "result_preview", "progress")
+COLUMNS = ("ID", "Name", "Status", "Worker", "Created", "Elapsed", "Result", "Progress", "ETA")
+#: "running" means a child runs it; "assigned" waits in a worker's buffer; "paused" is on a paused worker
+STATUS_COLORS = {"queued": "#7f8c8d", "assigned": "#5d6d7e", "running": "#2471a3", "paused": "#d68910",
+                 "completed": "#1e8449", "failed": "#c0392b", "killed": "#935116", "timed_out": "#b9770e",
+                 "lost": "#6c3483"}
+SORT_KEYS = ("id", "name", "status", "worker", "created", None, "result_preview", "progress", None)
+ELAPSED, ETA = 5, 8   #: computed columns (they change with the clock: the pane repaints them)
 
 
 class JobsTableModel(ListTableModel):
@@ -99,9 +103,11 @@ class JobsTableModel(ListTableModel):
         self.layoutAboutToBeChanged.emit()
         key = SORT_KEYS[column]
 
+        now = time.time()
+
         def k(j: JobInfo) -> Any:
             if key is None:
-                return j.duration or 0.0
+                return (elapsed(j, now) if column == ELAPSED else job_eta(j, now)) or 0.0
             v = getattr(j, key)
             return (v is not None, v if v is not None else 0) if key in ("progress", "created") else (v or "")
         self.rows.sort(key=k, reverse=order == Qt.SortOrder.DescendingOrder)
@@ -144,9 +150,9 @@ class JobsTableModel(ListTableModel):
             return textsafe.line(job.worker)
         if col == 4:
             return time.strftime("%H:%M:%S", time.localtime(job.created)) if job.created else ""
-        if col == 5:
-            d = job.duration
-            return f"{d:.2f} s" if d is not None else ""
+        if col == ELAPSED:
+            d = elapsed(job, time.time())
+            return f"{d:.2f} s" if d is not None and d < 60 else fmt_seconds(d)
         if col == 6:
             if job.status == "completed":
                 return textsafe.line(job.result_preview)
@@ -154,12 +160,15 @@ class JobsTableModel(ListTableModel):
             return textsafe.line(err[-1]) if err else ""
         if col == 7:
             return f"{job.progress * 100:.0f}%" if job.progress is not None else ""
+        if col == ETA:
+            return fmt_seconds(job_eta(job, time.time()))
         return ""
 
     @staticmethod
     def _sort_value(job: JobInfo, col: int) -> Any:
-        if col == 5:
-            return job.duration or 0.0
+        if col in (ELAPSED, ETA):
+            now = time.time()
+            return (elapsed(job, now) if col == ELAPSED else job_eta(job, now)) or 0.0
         key = SORT_KEYS[col]
         v = getattr(job, key) if key else None
         return v if v is not None else ""

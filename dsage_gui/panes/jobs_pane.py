@@ -1,17 +1,20 @@
-"""Jobs pane: the jobs table (sort, filter by status and text), a detail view, and actions."""
+"""Jobs pane: the jobs table (sort, filter by status and text), a detail view, actions, and a
+progress line for the newest batch (done/total and ETA)."""
 from __future__ import annotations
 
-import csv
-import json
+import time
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QLineEdit,
-                               QPushButton, QSplitter, QTableView, QTextEdit, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit,
+                               QProgressBar, QPushButton, QSplitter, QTableView, QTextEdit, QVBoxLayout,
+                               QWidget)
 
 from dsage_core import textsafe
 from dsage_core.model.job import ALL_STATES, JobInfo
+from dsage_core.progress import Batches, elapsed
+from dsage_gui.export import result_text, write_rows
 from dsage_gui.models.jobs_model import JobsTableModel
 from dsage_gui.models.proxies import JobsFilter
 
@@ -57,12 +60,24 @@ class JobsPane(QWidget):
             b.clicked.connect(slot)
             bar.addWidget(b)
             self.buttons[label] = b
+        self.batches = Batches()
+        self.batch_label = QLabel("", self)
+        self.batch_label.setObjectName("batchProgress")
+        self.batch_bar = QProgressBar(self)
+        self.batch_bar.setMaximumWidth(220)
+        self.batch_bar.setTextVisible(True)
+        progress = QHBoxLayout()
+        progress.addWidget(self.batch_label, 1)
+        progress.addWidget(self.batch_bar)
+        self.batch_label.hide()
+        self.batch_bar.hide()
         split = QSplitter(Qt.Orientation.Vertical, self)
         split.addWidget(self.view)
         split.addWidget(self.detail)
         split.setSizes([400, 150])
         layout = QVBoxLayout(self)
         layout.addLayout(bar)
+        layout.addLayout(progress)
         layout.addWidget(split, 1)
         self.view.selectionModel().selectionChanged.connect(lambda *a: self.show_detail())
         self._detail_job: JobInfo | None = None
@@ -72,15 +87,54 @@ class JobsPane(QWidget):
         self.refresh.setInterval(1000)
         self.refresh.timeout.connect(self._refresh_running)
         self.refresh.start()
+        self._progress_dirty = False
+        self.progress_timer = QTimer(self)
+        self.progress_timer.setInterval(250)
+        self.progress_timer.timeout.connect(self._progress_tick)
+        self.progress_timer.start()
         session.jobs_changed.connect(self.model.update_jobs)
+        session.jobs_changed.connect(self._jobs_changed)
         self.load_history()
 
     def load_history(self, limit: int = 100_000) -> Any:
         """The user's existing jobs (newest first, up to *limit*), loaded once at start."""
         d = self.session.client.list_jobs(limit=limit, newest_first=True)
-        d.addCallback(self.model.update_jobs)
+        d.addCallback(lambda infos: (self.model.update_jobs(infos), self._jobs_changed(infos[::-1])))
         d.addErrback(self.session.report_error)
         return d
+
+    # -------------------------------------------------------------- batch progress
+    def _jobs_changed(self, infos: list[JobInfo]) -> None:
+        self.batches.update(infos, time.time())
+        self._progress_dirty = True
+
+    def track_batch(self, ids: list[int], label: str) -> None:
+        """This app submitted *ids* together (a drop of files, the demo): one batch named *label*."""
+        self.batches.track(ids, label)
+        self.refresh_progress()
+
+    def _progress_tick(self) -> None:
+        b, _ = self.batches.current()
+        if self._progress_dirty or (b is not None and b.done < b.total):  # the ETA moves with the clock
+            self.refresh_progress()
+
+    def refresh_progress(self) -> None:
+        """Show the newest batch of two or more jobs: done/total, states, ETA (or how long it took)."""
+        self._progress_dirty = False
+        b, others = self.batches.current()
+        if b is None:
+            self.batch_label.hide()
+            self.batch_bar.hide()
+            return
+        text = self.batches.describe(b, time.time())
+        if others:
+            text += f"  (+{others} more batch{'es' if others > 1 else ''} running)"
+        self.batch_label.setText(text)
+        self.batch_bar.setRange(0, b.total)
+        self.batch_bar.setValue(b.done)
+        self.batch_bar.setFormat(f"%v/%m")
+        self.batch_label.show()
+        self.batch_bar.show()
 
     # -------------------------------------------------------------- selection and detail
     def selected_jobs(self) -> list[JobInfo]:
@@ -108,8 +162,9 @@ class JobsPane(QWidget):
         same = self._detail_job is not None and self._detail_job.id == job.id
         self._detail_job = job
         parts = [f"Job {job.id}  {job.name}  [{job.status}]  worker: {job.worker or '-'}"]
-        if job.duration is not None:
-            parts[0] += f"  {job.duration:.2f} s"
+        ran = elapsed(job, time.time())
+        if ran is not None:
+            parts[0] += f"  {ran:.2f} s"
         if job.progress is not None:
             parts.append(f"progress: {job.progress * 100:.0f}% {job.progress_message or ''}")
         parts += ["--- code ---", job.code or "(function)"]
@@ -126,6 +181,7 @@ class JobsPane(QWidget):
             bar.setValue(bar.maximum() if at_end else where)
 
     def _refresh_running(self) -> None:
+        self.view.viewport().update()  # Elapsed and ETA of running jobs move with the clock
         j = self._detail_job
         if j is not None and not j.done and not self._fetching and self.isVisible():
             self.show_detail()  # live output while it runs (one request in flight at most)
@@ -158,31 +214,41 @@ class JobsPane(QWidget):
             self.session.client.get_job(jobs[0].id).addCallback(
                 lambda j: j.code and self.clone_requested.emit(j.code)).addErrback(self.session.report_error)
 
-    def copy_result(self) -> None:
-        """Copy the first selected job's result preview (or its error) to the clipboard."""
+    def copy_result(self) -> Any:
+        """Copy the first selected job's whole result (fetched from the server, not the table's
+        preview) or its whole error to the clipboard; fires with the text copied."""
         jobs = self.selected_jobs()
-        if jobs:
-            j = jobs[0]
-            QGuiApplication.clipboard().setText(j.result_preview if j.status == "completed" else (j.error or ""))
+        if not jobs:
+            return None
+        d = self.session.client.get_record(jobs[0].id, with_result=True)
+
+        def copy(row: dict[str, Any]) -> str:
+            text = result_text(row)
+            QGuiApplication.clipboard().setText(text)
+            self.session.post("info", f"copied the {'result' if row.get('status') == 'completed' else 'error'} "
+                                      f"of job {row['id']} ({len(text)} characters)")
+            return text
+        return d.addCallback(copy).addErrback(self.session.report_error)
 
     def export_dialog(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Export jobs", "jobs.csv", "CSV (*.csv);;JSON (*.json)")
         if path:
             self.export(path)
 
-    def export(self, path: str) -> int:
-        """Write the selected jobs (all visible ones if none is selected) to CSV or JSON."""
+    def export(self, path: str) -> Any:
+        """Write the selected jobs (all visible ones if none is selected) to CSV or JSON, each with
+        its whole result and error (fetched from the server) and ISO 8601 times; fires with the
+        number of jobs written."""
+        from twisted.internet.defer import gatherResults
         jobs = self.selected_jobs() or [self.model.job_at(self.proxy.mapToSource(self.proxy.index(r, 0)).row())
                                         for r in range(self.proxy.rowCount())]
-        fields = ["id", "name", "status", "worker", "created", "started", "finished", "result_preview", "error",
-                  "progress"]
-        rows = [{f: getattr(j, f) for f in fields} for j in jobs]
-        if path.endswith(".json"):
-            with open(path, "w") as f:
-                json.dump(rows, f, indent=1)
-        else:
-            with open(path, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=fields)
-                w.writeheader()
-                w.writerows(rows)
-        return len(rows)
+        client = self.session.client
+        d = gatherResults([client.get_record(j.id, with_result=True) for j in jobs], consumeErrors=True)
+
+        def write(records: list[dict[str, Any]]) -> int:
+            write_rows(path, records)
+            self.session.post("info", f"exported {len(records)} job(s) to {path}")
+            return len(records)
+        d.addCallback(write)
+        d.addErrback(lambda f: (self.session.report_error(getattr(f.value, "subFailure", f)), 0)[1])
+        return d

@@ -5,12 +5,15 @@ from typing import Any
 
 from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtGui import QFont
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
-                               QLineEdit, QPlainTextEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
+                               QHBoxLayout, QLineEdit, QPlainTextEdit, QPushButton, QSpinBox, QVBoxLayout,
+                               QWidget)
 
 from dsage_gui.bridge import deferred_slot
 from dsage_gui.highlighter import PythonHighlighter
 
+#: the title of the box of options saved with the editor text and restored at the next start
+REMEMBERED = "Options kept for next time"
 EXAMPLE = "# Ctrl+Enter submits. The value of the last expression is the result.\nsum(i * i for i in range(10**6))\n"
 
 
@@ -58,12 +61,18 @@ class SubmitPane(QWidget):
         self.trusted = QCheckBox("trusted workers only", self)
         self.sage = QCheckBox("Sage code", self)
         form = QFormLayout()
-        form.addRow("Name", self.name)
-        form.addRow("Result", self.mode)
-        form.addRow("Timeout", self.timeout)
-        form.addRow("Priority", self.priority)
-        form.addRow("", self.trusted)
-        form.addRow("", self.sage)
+        form.addRow("Name", self.name)   # per job: not kept
+        # these persist between sessions (QSettings): say so where they are set
+        self.remembered = QGroupBox(REMEMBERED, self)
+        self.remembered.setObjectName("rememberedOptions")
+        self.remembered.setToolTip("These options stay as you set them, for every job you submit, "
+                                   "also after restarting dsage")
+        kept = QFormLayout(self.remembered)
+        kept.addRow("Result", self.mode)
+        kept.addRow("Timeout", self.timeout)
+        kept.addRow("Priority", self.priority)
+        kept.addRow("", self.trusted)
+        kept.addRow("", self.sage)
         self.submit_button = QPushButton("Submit (Ctrl+Enter)", self)
         self.submit_button.setObjectName("submitButton")
         self.submit_button.clicked.connect(self.submit)
@@ -75,6 +84,7 @@ class SubmitPane(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(self.editor, 1)
         layout.addLayout(form)
+        layout.addWidget(self.remembered)
         layout.addLayout(buttons)
         self._load_settings()
 

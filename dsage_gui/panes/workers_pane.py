@@ -40,9 +40,14 @@ class WorkersPane(QWidget):
         can_launch = session.embedded is not None
         self.launch.setEnabled(can_launch)
         self.stop.setEnabled(can_launch)
-        session.workers_changed.connect(self.model.set_workers)
+        self.known = False   #: the worker list arrived at least once (until then 0 rows means nothing)
+        session.workers_changed.connect(self._set_workers)
         self._update_local()
-        session.client.workers().addCallback(self.model.set_workers).addErrback(session.report_error)
+        session.client.workers().addCallback(self._set_workers).addErrback(session.report_error)
+
+    def _set_workers(self, workers: list[dict[str, Any]]) -> None:
+        self.known = True
+        self.model.set_workers(workers)
 
     def launch_worker(self) -> Any:
         emb = self.session.embedded

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     from dsage_gui.__main__ import settings_path
     from dsage_gui.app import bootstrap, run
     app, loop, reactor = bootstrap()
-    settings_path()
+    settings_path(getattr(args, "home", None))
     app.setQuitOnLastWindowClosed(False)
     state: dict[str, Any] = {"code": 0}
 

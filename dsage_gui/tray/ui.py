@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from typing import Any
 
 from PySide6.QtCore import QSettings
-from PySide6.QtGui import QAction, QActionGroup, QIcon
+from PySide6.QtGui import QAction, QActionGroup, QCursor, QIcon
 from PySide6.QtWidgets import (QCheckBox, QDialog, QDialogButtonBox, QFormLayout, QLabel, QMenu, QSpinBox,
                                QSystemTrayIcon, QToolButton, QVBoxLayout, QWidget)
 
@@ -84,9 +83,18 @@ class TrayMenu(QMenu):
         if slots in self.core_actions:
             self.core_actions[slots].setChecked(True)
 
-    def open_app(self) -> None:
-        subprocess.Popen([sys.executable, "-m", "dsage_gui", "--server", self.ctl.worker.config.furl,
-                          "--home", str(self.ctl.worker.config.home)])
+    def open_command(self) -> list[str]:
+        """The desktop app on this worker's server and home."""
+        return [sys.executable, "-m", "dsage_gui", "--server", self.ctl.worker.config.furl,
+                "--home", str(self.ctl.worker.config.home)]
+
+    def open_app(self) -> Any:
+        """Start the desktop app as a child the reactor reaps when it exits (a bare Popen nobody
+        waits for stays a zombie until the tray quits). Returns the process transport."""
+        from twisted.internet import protocol
+        argv = self.open_command()
+        return self.ctl.reactor.spawnProcess(protocol.ProcessProtocol(), argv[0], argv, env=dict(os.environ),
+                                             childFDs={0: "w", 1: 1, 2: 2})
 
     def preferences(self) -> None:
         Preferences(self.ctl).exec()
@@ -178,20 +186,30 @@ class StatusWindow(QWidget):
 class TrayUI:
     """Shows the worker in the system tray, or in a status window when there is no tray."""
 
-    def __init__(self, ctl: TrayController) -> None:
+    def __init__(self, ctl: TrayController, tray_available: bool | None = None) -> None:
         self.ctl = ctl
         self.menu = TrayMenu(ctl)
         self.icon: QSystemTrayIcon | None = None
         self.window: StatusWindow | None = None
-        if QSystemTrayIcon.isSystemTrayAvailable():
+        if tray_available if tray_available is not None else QSystemTrayIcon.isSystemTrayAvailable():
             self.icon = QSystemTrayIcon(state_icon(ctl.state))
             self.icon.setContextMenu(self.menu)
+            # a left click opens the menu too (only a right click does by default), a double click the app
+            self.icon.activated.connect(self._activated)
             self.icon.show()
             ctl.state_changed.connect(self._update_icon)
             self._update_icon(ctl.state)
         else:
             self.window = StatusWindow(ctl, self.menu)
             self.window.show()
+
+    def _activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
+        R = QSystemTrayIcon.ActivationReason
+        if reason == R.Trigger:
+            self.menu.popup(QCursor.pos())
+        elif reason == R.DoubleClick:
+            self.menu.hide()
+            self.menu.open_app()
 
     def _update_icon(self, state: str) -> None:
         if self.icon is not None:

@@ -58,7 +58,7 @@ def test_a_submit_that_ran_at_once_commits_with_its_result(server):
     log = []
     submit(server, log)
     server.clock.advance(0)
-    assert server.commits == [] and log == [("push", 1, "running")]   # dispatched, not yet acknowledged
+    assert server.commits == [] and log == [("push", 1, "assigned")]   # dispatched, not yet acknowledged
     attempt = w.link.runs[0]["jobs"][0][1]
     server.report(w.id, [done(1, attempt)])
     server.clock.advance(0)

@@ -106,4 +106,4 @@ def test_stale_attempt_file_of_a_job_running_elsewhere_is_removed(server):
     server.report(w2.id, [done(jid, old, rel_old)])   # a late result of the old attempt
     server.clock.advance(0)
     assert not (server.home / rel_old).exists()
-    assert server.jobs[jid].status == "running"
+    assert server.jobs[jid].status == "assigned"  # held by w2 (no start mark yet)

@@ -68,3 +68,12 @@ def fake_session(qtbot):
     from tests.gui.fake_client import FakeClient
     client = FakeClient(reactor)
     return GuiSession(client)
+
+
+@pytest.fixture(autouse=True)
+def questions(monkeypatch):
+    """No modal question ever blocks a test: the app's default Yes/No dialog answers No and is
+    recorded here (tests that answer set ``win.ask`` themselves)."""
+    asked = []
+    monkeypatch.setattr("dsage_gui.main_window.ask_user", lambda parent, title, text: asked.append(text) or False)
+    return asked

@@ -28,6 +28,7 @@ class FakeClient:
         self.subscribers: list[Callable[[str, Any], None]] = []
         self.submitted: list[tuple[str, Any, dict[str, Any]]] = []
         self.jobs: dict[int, JobInfo] = {}
+        self.results: dict[int, bytes] = {}   #: encoded results (see finish(result=...))
         self.killed: list[int] = []
         self.get_job_calls = 0
         self.workers_list = [dict(WORKER, last_heartbeat=time.time())]
@@ -50,9 +51,13 @@ class FakeClient:
             cb(kind, payload)
 
     def finish(self, job_id: int, status: str = "completed", result_preview: str | None = None,
-               error: str | None = None) -> JobInfo:
-        """The job ends now; subscribers get one ``jobs`` event."""
+               error: str | None = None, result: Any = None) -> JobInfo:
+        """The job ends now; subscribers get one ``jobs`` event. *result*: its whole value (the
+        default: the preview's text)."""
+        from dsage_core import codec
         j = self.jobs[job_id]
+        if status == "completed":
+            self.results[job_id] = codec.encode_value(result if result is not None else result_preview)
         now = time.time()
         j.status, j.started, j.finished = status, j.started or now, now
         j.result_preview, j.error, j.worker = result_preview, error, "w1"
@@ -112,6 +117,14 @@ class FakeClient:
         if job_id not in self.jobs:
             return self._fail_later(KeyError(job_id))
         return self._later(dataclasses.replace(self.jobs[job_id]))
+
+    def get_record(self, job_id: int, with_result: bool = True) -> Deferred:
+        if job_id not in self.jobs:
+            return self._fail_later(KeyError(job_id))
+        row = dataclasses.asdict(self.jobs[job_id])
+        if with_result:
+            row["result"] = self.results.get(job_id)
+        return self._later(row)
 
     def workers(self) -> Deferred:
         return self._later([dict(w) for w in self.workers_list])

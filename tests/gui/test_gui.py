@@ -159,15 +159,19 @@ def test_layout_and_editor_options_persist(qtbot, fake_session):
     assert win2.submit_pane.editor.toPlainText() == "'persisted'"
 
 
-def test_export_selection_csv_and_json(qtbot, fake_session, tmp_path):
+def test_export_selection_csv_and_json(qtbot, fake_session, tmp_path, run):
     """Export writes the visible jobs to CSV and JSON."""
+    from dsage_core import codec
     win = MainWindow(fake_session)
     qtbot.addWidget(win)
+    for j in jobs(3):
+        fake_session.client.jobs[j.id] = j
+        fake_session.client.results[j.id] = codec.encode_value(j.id * j.id)
     win.jobs_pane.model.update_jobs(jobs(3))
     win.jobs_pane.model.apply_pending()
-    assert win.jobs_pane.export(str(tmp_path / "j.json")) == 3
+    assert run(win.jobs_pane.export(str(tmp_path / "j.json"))) == 3
     assert [r["id"] for r in json.loads((tmp_path / "j.json").read_text())] == [3, 2, 1]
-    assert win.jobs_pane.export(str(tmp_path / "j.csv")) == 3
+    assert run(win.jobs_pane.export(str(tmp_path / "j.csv"))) == 3
     assert (tmp_path / "j.csv").read_text().startswith("id,name,status")
 
 

@@ -12,7 +12,8 @@ from dsage_gui.models.proxies import JobsFilter
 
 pytestmark = pytest.mark.timeout(60)
 
-CONTRACT = ("subscribe", "submit_code", "submit_file", "kill", "list_jobs", "get_job", "workers", "stats", "close")
+CONTRACT = ("subscribe", "submit_code", "submit_file", "kill", "list_jobs", "get_job", "get_record", "workers",
+            "stats", "close")
 
 
 @pytest.fixture
@@ -139,7 +140,7 @@ def test_kill_resubmit_clone_and_copy(qtbot, win):
     win.jobs_pane.buttons["Clone to editor"].click()
     qtbot.waitUntil(lambda: win.submit_pane.editor.toPlainText() == "6*7")
     win.jobs_pane.buttons["Copy result"].click()
-    assert QGuiApplication.clipboard().text() == "42"
+    qtbot.waitUntil(lambda: QGuiApplication.clipboard().text() == "42")
 
 
 def test_jobs_filter_passes_qtmodeltester_and_filters(qtbot, qtmodeltester):
@@ -223,7 +224,8 @@ def test_status_bar_shows_server_connection_and_counts(qtbot, win, fake_session)
     assert win.conn_label.text() == "connected"
     fake_session.client.emit("stats", {"queued": 5, "running": 2, "completed": 9, "failed": 1, "busy_slots": 2,
                                        "total_slots": 4, "workers": 1, "time": 1.0})
-    assert win.counts_label.text() == "5 queued · 2 running · 9 done · 1 failed · 2/4 slots · 1 workers"
+    assert win.counts_label.text() == ("5 queued · 0 assigned · 2 running · 0 paused · 9 done · 1 failed · "
+                                       "0 killed · 0 timed out · 0 lost · 2/4 slots · 1 workers")
 
 
 def test_failed_job_and_finished_batch_are_notified(qtbot, win, tmp_path):

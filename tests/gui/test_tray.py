@@ -54,7 +54,7 @@ def test_pause_stops_children_and_resume_finishes_the_job(qtbot, run, server, tr
     qtbot.waitUntil(lambda: ctl.state == "paused", timeout=5_000)
     # SIGSTOP is delivered asynchronously: wait for the kernel to show every child stopped
     qtbot.waitUntil(lambda: all(p.status() == psutil.STATUS_STOPPED for p in _children(ctl)), timeout=5_000)
-    assert st.status == "running"  # the lease is kept while paused
+    qtbot.waitUntil(lambda: st.status == "paused", timeout=5_000)  # the lease is kept, and it shows
     ui.menu.pause_action.trigger()  # now reads "Resume"
     qtbot.waitUntil(lambda: st.status == "completed", timeout=20_000)
     qtbot.waitUntil(lambda: all(p.status() != psutil.STATUS_STOPPED for p in _children(ctl)), timeout=5_000)
