@@ -117,9 +117,24 @@ def cmd_server(args: argparse.Namespace) -> int:
     def start(reactor: Any) -> Any:
         svc = create_server(cfg, reactor)
         holder["svc"] = svc
-        d = svc.start().addCallback(lambda furl: print(furl, flush=True))
+        d = svc.start().addCallback(lambda furl: _print_furl(furl, svc, args.quiet))
         return d.addCallback(lambda _: freeze_startup_objects())
     return _run_reactor(start, lambda: holder["svc"].stop() if "svc" in holder else None)
+
+
+def _print_furl(furl: str, svc: Any, quiet: bool) -> None:
+    """The furl on stdout; the hints it advertises (and a warning if no other host can use them)
+    on stderr. The warning shows even with --quiet."""
+    from dsage_core.protocol import hints
+    from dsage_core.protocol.hints import listens_beyond_loopback, loopback_warning
+    print(furl, flush=True)
+    if not quiet:
+        shown = hints.location(svc.hosts, svc.port).replace(",", ", ")
+        print(f"dsage server: advertising {shown} (listening on {svc.config.listen})",
+              file=sys.stderr, flush=True)
+    warning = loopback_warning(svc.hosts, svc.config.listen, "this furl")
+    if warning and listens_beyond_loopback(svc.config.listen):   # the default 127.0.0.1 is no mistake
+        print(f"dsage server: {warning}", file=sys.stderr, flush=True)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -460,6 +475,10 @@ def cmd_invite(args: argparse.Namespace) -> int:
         else:
             r = D.admin("invite_add", args.role, expires, args.uses)
             print(keys.make_invite_code(D.furl, r["id"], r["secret"]))
+            from dsage_core.protocol.hints import furl_hosts, loopback_warning
+            warning = loopback_warning(furl_hosts(D.furl), r.get("listen"), "this invite code")
+            if warning:
+                print(f"dsage: {warning}", file=sys.stderr)
         return 0
     finally:
         D.shutdown()

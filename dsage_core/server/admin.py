@@ -81,7 +81,8 @@ def run(store: Any, who: Any, address: str, command: str, args: list[Any], serve
         now = server.clock.seconds() if server is not None else 0.0
         yield store.add_invite(invite_id, keys.hash_secret(secret), role, now + expires, uses)
         yield store.audit("invite_add", who.name, address, f"{invite_id} role={role} uses={uses}")
-        return {"id": invite_id, "secret": secret, "role": role, "expires": now + expires, "uses": uses}
+        return {"id": invite_id, "secret": secret, "role": role, "expires": now + expires, "uses": uses,
+                "listen": getattr(server, "listen", None)}   # lets `dsage invite` warn about loopback
     if command == "invite_list":
         rows = yield store.list_invites()
         return [{k: v for k, v in r.items() if k != "secret_hash"} for r in rows]

@@ -143,6 +143,7 @@ class JobServer:
         self._commit_timer: Any = None              #: the held commit's deadline (see COMMIT_DELAY)
         self._store_writes: set[Deferred] = set()
         self.home: Any = None            #: the server's home (set by the service)
+        self.listen: str | None = None   #: the interface it listens on (set by the service)
         #: runs result-file reads off the reactor (a Runner, see store/runner.py; set by the
         #: service); None: read inline (unit tests)
         self.file_reader: Any = None

@@ -15,7 +15,7 @@ from dsage_core import home as homes
 from dsage_core import keys, local_results, server_lock
 from dsage_core.limits import Limits
 from dsage_core.ports import pick_port
-from dsage_core.protocol import envelope, localwire, tubs
+from dsage_core.protocol import envelope, hints, localwire, tubs
 from dsage_core.scheduler import Scheduler
 from dsage_core.server.auth import Authenticator
 from dsage_core.server.core import JobServer
@@ -32,7 +32,7 @@ class ServerConfig:
     home: Path
     port: int = 0                      #: 0: reuse the last port of this home, else pick a free one
     listen: str = "127.0.0.1"          #: interface to listen on ("0.0.0.0" for other hosts)
-    location: str | None = None        #: host name other machines use to reach this one
+    location: str | None = None        #: host names other machines use to reach this one (comma-separated)
     allow_anonymous: bool = False
     lease_timeout: float = 15.0
     max_failures: int = 3
@@ -50,6 +50,8 @@ class ServerService(MultiService):
         self.reactor = reactor
         self.home = config.home
         self.furl: str | None = None
+        self.hosts: list[str] = []    #: what the furl advertises, best first
+        self.port = 0
         self.core: JobServer | None = None
         self._loops: list[LoopingCall] = []
         self._last_workers_key = ""
@@ -84,10 +86,11 @@ class ServerService(MultiService):
         yield ensure_owner(store, self.home)
         yield ensure_local_worker(store, self.home)
         self.auth = Authenticator(store, self.reactor, server_id, allow_anonymous=cfg.allow_anonymous)
-        port = pick_port(self.home, cfg.port)
-        tub.listenOn(f"tcp:{port}:interface={cfg.listen}")
-        host = cfg.location or ("127.0.0.1" if cfg.listen in ("127.0.0.1", "localhost") else _hostname())
-        tub.setLocation(f"tcp:{host}:{port}")
+        port = self.port = pick_port(self.home, cfg.port)
+        tub.listenOn(hints.listen_endpoint(cfg.listen, port))
+        self.hosts = hints.advertised_hosts(cfg.listen, cfg.location)
+        tub.setLocation(hints.location(self.hosts, port))
+        core.listen = cfg.listen
         tub.setServiceParent(self)
         login = Login(core, self.auth)
         self.furl = tub.registerReference(login, "login")
@@ -170,11 +173,6 @@ def _take_lock(home: Path, local_socket: bool) -> Any:
     if f is None:
         raise ServerUnavailable(f"another dsage server is already running on {home}")
     return f
-
-
-def _hostname() -> str:
-    import socket
-    return socket.getfqdn() or socket.gethostname()
 
 
 @inlineCallbacks
