@@ -196,3 +196,14 @@ def test_sage_jobs_wait_visibly_without_a_sage_worker(tmp_path):
         j.kill()
     finally:
         c.stop()
+
+
+def test_gather_values_in_input_order_and_first_failure(cluster):
+    """D.gather returns values in the order of the jobs given, and raises when one of them failed."""
+    from dsage_core.client.job import JobFailed
+    D = cluster.client
+    jobs = [D.submit(triple, x) for x in (5, 1, 4)]
+    assert D.gather(list(reversed(jobs))) == [12, 3, 15]
+    assert D.gather([]) == []
+    with pytest.raises(JobFailed, match="odd 3"):
+        D.gather([D.submit(fails_on_odd, 2), D.submit(fails_on_odd, 3)])
