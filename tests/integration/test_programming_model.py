@@ -207,3 +207,17 @@ def test_gather_values_in_input_order_and_first_failure(cluster):
     assert D.gather([]) == []
     with pytest.raises(JobFailed, match="odd 3"):
         D.gather([D.submit(fails_on_odd, 2), D.submit(fails_on_odd, 3)])
+
+
+def test_gather_raises_a_failure_without_waiting_for_the_rest(cluster):
+    """D.gather raises as soon as one job failed, while another job is still running (fail-fast)."""
+    import time
+    from dsage_core.client.job import JobFailed
+    D = cluster.client
+    slow = D.submit(time.sleep, 600)
+    try:
+        with pytest.raises(JobFailed, match="odd 5"):
+            D.gather([slow, D.submit(fails_on_odd, 5)], timeout=60)
+        assert not slow.done()
+    finally:
+        D.kill(slow.id)
