@@ -132,7 +132,7 @@ class JobsPane(QWidget):
         self.batch_label.setText(text)
         self.batch_bar.setRange(0, b.total)
         self.batch_bar.setValue(b.done)
-        self.batch_bar.setFormat(f"%v/%m")
+        self.batch_bar.setFormat("%v/%m")
         self.batch_label.show()
         self.batch_bar.show()
 

@@ -5,10 +5,9 @@ cleanly and keeps answering everyone else."""
 from __future__ import annotations
 
 import os
-import threading
 
 import pytest
-from foolscap.api import DeadReferenceError, Referenceable
+from foolscap.api import Referenceable
 from twisted.internet.defer import gatherResults
 from zope.interface import implementer
 
