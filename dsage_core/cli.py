@@ -123,11 +123,11 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 
 def _print_furl(furl: str, svc: Any, quiet: bool) -> None:
-    """The furl on stdout; the hints it advertises (and a warning if no other host can use them)
-    on stderr. The warning shows even with --quiet."""
+    """The hints it advertises (and a warning if no other host can use them) on stderr, then the
+    furl on stdout: whoever waits for the furl finds the warning already written. The warning
+    shows even with --quiet."""
     from dsage_core.protocol import hints
     from dsage_core.protocol.hints import listens_beyond_loopback, loopback_warning
-    print(furl, flush=True)
     if not quiet:
         shown = hints.location(svc.hosts, svc.port).replace(",", ", ")
         print(f"dsage server: advertising {shown} (listening on {svc.config.listen})",
@@ -135,6 +135,7 @@ def _print_furl(furl: str, svc: Any, quiet: bool) -> None:
     warning = loopback_warning(svc.hosts, svc.config.listen, "this furl")
     if warning and listens_beyond_loopback(svc.config.listen):   # the default 127.0.0.1 is no mistake
         print(f"dsage server: {warning}", file=sys.stderr, flush=True)
+    print(furl, flush=True)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

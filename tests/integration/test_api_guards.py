@@ -130,7 +130,8 @@ def test_kill_right_after_start_does_not_over_dispatch(cluster):
     batch = [D("import time\ntime.sleep(60)") for _ in range(3)]
     try:
         s = D.stats()
-        assert (s["running"], s["queued"], s["total_slots"]) == (2, 1, 2), s
+        # held = running + assigned + paused: what the worker was handed, started or not
+        assert (s["held"], s["queued"], s["total_slots"]) == (2, 1, 2), s
     finally:
         for j in batch:
             D.kill(j.id)

@@ -37,7 +37,6 @@ def test_worker_on_other_host_joins_from_the_furl_file(lan, listen):
         srv.disconnect()
 
 
-@pytest.mark.xfail(reason="dsage worker --invite exits with an empty error inside a namespace; not yet diagnosed", strict=False)
 def test_worker_on_other_host_joins_with_an_invite(lan):
     """With --listen 0.0.0.0, `dsage invite` makes a code (no warning) that a worker on another
     host redeems with `dsage worker --invite CODE`, then runs jobs."""
