@@ -17,18 +17,15 @@ MARK = "?"
 def line(value: Any, max_len: int | None = None) -> str:
     """*value* as one printable line: control, format (bidi, zero-width) and separator characters
     other than the space become ``?``; None becomes ""."""
-    if value is None:
-        return ""
-    s = value if isinstance(value, str) else str(value)
-    if max_len is not None and len(s) > max_len:
-        s = s[:max_len]
-    if s.isprintable():
-        return s
-    return "".join(c if c.isprintable() else MARK for c in s)
+    return _clean(value, max_len, "")
 
 
 def block(value: Any, max_len: int | None = None) -> str:
     """Like :func:`line` but keeps newlines and tabs (output, tracebacks)."""
+    return _clean(value, max_len, "\n\t")
+
+
+def _clean(value: Any, max_len: int | None, keep: str) -> str:
     if value is None:
         return ""
     s = value if isinstance(value, str) else str(value)
@@ -36,5 +33,6 @@ def block(value: Any, max_len: int | None = None) -> str:
         s = s[:max_len]
     if s.isprintable():
         return s
-    s = s.replace("\r\n", "\n")
-    return "".join(c if c.isprintable() or c in "\n\t" else MARK for c in s)
+    if keep:
+        s = s.replace("\r\n", "\n")
+    return "".join(c if c.isprintable() or c in keep else MARK for c in s)

@@ -451,17 +451,8 @@ class SqliteStore:
     def use_invite(self, invite_id: str, secret_hash: str, now: float) -> Deferred:
         """Spend one use of an invite atomically; fires with its role or fails with :class:`InviteError`."""
         def thd(c: sqlite3.Connection) -> str:
-            r = c.execute("SELECT secret_hash, role, expires, uses_left, revoked FROM invites WHERE id=?",
-                          (invite_id,)).fetchone()
-            if r is None or not hmac.compare_digest(str(r[0]), secret_hash):
-                # one message for both: an attacker must not learn which invite ids exist
-                raise InviteError("unknown invite code or wrong secret (check that it was copied whole)")
-            if r[4]:
-                raise InviteError("this invite code was revoked")
-            if r[2] is not None and now > r[2]:
-                raise InviteError("this invite code has expired; ask for a new one")
-            if r[3] is not None and r[3] <= 0:
-                raise InviteError("this invite code was already used (no uses left); ask for a new one")
+            r = _thd_invite(c, invite_id, secret_hash)
+            _check_usable(r, now)
             c.execute("UPDATE invites SET uses_left = uses_left - 1 WHERE id=?", (invite_id,))
             return str(r[1])
         return self._write(thd)
@@ -479,19 +470,11 @@ class SqliteStore:
         """
 
         def thd(c: sqlite3.Connection) -> tuple[str, str, bool]:
-            r = c.execute("SELECT secret_hash, role, expires, uses_left, revoked FROM invites WHERE id=?",
-                          (invite_id,)).fetchone()
-            if r is None or not hmac.compare_digest(str(r[0]), secret_hash):
-                raise InviteError("unknown invite code or wrong secret (check that it was copied whole)")
-            if r[4]:
-                raise InviteError("this invite code was revoked")
+            r = _thd_invite(c, invite_id, secret_hash)
             known = c.execute("SELECT name, role FROM users WHERE pubkey=?", (pubkey,)).fetchone()
             if known is not None:
                 return str(known[0]), str(known[1]), False
-            if r[2] is not None and now > r[2]:
-                raise InviteError("this invite code has expired; ask for a new one")
-            if r[3] is not None and r[3] <= 0:
-                raise InviteError("this invite code was already used (no uses left); ask for a new one")
+            _check_usable(r, now)
             role = str(r[1])
             if session is not None and role not in session_roles:
                 raise InviteError(f"this invite code is for a {role}, not a {session} (it was not used): "
@@ -536,3 +519,24 @@ class SqliteStore:
                             (limit,))
             return [_row(cur, r) for r in cur.fetchall()]
         return self._read(thd)
+
+
+def _thd_invite(c: sqlite3.Connection, invite_id: str, secret_hash: str) -> tuple[Any, ...]:
+    """The invite row ``(secret_hash, role, expires, uses_left, revoked)``, if the secret matches
+    and it is not revoked (else :class:`InviteError`)."""
+    r = c.execute("SELECT secret_hash, role, expires, uses_left, revoked FROM invites WHERE id=?",
+                  (invite_id,)).fetchone()
+    if r is None or not hmac.compare_digest(str(r[0]), secret_hash):
+        # one message for both: an attacker must not learn which invite ids exist
+        raise InviteError("unknown invite code or wrong secret (check that it was copied whole)")
+    if r[4]:
+        raise InviteError("this invite code was revoked")
+    return tuple(r)
+
+
+def _check_usable(r: tuple[Any, ...], now: float) -> None:
+    """Refuse an invite row that expired or has no uses left."""
+    if r[2] is not None and now > r[2]:
+        raise InviteError("this invite code has expired; ask for a new one")
+    if r[3] is not None and r[3] <= 0:
+        raise InviteError("this invite code was already used (no uses left); ask for a new one")
