@@ -11,6 +11,8 @@ from typing import Any, Iterable
 import cloudpickle
 import msgpack
 
+from dsage_core.model import ext as ext_options
+
 
 class SubmitError(ValueError):
     """The job could not be built on the client (bad file, unpicklable function...): nothing was sent."""
@@ -24,10 +26,15 @@ class UnknownOption(SubmitError, TypeError):
 OPTION_NAMES = ("name", "timeout", "priority", "trusted_only", "mem_limit", "cpu_limit")
 
 
-def refuse_unknown(given: Iterable[str], valid: Iterable[str] = OPTION_NAMES) -> None:
+def all_option_names() -> tuple[str, ...]:
+    """The fixed options and the extra ones of ``dsage_core.model.ext``."""
+    return OPTION_NAMES + tuple(ext_options.REGISTRY)
+
+
+def refuse_unknown(given: Iterable[str], valid: Iterable[str] | None = None) -> None:
     """Raise :class:`UnknownOption` naming each unknown key, a close match, and the valid ones."""
     import difflib
-    valid = sorted(valid)
+    valid = sorted(all_option_names() if valid is None else valid)
     bad = sorted(str(k) for k in given if k not in valid)
     if not bad:
         return
@@ -49,6 +56,8 @@ class Options:
     trusted_only: bool = False
     mem_limit: int | None = None      #: bytes (RLIMIT_AS) for this job
     cpu_limit: float | None = None    #: CPU seconds for this job
+    #: the extra options (``dsage_core.model.ext``), checked, by name
+    ext: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def pop_from(cls, kwargs: dict[str, Any]) -> "Options":
@@ -57,6 +66,9 @@ class Options:
         for k in OPTION_NAMES:
             if k in kwargs:
                 setattr(o, k, kwargs.pop(k))
+        for k in ext_options.REGISTRY:
+            if k in kwargs:
+                o.ext[k] = kwargs.pop(k)
         o.validate()
         return o
 
@@ -78,6 +90,10 @@ class Options:
             raise SubmitError(f"priority must be an int, not {self.priority!r}")
         if self.name is not None and not isinstance(self.name, str):
             raise SubmitError("name must be a string")
+        try:
+            self.ext = ext_options.check_ext(self.ext) or {}
+        except ValueError as e:
+            raise SubmitError(str(e)) from None
 
     def limits(self) -> dict[str, Any] | None:
         d: dict[str, Any] = {}
@@ -103,8 +119,11 @@ class Submission:
 
     def wire(self) -> list[Any]:
         o = self.options
-        return [self.name, self.kind, o.priority, bool(o.trusted_only), self.needs, self.payload,
-                self.blob_id, o.timeout, o.limits(), self.code]
+        rec = [self.name, self.kind, o.priority, bool(o.trusted_only), self.needs, self.payload,
+               self.blob_id, o.timeout, o.limits(), self.code]
+        if o.ext:
+            rec.append(o.ext)
+        return rec
 
 
 def _pack(d: dict[str, Any]) -> bytes:

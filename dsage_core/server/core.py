@@ -22,6 +22,7 @@ from dsage_core.limits import Limits
 from dsage_core.model.job import HELD, TERMINAL
 from dsage_core.protocol.errors import BadRequest, NotFound, QuotaExceeded, ServerUnavailable
 from dsage_core.scheduler import Scheduler, SchedJob, events as ev, actions as act
+from dsage_core.model.ext import decode as ext_decode, encode as ext_encode, worker_view
 from dsage_core.server.jobs import ActiveJob, parse_submission
 from dsage_core.store import NewJob, RunningJob, FinishedJob, StoreUnavailable
 
@@ -168,7 +169,7 @@ class JobServer:
                             needs=frozenset(row["needs"]), payload=row["payload"], blob_id=row["blob_id"],
                             timeout=row["timeout"], limits=_unpack_limits(row["limits"]),
                             created=row["created"], attempt=row["attempts"] or 0,
-                            failures=row["failures"] or 0)
+                            failures=row["failures"] or 0, ext=ext_decode(row["ext"]))
             if row["status"] == "running":
                 requeue.append((job.id, job.failures))
             self.jobs[job.id] = job
@@ -204,7 +205,7 @@ class JobServer:
         self.next_id += len(specs)
         jobs = [ActiveJob(id=first + i, owner=owner, created=now, **s) for i, s in enumerate(specs)]
         rows = [NewJob(j.id, owner, j.name, j.kind, j.priority, j.trusted_only, ",".join(sorted(j.needs)),
-                       j.payload, j.blob_id, j.timeout, _pack_limits(j.limits), j.code, now) for j in jobs]
+                       j.payload, j.blob_id, j.timeout, _pack_limits(j.limits), j.code, now, ext_encode(j.ext)) for j in jobs]
         # Dispatch while the INSERT commits (the submit is still acknowledged only after the
         # commit): it takes the store round trip out of every job's latency. If the commit fails,
         # the jobs are withdrawn; a result of theirs finds no job and is discarded.
@@ -730,7 +731,11 @@ class JobServer:
             if job.blob_id and job.blob_id not in w.sent_blobs:
                 blobs[job.blob_id] = self.blobs[job.blob_id]
                 w.sent_blobs.add(job.blob_id)
-            entries.append([jid, attempt, job.payload, job.blob_id, job.timeout, job.limits])
+            entry = [jid, attempt, job.payload, job.blob_id, job.timeout, job.limits]
+            wext = worker_view(job.ext)
+            if wext is not None:
+                entry.append(wext)
+            entries.append(entry)
         # the worker first: telling watchers that the jobs run is not on their latency path
         if w.dispatcher is not None:
             w.dispatcher.add_many(entries, blobs)

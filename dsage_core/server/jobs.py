@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dsage_core.limits import Limits
+from dsage_core.model.ext import check_ext
 from dsage_core.protocol.errors import BadRequest
 
 TRUNCATED = "\n[dsage: output truncated after {n} bytes]\n"
@@ -30,6 +31,7 @@ class ActiveJob:
     limits: dict[str, Any] | None
     created: float
     code: str | None = None
+    ext: dict[str, Any] | None = None   #: extra options (dsage_core.model.ext)
     status: str = "queued"
     attempt: int = 0
     failures: int = 0
@@ -98,10 +100,14 @@ def _num(v: Any, what: str, *, optional: bool = False, lo: float | None = None) 
 
 def parse_submission(raw: Any, limits: Limits) -> dict[str, Any]:
     """Validate one packed job ``[name, kind, priority, trusted_only, needs, payload, blob_id,
-    timeout, limits, code]``; raise :class:`BadRequest` with a clear message."""
-    if not isinstance(raw, list) or len(raw) != 10:
-        raise BadRequest("each job must be a list of 10 fields")
-    name, kind, priority, trusted, needs, payload, blob_id, timeout, jlimits, code = raw
+    timeout, limits, code(, ext)]``; raise :class:`BadRequest` with a clear message."""
+    if not isinstance(raw, list) or len(raw) not in (10, 11):
+        raise BadRequest("each job must be a list of 10 or 11 fields")
+    name, kind, priority, trusted, needs, payload, blob_id, timeout, jlimits, code = raw[:10]
+    try:
+        ext = check_ext(raw[10] if len(raw) == 11 else None)
+    except ValueError as e:
+        raise BadRequest(str(e)) from None
     name = _str(name, "job name", limits.max_name)
     if kind not in ("expr", "exec", "func"):
         raise BadRequest(f"unknown job kind {kind!r}")
@@ -130,4 +136,4 @@ def parse_submission(raw: Any, limits: Limits) -> dict[str, Any]:
     code = _str(code, "code", limits.max_code, optional=True)
     return dict(name=name, kind=kind, priority=priority, trusted_only=trusted,
                 needs=frozenset(needs), payload=payload, blob_id=blob_id, timeout=timeout,
-                limits=jlimits, code=code)
+                limits=jlimits, code=code, ext=ext)

@@ -31,6 +31,8 @@ MIGRATIONS = [
     """,
     # large results live in files next to the database (written on the store thread, like the WAL)
     "ALTER TABLE jobs ADD COLUMN result_file TEXT",
+    # extra job options (dsage_core.model.ext), JSON
+    "ALTER TABLE jobs ADD COLUMN ext TEXT",
 ]
 
 

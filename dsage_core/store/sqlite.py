@@ -50,6 +50,7 @@ class NewJob(NamedTuple):
     limits: bytes | None
     code: str | None
     created: float
+    ext: str | None = None   #: JSON of extra options (dsage_core.model.ext)
 
 
 class RunningJob(NamedTuple):
@@ -190,7 +191,7 @@ class SqliteStore:
             raise self._thd_translate(e) from None
         max_id = c.execute("SELECT COALESCE(MAX(id), 0) FROM jobs").fetchone()[0]
         cur = c.execute("SELECT id, owner, name, kind, status, priority, trusted_only, needs, payload, blob_id, "
-                        "timeout, limits, code, created, attempts, failures FROM jobs "
+                        "timeout, limits, code, created, attempts, failures, ext FROM jobs "
                         "WHERE status IN ('queued', 'running') ORDER BY id")
         return Snapshot(max_id, [_row(cur, r) for r in cur.fetchall()])
 
@@ -303,8 +304,8 @@ class SqliteStore:
     @staticmethod
     def _thd_insert(c: sqlite3.Connection, rows: list[NewJob]) -> None:
         c.executemany("INSERT INTO jobs (id, owner, name, kind, priority, trusted_only, needs, payload, "
-                      "blob_id, timeout, limits, code, created, status) "
-                      "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'queued')", rows)
+                      "blob_id, timeout, limits, code, created, ext, status) "
+                      "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,'queued')", rows)
 
     def record(self, running: list[RunningJob], finished: list[FinishedJob],
                new: list[NewJob] | None = None) -> Deferred:

@@ -240,6 +240,7 @@ class Child:
         """Run one job and queue its done entry; returns its wall time."""
         job_id, payload_bytes, blob_id, blob, limits = entry[:5]
         result_path = entry[5] if len(entry) > 5 else None   # where a large result goes (local server)
+        extra = entry[6] if len(entry) > 6 else None         # dsage_core.model.ext options  # noqa: F841
         limits = limits or {}
         restore = self._apply_limits(limits)   # may raise NeedsFreshChild: nothing started yet
         if self.pending_done:

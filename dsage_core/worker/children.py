@@ -48,6 +48,7 @@ class Assigned:
     blob_id: str | None
     timeout: float | None
     limits: dict[str, Any] | None
+    extra: dict[str, Any] | None = None  #: options of dsage_core.model.ext the worker is given
     kill_reason: str | None = None   #: "killed" or "timed_out" once the monitor decided to kill it
     timer: Any = None
     started: float | None = None
@@ -185,7 +186,7 @@ class ChildProcess(protocol.ProcessProtocol):
             # child can neither see nor write the home
             rfile = (f"{self.scratch}/results/{a.job_id}-{a.attempt}.bin"
                      if self.result_home is not None and self.scratch is not None else None)
-            entries.append([a.job_id, a.payload, a.blob_id, blob, a.limits or {}, rfile])
+            entries.append([a.job_id, a.payload, a.blob_id, blob, a.limits or {}, rfile, a.extra])
             self.inflight.append(a)
         if len(self.inflight) == len(jobs):
             self._became_current()

@@ -181,12 +181,15 @@ class ChildPool:
 
     # ---------------------------------------------------------------- jobs in
     def add_jobs(self, jobs: list[list[Any]], blobs: dict[str, bytes]) -> None:
-        """Jobs from the server: ``[job_id, attempt, payload, blob_id, timeout, limits]``."""
+        """Jobs from the server: ``[job_id, attempt, payload, blob_id, timeout, limits(, extra)]``
+        (*extra*: the options of ``dsage_core.model.ext`` the worker is given)."""
         self.blobs.update(blobs)
-        for jid, attempt, payload, blob_id, timeout, limits in jobs:
+        for entry in jobs:
+            jid, attempt, payload, blob_id, timeout, limits = entry[:6]
             lim = dict(self.default_limits)
             lim.update(limits or {})
-            self.queue.append(Assigned(jid, attempt, payload, blob_id, timeout, lim or None))
+            extra = entry[6] if len(entry) > 6 else None
+            self.queue.append(Assigned(jid, attempt, payload, blob_id, timeout, lim or None, extra=extra))
         self._pump()
 
     def kill(self, job_id: int, attempt: int) -> None:

@@ -1,0 +1,84 @@
+"""Extra job options: the open end of the job record.
+
+The wire record of a job has ten fixed fields (``server.jobs.parse_submission``) and an optional
+eleventh, ``ext``: a small map of the options added since (retries, replicas, resources, inputs,
+packages...). Each such option is declared once here, in :data:`REGISTRY`, with the check both ends
+run on it: the client checks it before anything is sent (a clear :class:`ValueError`), the server
+checks it again (a peer may send anything) and stores the map as JSON in ``jobs.ext``.
+
+An option with ``to_worker=True`` is also handed to the worker that runs the job, as the run entry's
+seventh field (see :func:`worker_view`); the rest stays with the server.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Callable
+
+#: at most this many ext keys per job, and this many bytes of their JSON
+MAX_EXT_KEYS = 16
+MAX_EXT_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ExtOption:
+    """One extra job option: its name, the check that normalises a value (raise ``ValueError`` with
+    a message for the user), and whether the worker that runs the job sees it."""
+
+    name: str
+    check: Callable[[Any], Any]
+    to_worker: bool = False
+    doc: str = ""
+
+
+#: every extra option, by name (add yours here, with its check)
+REGISTRY: dict[str, ExtOption] = {}
+
+
+def register(option: ExtOption) -> ExtOption:
+    """Declare *option* (a name may be declared once)."""
+    if option.name in REGISTRY:
+        raise ValueError(f"ext option {option.name!r} declared twice")
+    REGISTRY[option.name] = option
+    return option
+
+
+def check_ext(raw: Any) -> dict[str, Any] | None:
+    """Validate a job's ext map; returns it normalised (``None`` when empty). Raises
+    ``ValueError`` with a clear message for an unknown key, a bad value or an oversize map."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ValueError(f"job ext options must be a map, not {type(raw).__name__}")
+    if len(raw) > MAX_EXT_KEYS:
+        raise ValueError(f"too many ext job options: {len(raw)} > {MAX_EXT_KEYS}")
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        opt = REGISTRY.get(k) if isinstance(k, str) else None
+        if opt is None:
+            valid = ", ".join(sorted(REGISTRY)) or "none"
+            raise ValueError(f"unknown ext job option {k!r}; valid: {valid}")
+        out[k] = opt.check(v)
+    if not out:
+        return None
+    if len(encode(out) or b"") > MAX_EXT_BYTES:
+        raise ValueError(f"ext job options too large: over {MAX_EXT_BYTES} bytes")
+    return out
+
+
+def worker_view(ext: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The part of *ext* the worker that runs the job is given (``None`` when nothing)."""
+    if not ext:
+        return None
+    view = {k: v for k, v in ext.items() if k in REGISTRY and REGISTRY[k].to_worker}
+    return view or None
+
+
+def encode(ext: dict[str, Any] | None) -> str | None:
+    """JSON text for the store's ``jobs.ext`` column."""
+    return json.dumps(ext, separators=(",", ":"), sort_keys=True) if ext else None
+
+
+def decode(text: str | None) -> dict[str, Any] | None:
+    """The map :func:`encode` wrote (``None`` for an empty column)."""
+    return json.loads(text) if text else None
