@@ -347,7 +347,10 @@ def cmd_job(args: argparse.Namespace) -> int:
             print("---- output ----\n" + safe.block(rec["output"]).rstrip())
         if rec.get("status") == "completed" and rec.get("result") is not None:
             try:
-                print("---- result ----\n" + safe.block(repr(codec.decode_value(rec["result"]))))
+                data = rec["result"]
+                text = codec.text_form(data)   # a Sage object: its string form, as at the sage: prompt
+                shown = codec.decode_value(text) if text is not None else repr(codec.decode_value(data))
+                print("---- result ----\n" + safe.block(shown))
             except Exception as e:
                 print(f"---- result ----\n(not decodable here: {safe.line(e)}) "
                       f"{safe.line(rec.get('result_preview'))}")

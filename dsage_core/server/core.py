@@ -620,6 +620,8 @@ class JobServer:
             status, error = "failed", (f"result too large: {len(result)} bytes > limit "
                                        f"{self.limits.max_result}")
             result = None
+        if result is not None and w.anonymous and codec.text_form(result) is not None:
+            result = codec.text_form(result)  # a Sage object: only its string form is passed on
         if result is not None and w.anonymous and not codec.is_plain(result):
             status, result = "failed", None
             error = ("the job's result is not plain data, and results produced by an anonymous worker "

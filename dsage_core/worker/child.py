@@ -257,7 +257,7 @@ class Child:
             restore = _nothing
             try:
                 result = codec.encode_value(value)
-                preview = codec.preview(value)
+                preview = codec.preview(value.obj if isinstance(value, codec.SageValue) else value)
             except Exception as e:
                 status, error = "failed", f"the job's result could not be serialised: {type(e).__name__}: {e}"
         except MemoryError as e:
@@ -326,8 +326,10 @@ class Child:
             code = self._preparse(code)
         value = self._run_code(code, kind or "exec", ns, fname, sage)
         if sage:
-            from dsage_core.worker.sage_mode import to_plain
-            value = to_plain(value)
+            from dsage_core.worker.sage_mode import result
+            value, is_object = result(value)
+            if is_object:
+                return codec.SageValue(value)
         return value
 
     def _function(self, blob_id: str | None, blob: bytes | None) -> Any:
