@@ -108,6 +108,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         print(f"dsage: {fixed}", file=sys.stderr, flush=True)
     cfg = ServerConfig(home=_home(args), port=args.port, listen=args.listen, location=args.location,
                        allow_anonymous=args.allow_anonymous, lease_timeout=args.lease_timeout,
+                       anonymous_packages=args.anonymous_packages,
                        max_failures=args.max_failures, limits=limits,
                        local_socket=not args.no_local_socket)
     if not args.quiet:
@@ -571,6 +572,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--listen", default="127.0.0.1", help="interface (0.0.0.0 for workers on other hosts)")
     s.add_argument("--location", help="host name other machines use to reach this server")
     s.add_argument("--allow-anonymous", action="store_true", help="accept anonymous workers")
+    s.add_argument("--anonymous-packages", action="store_true",
+                   help="let jobs with packages= run on anonymous workers (by default they run on keyed "
+                        "workers only)")
     s.add_argument("--no-local-socket", action="store_true",
                    help="serve peers on this machine over TCP too (no UNIX socket in the home)")
     s.add_argument("--lease-timeout", type=float, default=15.0, help="seconds before a silent worker's "

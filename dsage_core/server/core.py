@@ -152,6 +152,8 @@ class JobServer:
         #: set when the server itself stops: the workers it drops are not to blame for the jobs
         #: they held, which stay "running" in the store until the next start requeues them
         self.closing = False
+        #: jobs with packages= may go to anonymous workers (``dsage server --anonymous-packages``)
+        self.anonymous_packages = False
 
     # ------------------------------------------------------------------ start-up
     @inlineCallbacks
@@ -193,6 +195,10 @@ class JobServer:
         if len(raw_jobs) > self.limits.max_batch_jobs:
             raise BadRequest(f"too many jobs in one call: {len(raw_jobs)} > {self.limits.max_batch_jobs}")
         specs = [parse_submission(r, self.limits) for r in raw_jobs]
+        if not self.anonymous_packages:
+            for s in specs:   # an anonymous worker is nobody's to install packages on
+                if s["ext"] and "packages" in s["ext"]:
+                    s["trusted_only"] = True
         for s in specs:
             if s["blob_id"] and s["blob_id"] not in self.blobs:
                 raise BadRequest(f"unknown function blob {s['blob_id']}: upload it first")

@@ -160,6 +160,7 @@ class Child:
         threading.Thread(target=self._done_flusher, name="dsage-done", daemon=True).start()
         self.sage_ns: dict[str, Any] | None = None
         self._mem_hard: int | None = None   #: the hard RLIMIT_AS a past job left (never raised)
+        self.recycle_after = False   #: a job changed this process for good (its packages): exit after it
 
     # ------------------------------------------------------------------ the loop
     def serve(self, q: Inbox) -> None:
@@ -177,6 +178,10 @@ class Child:
             try:
                 wall = self.run_one(entry)
             except NeedsFreshChild:
+                self.flush_done()
+                self.chan.send(["recycle"])
+                return
+            if self.recycle_after:
                 self.flush_done()
                 self.chan.send(["recycle"])
                 return
@@ -240,7 +245,12 @@ class Child:
         """Run one job and queue its done entry; returns its wall time."""
         job_id, payload_bytes, blob_id, blob, limits = entry[:5]
         result_path = entry[5] if len(entry) > 5 else None   # where a large result goes (local server)
-        extra = entry[6] if len(entry) > 6 else None         # dsage_core.model.ext options  # noqa: F841
+        extra = entry[6] if len(entry) > 6 else None         # dsage_core.model.ext options
+        if extra and extra.get("env_path"):   # the job's packages (worker/envs.py), first on the path
+            import importlib
+            sys.path.insert(0, extra["env_path"])
+            importlib.invalidate_caches()
+            self.recycle_after = True   # its modules stay imported: the next job gets a fresh child
         limits = limits or {}
         restore = self._apply_limits(limits)   # may raise NeedsFreshChild: nothing started yet
         if self.pending_done:
