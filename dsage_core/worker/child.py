@@ -321,6 +321,8 @@ class Child:
         kind = p.get("k")
         if kind == "func":
             import cloudpickle
+            for name, data in p.get("files") or []:   # files= of a function job: its working dir
+                (scratch / Path(name).name).write_bytes(data)
             fn = self._function(blob_id, blob)
             args, kwargs = cloudpickle.loads(p["args"])
             return fn(*args, **kwargs)
