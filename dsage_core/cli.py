@@ -694,8 +694,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in ("gui", "tray") and not {"-h", "--help"} & set(argv[:2]):
-        # the desktop commands parse their own options (argparse cannot forward "--x" reliably)
+    if argv and argv[0] in ("gui", "tray"):
+        # the desktop commands parse their own options and print their own --help (argparse
+        # cannot forward "--x" reliably)
         return _desktop(argv[0], argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
