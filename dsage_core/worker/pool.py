@@ -488,10 +488,18 @@ class ChildPool:
         self.report([event], hold)
 
     def _on_output(self, a: Assigned, text: str) -> None:
-        self.report([["out", a.job_id, a.attempt, text]])
+        self.report(self._start_mark_now(a) + [["out", a.job_id, a.attempt, text]])
 
     def _on_progress(self, a: Assigned, fraction: float, message: str) -> None:
-        self.report([["progress", a.job_id, a.attempt, fraction, message]])
+        self.report(self._start_mark_now(a) + [["progress", a.job_id, a.attempt, fraction, message]])
+
+    def _start_mark_now(self, a: Assigned) -> list[list[Any]]:
+        """The job's pending start mark, to go before its first output or progress: a job that
+        reports progress is running, never shown as merely assigned (the mark is otherwise held
+        up to START_MARK_DELAY)."""
+        if self._unmarked.pop(a.job_id, None) is None:
+            return []
+        return [["start", a.job_id, a.attempt, max(0.0, self.reactor.seconds() - (a.started or self.reactor.seconds()))]]
 
     def _on_ended(self, child: ChildProcess, left: list[Assigned], reason: Any) -> None:
         self.children.remove(child)
