@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench chaos dist bundle clean venv
+.PHONY: run test bench bench-million chaos dist bundle clean venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py
+
+# a million no-op jobs through one client and server (minutes; not in bench): JOBS=100000 for a short run
+JOBS ?= 1000000
+bench-million: $(STAMP)
+	$(PY) bench/million.py --jobs $(JOBS)
 
 chaos: $(STAMP)
 	DSAGE_CHAOS=full QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q tests/chaos -s
