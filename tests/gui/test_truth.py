@@ -65,7 +65,9 @@ def cell(win, job_id, col):
 
 
 def submit_typed(qtbot, win, code):
-    """Type *code* into the editor and press Ctrl+Enter; returns the new job's id."""
+    """Type *code* into the editor and press Ctrl+Enter (the value of the last expression is the
+    result, whatever an earlier test left in the kept options); returns the new job's id."""
+    win.submit_pane.mode.setCurrentIndex(0)
     got = []
     win.submit_pane.submitted.connect(got.append)
     win.submit_pane.editor.setPlainText(code)
