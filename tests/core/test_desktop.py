@@ -67,9 +67,9 @@ def test_desktop_install_exec_lines_start_the_installed_dsage(tmp_path):
     assert "text/x-sage" in app["MimeType"].split(";")
     assert 'pattern="*.sage"' in (xdg / "mime" / "packages" / "dsage-sage.xml").read_text()
     opened = run_exec(app["Exec"], ["--help"])   # a file manager would pass the .sage file here
-    assert opened.returncode == 0 and "start the desktop app" in opened.stdout, opened.stderr
+    assert opened.returncode == 0 and "the dsage desktop app" in opened.stdout, opened.stderr
     tray_help = run_exec(tray["Exec"] + " --help", [])
-    assert tray_help.returncode == 0 and "system-tray worker" in tray_help.stdout, tray_help.stderr
+    assert tray_help.returncode == 0 and "a dsage worker in the system tray" in tray_help.stdout, tray_help.stderr
 
 
 def test_autostart_exec_line_starts_the_tray(tmp_path):
@@ -78,7 +78,7 @@ def test_autostart_exec_line_starts_the_tray(tmp_path):
     e = entry(p)
     assert split_exec(e["Exec"]) == [str(DSAGE.absolute()), "tray"] and e["X-GNOME-Autostart-enabled"] == "true"
     r = run_exec(e["Exec"] + " --help", [])
-    assert r.returncode == 0 and "system-tray worker" in r.stdout, r.stderr
+    assert r.returncode == 0 and "a dsage worker in the system tray" in r.stdout, r.stderr
     desktop.set_autostart(False, config_home=tmp_path)
     assert not p.exists()
 
