@@ -63,6 +63,7 @@ def run_steps(D, server_pid: int, home: Path, total: int, step: int) -> list[dic
         db, wal = db_mib(home)
         rows.append({"stored": done, "jobs_per_s": round(rate, 1), "not_completed": bad + n - finished,
                      "client_rss_mib": round(rss_mib(), 1), "client_states": D.aclient.state_count(),
+                     "client_objects": len(gc.get_objects()),   # what the collector tracks: flat if nothing leaks
                      "server_rss_mib": round(rss_mib(server_pid), 1), "db_mib": round(db, 1),
                      "wal_mib": round(wal, 1)})
         print(_row(rows[-1]), flush=True)
@@ -71,7 +72,7 @@ def run_steps(D, server_pid: int, home: Path, total: int, step: int) -> list[dic
 
 def _row(r: dict) -> str:
     return (f"{r['stored']:>9,} stored  {r['jobs_per_s']:>8.0f} jobs/s  client {r['client_rss_mib']:>6.0f} MiB "
-            f"({r['client_states']} states)  server {r['server_rss_mib']:>6.0f} MiB  db {r['db_mib']:>7.1f} MiB "
+            f"({r['client_states']} states, {r['client_objects']:,} objects)  server {r['server_rss_mib']:>6.0f} MiB  db {r['db_mib']:>7.1f} MiB "
             f"+ wal {r['wal_mib']:.1f} MiB")
 
 
