@@ -499,7 +499,8 @@ class ChildPool:
         up to START_MARK_DELAY)."""
         if self._unmarked.pop(a.job_id, None) is None:
             return []
-        return [["start", a.job_id, a.attempt, max(0.0, self.reactor.seconds() - (a.started or self.reactor.seconds()))]]
+        now = self.reactor.seconds()
+        return [["start", a.job_id, a.attempt, max(0.0, now - (a.started or now))]]
 
     def _on_ended(self, child: ChildProcess, left: list[Assigned], reason: Any) -> None:
         self.children.remove(child)
