@@ -1,9 +1,10 @@
 """The client of the multi-host bed: a user's script, run on the client host with its own home.
 
-``python client_jobs.py map N SECONDS`` connects with ``dsage.connect()`` (DSAGE_HOME's furl file and
-key), submits ``D.map(where, range(N), [SECONDS] * N)``, prints ``submitted [ids]``, waits for every
-job and prints ``done [[id, status, attempts, result], ...]`` (JSON): each job's result is ``[i,
-addresses of the host it ran on]``.
+``python client_jobs.py map N SECONDS [chatty]`` connects with ``dsage.connect()`` (DSAGE_HOME's
+furl file and key), submits ``D.map(where, range(N), [SECONDS] * N)``, prints ``submitted [ids]``,
+waits for every job and prints ``done [[id, status, attempts, result], ...]`` (JSON): each job's
+result is ``[i, addresses of the host it ran on]``. With ``chatty`` each job prints a line every
+20 ms while it sleeps (its worker reports all the time).
 
 ``python client_jobs.py rtt K`` runs K jobs one after another and prints ``rtt [ms, ...]``: the
 round trip of each, submit to result, as the client sees it.
@@ -15,11 +16,16 @@ import sys
 import time
 
 
-def where(i: int, seconds: float) -> list:
-    """Sleep *seconds*, then say which host ran job *i* (its IPv4 addresses but loopback)."""
+def where(i: int, seconds: float, chatty: bool = False) -> list:
+    """Sleep *seconds* (printing meanwhile if *chatty*), then say which host ran job *i* (its IPv4
+    addresses but loopback)."""
     import time as t
     import psutil
-    t.sleep(seconds)
+    end = t.monotonic() + seconds
+    while chatty and t.monotonic() < end:
+        print(f"job {i} still here", flush=True)
+        t.sleep(0.02)
+    t.sleep(max(0.0, end - t.monotonic()))
     return [i, sorted(a.address for ifs in psutil.net_if_addrs().values() for a in ifs
                       if a.family == 2 and a.address != "127.0.0.1")]
 
@@ -29,8 +35,8 @@ def main(argv: list[str]) -> int:
     D = dsage.connect(timeout=30)
     try:
         if argv[0] == "map":
-            n, seconds = int(argv[1]), float(argv[2])
-            jobs = D.map(where, range(n), [seconds] * n)
+            n, seconds, chatty = int(argv[1]), float(argv[2]), argv[3:] == ["chatty"]
+            jobs = D.map(where, range(n), [seconds] * n, [chatty] * n)
             print("submitted", json.dumps([j.id for j in jobs]), flush=True)
             jobs.wait(120, progress=False)
             print("done", json.dumps([[j.id, j.status, j.attempts, j.result] for j in jobs]), flush=True)
