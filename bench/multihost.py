@@ -112,9 +112,9 @@ def main() -> int:
     except netns.NetnsUnavailable as e:
         print(f"multi-host figures skipped: {e}")
         return 0
-    os.environ.setdefault("DSAGE_HOME", tempfile.mkdtemp(prefix="dsage-bench-mh-"))
     with tempfile.TemporaryDirectory(prefix="dsage-bench-mh-") as d:
         tmp = Path(d)
+        os.environ["DSAGE_HOME"] = str(tmp / "home")   # never the user's own home
         out = {"loopback": loopback(tmp), "LAN": across(tmp, None), "20 ms RTT": across(tmp, DELAY_MS)}
     cols = list(out)
     print(f"{'across hosts':<30} {'unit':<7} " + " ".join(f"{c:>10}" for c in cols))
