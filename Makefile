@@ -26,8 +26,11 @@ test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q --ignore=tests/gui
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q tests/gui
 
+# bench/multihost.py: W1/W2 across a 20 ms link beside loopback (network namespaces: root only;
+# otherwise it prints "skipped: needs root")
 bench: $(STAMP)
 	$(PY) bench/run.py
+	$(PY) bench/multihost.py
 
 # a million no-op jobs through one client and server (minutes; not in bench): JOBS=100000 for a short run
 JOBS ?= 1000000

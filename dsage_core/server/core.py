@@ -131,6 +131,9 @@ class JobServer:
         self.watchers: dict[int, set[Any]] = {}
         self.blobs: dict[str, bytes] = {}
         self.counts: dict[str, int] = {s: 0 for s in TERMINAL}
+        #: results and hand-backs that did not count since start (a stale attempt: from a worker
+        #: whose lease expired, a duplicate after a reconnect, a killed job's late result)
+        self.discarded = 0
         self.queued_by_owner: dict[str, int] = {}
         self.rate = RateMeter()
         self._worker_seq = 0
@@ -381,7 +384,7 @@ class JobServer:
         d: dict[str, Any] = dict(self.counts)
         held = self._held_counts()
         d.update(time=now, queued=s.queued_count, rate_1m=self.rate.rate(now), busy_slots=s.slots_busy,
-                 held=s.running_count, **held,
+                 held=s.running_count, discarded=self.discarded, **held,
                  total_slots=sum(w.slots for w in self.workers.values()), workers=len(self.workers))
         return d
 
@@ -724,6 +727,7 @@ class JobServer:
                 if w is not None:
                     w.link.disconnect()
             elif isinstance(a, act.Discarded):
+                self.discarded += 1
                 log.debug("dsage.server.discarded", job=a.job_id, attempt=a.attempt, reason=a.reason)
 
     def _dispatch(self, a: Any, now: float) -> None:
