@@ -18,6 +18,7 @@ import secrets
 from pathlib import Path
 
 from dsage_core.fileio import write_private
+from dsage_core.result_files import ResultFileError, ResultsDir
 
 TOKEN_FILE = ".local-token"
 LARGE = 256 * 1024   #: results above this go through files (same threshold as the store's files)
@@ -90,16 +91,17 @@ def write_result_at(p: Path, data: bytes) -> None:
     os.replace(tmp, p)
 
 
-def check_result(home: Path, job_id: int, attempt: int, rel: object, size: object) -> str | None:
-    """Why a worker's result file is unacceptable, or None if it is the expected file and size."""
+def check_result(home: Path, job_id: int, attempt: int, rel: object, size: object,
+                 results: "ResultsDir | None" = None) -> str | None:
+    """Why a worker's result file is unacceptable, or None if it is the expected file and size:
+    opened without following links and checked by ``fstat`` (see :mod:`dsage_core.result_files`:
+    a regular file with one link, owned by the server's uid). Does file I/O: never on the reactor."""
     if rel != result_name(job_id, attempt):
         return f"the worker named an unexpected result file {str(rel)[:100]!r}"
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         return "the worker sent a malformed result size"
     try:
-        actual = (Path(home) / rel).stat().st_size
-    except OSError:
-        return f"the worker's result file {rel} is missing"
-    if actual != size:
-        return f"the worker's result file {rel} has {actual} bytes, not the {size} it reported"
-    return None
+        rd = results or ResultsDir(home, uid=os.geteuid())
+    except ResultFileError as e:
+        return str(e)
+    return rd.check(rel, size)

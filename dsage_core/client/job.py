@@ -131,34 +131,44 @@ class JobState:
 
 
 class LocalResult:
-    """A large result the server stored in a file of the home this client shares with it."""
+    """A large result the server stored in a file of the home this client shares with it. Read
+    safely (see :mod:`dsage_core.result_files`): only a name the server makes, opened from a
+    descriptor of ``results/`` without following links, and only a regular file with one link,
+    owned by the owner of ``results/`` (the server)."""
 
-    __slots__ = ("path", "size", "problem")
+    __slots__ = ("home", "name", "size", "problem")
 
     def __init__(self, home: Any, marker: dict[str, Any]) -> None:
-        from pathlib import Path
+        from dsage_core.result_files import NAME
         name = str(marker.get("file", ""))
-        self.path, self.size, self.problem = None, 0, None
+        self.home, self.name, self.size, self.problem = home, name, 0, None
+        size = marker.get("size", 0)
         if "missing" in marker:
             self.problem = str(marker["missing"])[:500]
-        elif home is None or not name.startswith("results/") or ".." in name:
+        elif home is None or not NAME.fullmatch(name) or type(size) is not int or size < 0:
             self.problem = f"the server sent a result file name this client cannot use: {name[:100]!r}"
         else:
-            self.path = Path(home) / name
-            self.size = int(marker.get("size", 0))
+            self.size = size
+
+    @property
+    def path(self) -> Any:
+        """Where the file is (None when the marker was unusable)."""
+        from pathlib import Path
+        return None if self.problem is not None else Path(self.home) / self.name
 
     def read(self) -> bytes:
-        if self.path is None:
+        from dsage_core.result_files import ResultFileError, ResultsDir
+        if self.problem is not None:
             raise ResultUnavailable(self.problem)
         try:
-            with open(self.path, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            raise ResultUnavailable(f"the result file {self.path} cannot be read ({e}); the server still "
-                                    f"has it: D.get_job(id).result fetches it over the network") from None
-        if len(data) != self.size:
-            raise ResultUnavailable(f"the result file {self.path} has {len(data)} bytes, not {self.size}")
-        return data
+            rd = ResultsDir(self.home)
+            try:
+                return rd.read(self.name, self.size)
+            finally:
+                rd.close()
+        except (OSError, ResultFileError) as e:
+            raise ResultUnavailable(f"{e}; the server still has it: D.get_job(id).result fetches it "
+                                    f"over the network") from None
 
 
 class ResultUnavailable(RuntimeError):

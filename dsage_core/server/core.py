@@ -9,6 +9,7 @@ clients only after its UPDATE committed. Dispatch does not wait for result commi
 """
 from __future__ import annotations
 
+import os
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
@@ -20,6 +21,7 @@ from twisted.python.failure import Failure
 from dsage_core import codec, local_results, textsafe
 from dsage_core.limits import Limits
 from dsage_core.model.job import HELD, TERMINAL
+from dsage_core.result_files import ResultFileError, ResultsDir
 from dsage_core.protocol.errors import BadRequest, NotFound, QuotaExceeded, ServerUnavailable
 from dsage_core.scheduler import Scheduler, SchedJob, events as ev, actions as act
 from dsage_core.model.ext import decode as ext_decode, encode as ext_encode, worker_view
@@ -152,6 +154,7 @@ class JobServer:
         #: service); None: read inline (unit tests)
         self.file_reader: Any = None
         self.local_token: str | None = None  #: see dsage_core.local_results
+        self._results: ResultsDir | None = None   #: results/ of the home, for the file reader
         #: set when the server itself stops: the workers it drops are not to blame for the jobs
         #: they held, which stay "running" in the store until the next start requeues them
         self.closing = False
@@ -312,6 +315,7 @@ class JobServer:
             raise NotFound(f"no such job: {job_id}")
         row = dict(row)
         row.pop("payload", None)
+        row.pop("result_missing", None)
         row["needs"] = sorted(row.get("needs") or ())
         if not with_result:
             row.pop("result", None)
@@ -620,7 +624,7 @@ class JobServer:
             if why is not None:
                 status, result, error = "failed", None, why
                 self._drop_result_file(w, d)
-            else:
+            else:  # the file itself is checked on the store's thread, before the result commits
                 result = None
                 job.result_file, job.result_size = rfile["file"], rfile["size"]
         if result is not None and not isinstance(result, bytes):
@@ -653,10 +657,7 @@ class JobServer:
         if rfile is None or not w.local or self.home is None:
             return
         if rfile.get("file") == local_results.result_name(d[1], d[2]):  # never any other name
-            try:
-                (self.home / rfile["file"]).unlink()
-            except OSError:
-                pass
+            self.store.drop_result_file(rfile["file"]).addErrback(_log_failure)  # off the reactor
 
     def read_result_file_later(self, rel: str) -> Deferred:
         """:meth:`read_result_file` on the file reader's thread: a result file may be large, or no
@@ -667,22 +668,32 @@ class JobServer:
 
     def read_result_file(self, rel: str) -> bytes | dict[str, str]:
         """The bytes of a result a local worker wrote (for peers that do not share the home), or a
-        ``{"missing": reason}`` marker the client turns into a clear error when the result is read."""
+        ``{"missing": reason}`` marker the client turns into a clear error when the result is read.
+        Opened safely (see result_files: no link followed, a regular file of ours); never call it
+        on the reactor."""
         try:
-            with open(self.home / rel, "rb") as f:
-                return f.read()
-        except OSError as e:
-            log.error("dsage.server.result_file_unreadable", file=rel, error=str(e))
-            return {"missing": f"the server cannot read the result file {rel}: {e.strerror or e}"}
+            if self._results is None:
+                self._results = ResultsDir(self.home, uid=os.geteuid(), create=True)
+            return self._results.read(rel)
+        except (OSError, ResultFileError) as e:
+            why = str(e) if isinstance(e, ResultFileError) else \
+                f"the server cannot read the result file {rel}: {e.strerror or e}"
+            log.error("dsage.server.result_file_unreadable", file=rel, error=why)
+            return {"missing": why}
 
     def _check_result_file(self, w: Worker, job: ActiveJob, rfile: dict[str, Any]) -> str | None:
-        """Why a result file named by a worker cannot be taken (None: it is the expected one)."""
+        """Why a result file named by a worker cannot be taken (None: its name and size may be the
+        expected ones). No file I/O here, on the reactor: the store checks the file itself."""
         if not w.local or self.home is None:
             return "the worker sent a result as a file but does not share the server's home"
-        why = local_results.check_result(self.home, job.id, job.attempt, rfile.get("file"), rfile.get("size"))
-        if why is None and rfile["size"] > self.limits.max_result:
-            why = f"result too large: {rfile['size']} bytes > limit {self.limits.max_result}"
-        return why
+        rel, size = rfile.get("file"), rfile.get("size")
+        if rel != local_results.result_name(job.id, job.attempt):
+            return f"the worker named an unexpected result file {str(rel)[:100]!r}"
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            return "the worker sent a malformed result size"
+        if size > self.limits.max_result:
+            return f"result too large: {size} bytes > limit {self.limits.max_result}"
+        return None
 
     def _finalize(self, job: ActiveJob, status: str, finished: float | None = None) -> None:
         now = self.clock.seconds()
@@ -695,7 +706,8 @@ class JobServer:
         self._count_queued(job.owner, -1)
         self._finished_rows.append((FinishedJob(job.id, status, job.result, job.result_preview, job.error,
                                                 job.output_text() or None, job.started, job.finished,
-                                                job.worker, job.result_file), job))
+                                                job.worker, job.result_file,
+                                                job.result_size if job.result_file else None), job))
         self._schedule_flush()
 
     # ------------------------------------------------------------------ applying actions
@@ -826,7 +838,7 @@ class JobServer:
             d.addBoth(answer)
         if batch:
             jobs = [j for _, j in batch]
-            d.addCallback(lambda r: (self._committed(jobs), r)[1])
+            d.addCallback(lambda r: (self._refused_files(r, jobs), self._committed(jobs), r)[1])
             d.addErrback(self._finish_failed, jobs)
         self._store_call(d, log_errors=not waiters)  # a submitter's error is theirs to report
         return mine
@@ -847,6 +859,23 @@ class JobServer:
         for job in jobs:
             self.jobs.pop(job.id, None)
             self.watchers.pop(job.id, None)
+
+    def _refused_files(self, refused: Any, jobs: list[ActiveJob]) -> None:
+        """The store refused these local workers' result files (a link, a FIFO, a file of another
+        uid...: see result_files) and recorded their jobs as failed: so do we, before announcing."""
+        if not refused:
+            return
+        by_id = {j.id: j for j in jobs}
+        for jid, why in refused:
+            job = by_id.get(jid)
+            if job is None:
+                continue
+            log.warn("dsage.server.result_file_refused", job=jid, worker=job.worker, reason=why)
+            if job.status != "failed":
+                self.counts[job.status] = max(0, self.counts.get(job.status, 0) - 1)
+                self.counts["failed"] = self.counts.get("failed", 0) + 1
+            job.status, job.error, job.result_file, job.result_size = "failed", why, None, 0
+            job.progress = None
 
     def _finish_failed(self, f: Any, jobs: list[ActiveJob]) -> Any:
         # the results could not be stored: keep them in memory and tell the watchers anyway
@@ -996,7 +1025,10 @@ def _job_record(job: ActiveJob) -> dict[str, Any]:
 
 
 def _row_update(row: dict[str, Any]) -> list[Any]:
-    return [row["id"], row["status"], row["worker"], row["started"], row["finished"], row.get("result"),
+    result = row.get("result")
+    if result is None and row.get("result_missing"):   # the client raises it when the result is read
+        result = {"missing": row["result_missing"]}
+    return [row["id"], row["status"], row["worker"], row["started"], row["finished"], result,
             row.get("result_preview"), row.get("error"), row.get("progress"), row.get("progress_message") or "",
             row.get("attempts") or 0, row.get("name") or "", row.get("created"), row.get("priority") or 0,
             row.get("kind")]

@@ -259,7 +259,7 @@ class ClientSession(Guarded):
         the updates, or a Deferred of them when files must be read (off the reactor)."""
         if self.local:
             return updates
-        files = [u for u in updates if isinstance(u[5], dict)]
+        files = [u for u in updates if isinstance(u[5], dict) and "file" in u[5]]
         if not files:
             return updates
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hmac
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -17,7 +16,7 @@ from typing import Any, Callable, NamedTuple
 
 from twisted.internet.defer import Deferred
 
-from dsage_core.fileio import write_private
+from dsage_core.result_files import ResultFileError, ResultsDir
 from dsage_core.store.errors import InviteError, StoreError, StoreUnavailable
 from dsage_core.store.checkpoint import Checkpointer
 from dsage_core.store.runner import Runner
@@ -27,11 +26,6 @@ from dsage_core.store.schema import connect, migrate
 JOB_COLUMNS = ("id, owner, name, kind, status, priority, trusted_only, needs, blob_id, timeout, "
                "created, started, finished, worker, attempts, failures, result_preview, error, progress, "
                "progress_message")
-
-
-#: result files: the store's own (``<id>.bin``) and local workers' (``<id>-<attempt>.bin``)
-_RESULT_DIR = re.compile(r"\d{6}")
-_RESULT_FILE = re.compile(r"\d+(-\d+)?\.bin")
 
 
 class NewJob(NamedTuple):
@@ -75,6 +69,9 @@ class FinishedJob(NamedTuple):
     finished: float
     worker: str | None
     result_file: str | None = None   #: a large result a local worker already wrote (relative name)
+    #: the size a local worker reported for ``result_file``: the store checks the file (on its
+    #: thread, see result_files) and records the job as failed if it is not that regular file
+    verify_size: int | None = None
 
 
 class Snapshot(NamedTuple):
@@ -110,7 +107,8 @@ class SqliteStore:
         self.last_error: str | None = None
         self._local = threading.local()
         self.fault_hook: Callable[[], None] | None = None   #: tests: called inside every write transaction
-        self._result_dirs: set[str] = set()  #: result subdirectories known to exist (DB thread)
+        #: ``results/`` beside the database, held open (see result_files); opened by :meth:`open`
+        self.results: ResultsDir | None = None
         self.checkpointer = Checkpointer(self.path)
 
     # ------------------------------------------------------------------ plumbing
@@ -184,6 +182,8 @@ class SqliteStore:
 
     def _thd_open(self) -> Snapshot:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.results is None:
+            self.results = ResultsDir(self.path.parent, uid=os.geteuid(), create=True)
         c = self._conn()
         try:
             migrate(c)
@@ -203,6 +203,9 @@ class SqliteStore:
             if c is not None:
                 c.close()   # the last connection: SQLite checkpoints and removes the WAL
                 self._local.conn = None
+            if self.results is not None:
+                self.results.close()
+                self.results = None
         d = self.runner.run(thd)
         d.addBoth(lambda r: (self.runner.stop(), r)[1])
         return d
@@ -218,35 +221,51 @@ class SqliteStore:
                       "AND status IN ('queued','running')",
                       [(r.attempt, r.worker, r.started, r.id) for r in rows])
 
-    def _thd_finished(self, c: sqlite3.Connection, rows: list[FinishedJob]) -> None:
-        params = []
+    def _thd_finished(self, c: sqlite3.Connection, rows: list[FinishedJob]) -> list[tuple[int, str]]:
+        """Record outcomes; returns ``(job id, why)`` for the local workers' result files refused
+        (those jobs are recorded as failed with that reason and the files removed)."""
+        params, refused = [], []
         for r in rows:
-            result, result_file = r.result, r.result_file
+            result, result_file, status, error = r.result, r.result_file, r.status, r.error
             if result is not None and len(result) > LARGE_RESULT:
                 result_file = self._thd_write_result(r.id, result)
                 result = None
-            params.append((r.status, result, result_file, r.result_preview, r.error, r.output, r.started,
-                           r.finished, r.worker, r.status, r.id))
+            elif result_file is not None and r.verify_size is not None:
+                why = self._thd_check_result_file(result_file, r.verify_size)
+                if why is not None:
+                    refused.append((r.id, why))
+                    status, error, result_file = "failed", why, None
+            params.append((status, result, result_file, r.result_preview, error, r.output, r.started,
+                           r.finished, r.worker, status, r.id))
         c.executemany("UPDATE jobs SET status=?, result=?, result_file=?, result_preview=?, error=?, output=?, "
                       "started=COALESCE(?, started), finished=?, worker=COALESCE(?, worker), "
                       "progress=CASE WHEN ?='completed' THEN 1.0 ELSE progress END, payload=NULL "
                       "WHERE id=?", params)
+        return refused
+
+    def _thd_check_result_file(self, rel: str, size: int) -> str | None:
+        """Why a local worker's result file is refused (it is then removed), or None."""
+        assert self.results is not None
+        why = self.results.check(rel, size)
+        if why is not None:
+            self.results.unlink(rel)
+        return why
+
+    def drop_result_file(self, rel: str) -> Deferred:
+        """Remove a result file no row will name (a link there is removed, never followed);
+        fires with whether one was removed."""
+        return self.runner.run(lambda: self.results is not None and self.results.unlink(rel))
 
     def _thd_write_result(self, job_id: int, data: bytes) -> str:
         """A large result goes to a file beside the database (5-10x faster than a BLOB); written
         before the row that names it commits, and as durable as the WAL with synchronous=NORMAL.
         Written in place (no temporary and rename): only a committed row makes a file visible, and
         a job's result is committed once."""
-        sub = f"{job_id // 1000:06d}"
-        d = self.path.parent / "results" / sub
-        if sub not in self._result_dirs:
-            d.mkdir(parents=True, exist_ok=True)
-            self._result_dirs.add(sub)
-        rel = f"results/{sub}/{job_id}.bin"
+        assert self.results is not None
+        rel = f"results/{job_id // 1000:06d}/{job_id}.bin"
         try:
-            write_private(d / f"{job_id}.bin", data)
-        except OSError as e:
-            self._result_dirs.discard(sub)
+            self.results.write(rel, data)
+        except (OSError, ResultFileError) as e:
             raise sqlite3.OperationalError(f"disk I/O error writing a result file: {e}") from None
         return rel
 
@@ -258,40 +277,30 @@ class SqliteStore:
         return self.runner.run(self._thd_sweep_result_files)
 
     def _thd_sweep_result_files(self) -> int:
-        base = self.path.parent / "results"
-        removed = 0
-        try:
-            subs = [e for e in os.scandir(base) if e.is_dir() and _RESULT_DIR.fullmatch(e.name)]
-        except OSError:
+        if self.results is None:
             return 0
         c = self._conn()
-        for sub in subs:
-            try:
-                names = [e.name for e in os.scandir(sub.path) if _RESULT_FILE.fullmatch(e.name)]
-            except OSError:
-                continue
-            if not names:
-                continue
-            lo = int(sub.name) * 1000
-            named = {r[0] for r in c.execute("SELECT result_file FROM jobs WHERE id BETWEEN ? AND ? "
-                                             "AND result_file IS NOT NULL", (lo, lo + 999))}
-            for name in names:
-                if f"results/{sub.name}/{name}" not in named:
-                    try:
-                        os.unlink(os.path.join(sub.path, name))
-                        removed += 1
-                    except OSError:
-                        pass
-        return removed
+
+        def named(sub: str, names: list[str]) -> set[str]:
+            lo = int(sub) * 1000
+            return {r[0] for r in c.execute("SELECT result_file FROM jobs WHERE id BETWEEN ? AND ? "
+                                            "AND result_file IS NOT NULL", (lo, lo + 999))}
+        try:
+            return self.results.sweep(named)
+        except OSError:
+            return 0
 
     def _thd_read_result(self, row: dict[str, Any]) -> None:
         rf = row.pop("result_file", None)
         if rf and row.get("result") is None:
             try:
-                row["result"] = (self.path.parent / rf).read_bytes()
-            except OSError:
+                assert self.results is not None
+                row["result"] = self.results.read(rf)
+            except (OSError, ResultFileError) as e:
+                why = str(e) if isinstance(e, ResultFileError) else f"the result file {rf} cannot be read: {e}"
                 row["result"] = None
-                row["error"] = (row.get("error") or "") + f"\n[dsage: the stored result file {rf} is missing]"
+                row["result_missing"] = why   #: the client raises this when the result is read
+                row["error"] = (row.get("error") or "") + f"\n[dsage: {why}]"
 
     def mark_running(self, rows: list[RunningJob]) -> Deferred:
         """Record dispatches: status 'running', the attempt number, worker and start time."""
@@ -309,14 +318,14 @@ class SqliteStore:
 
     def record(self, running: list[RunningJob], finished: list[FinishedJob],
                new: list[NewJob] | None = None) -> Deferred:
-        """New jobs, dispatches and results of one reactor turn, in one transaction (one commit)."""
-        def thd(c: sqlite3.Connection) -> None:
+        """New jobs, dispatches and results of one reactor turn, in one transaction (one commit);
+        fires with the ``(job id, why)`` of local workers' result files refused (see _thd_finished)."""
+        def thd(c: sqlite3.Connection) -> list[tuple[int, str]]:
             if new:
                 self._thd_insert(c, new)
             if running:
                 self._thd_running(c, running)
-            if finished:
-                self._thd_finished(c, finished)
+            return self._thd_finished(c, finished) if finished else []
         return self._write(thd)
 
     def requeue_jobs(self, rows: list[tuple[int, int]]) -> Deferred:

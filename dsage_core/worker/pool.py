@@ -21,6 +21,7 @@ from typing import Any, Callable
 from twisted.logger import Logger
 
 from dsage_core import local_results
+from dsage_core.result_files import ResultFileError, ResultsDir
 from dsage_core.memory import tuned_env
 from dsage_core.worker.envs import EnvCache, on_ready
 from dsage_core.worker.reaping import ensure_reaper
@@ -446,11 +447,13 @@ class ChildPool:
                 os.unlink(src)
             except OSError:
                 pass
-        if self._local_home is not None:
+        if self._local_home is not None:   # through a descriptor of results/: never a planted link
             try:
-                os.unlink(self._local_home / local_results.result_name(a.job_id, a.attempt))
-            except OSError:
-                pass
+                rd = ResultsDir(self._local_home)
+            except ResultFileError:
+                return
+            rd.unlink(local_results.result_name(a.job_id, a.attempt))
+            rd.close()
 
     def _report_done(self, a: Assigned, status: str, result: Any, preview: Any, error: Any,
                      cpu: float, wall: float, hold: float = 0.0, in_file: int | None = None,
