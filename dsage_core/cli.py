@@ -97,6 +97,10 @@ def cmd_server(args: argparse.Namespace) -> int:
     limits = Limits()
     if args.max_queued:
         limits.max_queued_per_user = args.max_queued
+    if args.blob_quota is not None:
+        if args.blob_quota <= 0:
+            return _fail("--blob-quota must be a positive number of MiB")
+        limits.blob_quota = args.blob_quota * 1024 * 1024
     for item in args.limit or []:
         name, _, value = item.partition("=")
         if name not in limits.to_dict() or not value.isdigit():
@@ -582,6 +586,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-failures", type=int, default=3, help="worker deaths before a job is 'lost'")
     s.add_argument("--max-queued", type=int, default=0, help="queued jobs per user (quota; 0: keep "
                    "the default in dsage_core/limits.py)")
+    s.add_argument("--blob-quota", type=int, metavar="MIB", default=None,
+                   help="MiB of function blobs (the pickled functions of D.map/D.submit) one user's "
+                   "unfinished jobs may hold (default: 256); a blob is freed when no unfinished job "
+                   "needs it")
     s.add_argument("--limit", action="append", metavar="NAME=VALUE",
                    help="a server-side maximum, e.g. max_result=16777216 (repeatable; see dsage_core/limits.py)")
     s.add_argument("--quiet", action="store_true", help="no log on stderr (the furl is still printed)")

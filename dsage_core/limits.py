@@ -23,6 +23,9 @@ class Limits:
     max_queued_per_user: int = 1_000_000  #: queued jobs one user may have
     max_list: int = 100_000            #: rows one list call returns
     max_error: int = 64 * 1024         #: traceback text kept per job
+    blob_quota: int = 256 * MiB        #: function blobs one user holds (see server/blobs.py)
+    blob_unused: int = 64 * MiB        #: of which uploads no job uses yet (no parking on the server)
+    blob_grace: int = 60               #: seconds a blob no unfinished job uses is kept
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -27,7 +27,7 @@ from dsage_core.protocol import envelope, tubs
 from dsage_core.protocol.batcher import Batcher
 from dsage_core.protocol.connect import ServerConnection
 from dsage_core.protocol.errors import (BadRequest, ClientClosed, DsageError, LoginFailed, NotFound,
-                                        PermissionDenied, QuotaExceeded, ServerUnavailable)
+                                        PermissionDenied, QuotaExceeded, ServerUnavailable, UnknownBlob)
 from dsage_core.protocol.interfaces import RIClientListener
 
 log = Logger(namespace="dsage.client")
@@ -36,7 +36,7 @@ log = Logger(namespace="dsage.client")
 EMIT_SLICE = 250
 
 _ERRORS = {c.__name__: c for c in (BadRequest, NotFound, PermissionDenied, LoginFailed, ServerUnavailable,
-                                    QuotaExceeded)}
+                                    QuotaExceeded, UnknownBlob)}
 
 
 def translate(f: Any) -> Any:
@@ -60,12 +60,13 @@ def translate(f: Any) -> Any:
 class _SubmitGroup:
     """The jobs of one submit_many call: one Deferred for all of them, in order."""
 
-    __slots__ = ("results", "missing", "deferred")
+    __slots__ = ("results", "missing", "deferred", "reuploaded")
 
     def __init__(self, n: int) -> None:
         self.results: list[Any] = [None] * n
         self.missing = n
         self.deferred: Deferred = Deferred()
+        self.reuploaded = False   #: its function blobs were uploaded again once (see _resubmit)
 
     def put(self, i: int, state: JobState) -> None:
         self.results[i] = state
@@ -291,10 +292,32 @@ class AsyncClient:
                 group.put(i, st)
 
         def failed(f: Any) -> None:
+            if f.check(UnknownBlob) and self._resubmit(items):
+                return
             for _, group, _ in items:
                 group.fail(f)
         d.addCallbacks(got, failed)
         return d
+
+    def _resubmit(self, items: list[tuple[Submission, "_SubmitGroup", int]]) -> bool:
+        """The server no longer holds a function blob of these jobs (it frees a blob once no
+        unfinished job needs it): forget what we uploaded, upload again, and send the jobs again.
+        Once per submit call; False if that was done already."""
+        groups = {id(g): g for _, g, _ in items}.values()
+        if any(g.reuploaded for g in groups):
+            return False
+        for g in groups:
+            g.reuploaded = True
+        blobs = {s.blob_id: s.blob for s, _, _ in items if s.blob_id and s.blob is not None}
+        self._uploaded.difference_update(blobs)
+        d = self._upload_blobs(blobs)
+        d.addCallback(lambda _: self._submits.add_many(items))
+
+        def failed(f: Any) -> None:
+            for g in groups:
+                g.fail(f)
+        d.addErrback(failed)
+        return True
 
     def _submit_failed(self, items: list[Any], f: Any) -> None:
         pass  # errbacks already delivered per item in _send_submits

@@ -10,6 +10,11 @@ class BadRequest(DsageError):
     """A remote call had malformed or oversized arguments; nothing was changed."""
 
 
+class UnknownBlob(BadRequest):
+    """A job names a function blob the server does not hold for this user (never uploaded, or
+    freed once no unfinished job needed it): upload it again and resubmit."""
+
+
 class NotFound(DsageError):
     """No such job (also what another user's job looks like)."""
 
@@ -27,7 +32,7 @@ class ServerUnavailable(DsageError):
 
 
 class QuotaExceeded(DsageError):
-    """Too many queued jobs for this user."""
+    """A per-user quota is reached: queued jobs, or bytes of function blobs."""
 
 
 class ClientClosed(DsageError, RuntimeError):

@@ -22,11 +22,12 @@ from dsage_core import codec, local_results, textsafe
 from dsage_core.limits import Limits
 from dsage_core.model.job import HELD, TERMINAL
 from dsage_core.result_files import ResultFileError, ResultsDir
-from dsage_core.protocol.errors import BadRequest, NotFound, QuotaExceeded, ServerUnavailable
+from dsage_core.protocol.errors import BadRequest, NotFound, QuotaExceeded, ServerUnavailable, UnknownBlob
 from dsage_core.scheduler import Scheduler, SchedJob, events as ev, actions as act
 from dsage_core.model.ext import decode as ext_decode, encode as ext_encode, worker_view
+from dsage_core.server.blobs import BlobTable
 from dsage_core.server.jobs import ActiveJob, parse_submission
-from dsage_core.store import NewJob, RunningJob, FinishedJob, StoreUnavailable
+from dsage_core.store import NewJob, RunningJob, FinishedJob, StoreError, StoreUnavailable
 
 log = Logger(namespace="dsage.server")
 
@@ -131,7 +132,8 @@ class JobServer:
         self.owner_watchers: dict[str, set[Any]] = {}   #: sessions that follow all of a user's jobs
         self.heartbeat_interval = max(0.5, self.scheduler.lease_timeout / 4)
         self.watchers: dict[int, set[Any]] = {}
-        self.blobs: dict[str, bytes] = {}
+        self.blob_table = BlobTable(self.limits)   #: who holds which function blob (quota, refs)
+        self.blobs: dict[str, bytes] = self.blob_table.data
         self.counts: dict[str, int] = {s: 0 for s in TERMINAL}
         #: results and hand-backs that did not count since start (a stale attempt: from a worker
         #: whose lease expired, a duplicate after a reconnect, a killed job's late result)
@@ -184,10 +186,19 @@ class JobServer:
             self._count_queued(job.owner, +1)
             sched_jobs.append(SchedJob(job.id, job.priority, job.trusted_only, job.needs,
                                        job.attempt, job.failures))
-            if job.blob_id and job.blob_id not in self.blobs:
-                data = yield self.store.get_blob(job.blob_id)
-                if data is not None:
-                    self.blobs[job.blob_id] = data
+            if job.blob_id:
+                if not self.blob_table.has(job.owner, job.blob_id):
+                    data = yield self.store.get_blob(job.blob_id)
+                    if data is not None:
+                        self.blob_table.adopt(job.owner, job.blob_id, data)
+                job.blob_held = self.blob_table.acquire(job.owner, job.blob_id)
+        try:
+            dropped = yield self.store.drop_unused_blobs()   # uploads no unfinished job needs
+        except StoreError as e:   # e.g. a read-only database: they stay, harmless
+            log.warn("dsage.server.unused_blobs_kept", error=str(e))
+        else:
+            if dropped:
+                log.info("dsage.server.unused_blobs_removed", count=dropped)
         if requeue:
             yield self.store.requeue_jobs(requeue)
         self._apply(self.scheduler.handle(ev.JobsSubmitted(sched_jobs)))
@@ -205,9 +216,15 @@ class JobServer:
             for s in specs:   # an anonymous worker is nobody's to install packages on
                 if s["ext"] and "packages" in s["ext"]:
                     s["trusted_only"] = True
+        uses: dict[str, int] = {}
         for s in specs:
-            if s["blob_id"] and s["blob_id"] not in self.blobs:
-                raise BadRequest(f"unknown function blob {s['blob_id']}: upload it first")
+            b = s["blob_id"]
+            if b:
+                uses[b] = uses.get(b, 0) + 1
+        for b in uses:
+            if not self.blob_table.has(owner, b):
+                raise UnknownBlob(f"unknown function blob {b[:80]}: upload it first (a blob is "
+                                  f"freed once no unfinished job of yours needs it)")
         queued = self.queued_by_owner.get(owner, 0)
         if queued + len(specs) > self.limits.max_queued_per_user:
             raise QuotaExceeded(f"queued-jobs quota reached: {queued} queued, limit "
@@ -215,7 +232,10 @@ class JobServer:
         now = self.clock.seconds()
         first = self.next_id
         self.next_id += len(specs)
-        jobs = [ActiveJob(id=first + i, owner=owner, created=now, **s) for i, s in enumerate(specs)]
+        jobs = [ActiveJob(id=first + i, owner=owner, created=now, blob_held=s["blob_id"] is not None, **s)
+                for i, s in enumerate(specs)]
+        for b, n in uses.items():   # one reference per job: the blob stays while any is unfinished
+            self.blob_table.acquire(owner, b, n)
         rows = [NewJob(j.id, owner, j.name, j.kind, j.priority, j.trusted_only, ",".join(sorted(j.needs)),
                        j.payload, j.blob_id, j.timeout, _pack_limits(j.limits), j.code, now, ext_encode(j.ext)) for j in jobs]
         # Dispatch while the INSERT commits (the submit is still acknowledged only after the
@@ -231,7 +251,10 @@ class JobServer:
             yield inserted
         except StoreUnavailable as e:
             if optimistic:
-                self._withdraw(jobs)
+                self._withdraw(jobs)   # their end releases their blob references
+            else:
+                for j in jobs:
+                    self._release_blob(j)
             raise ServerUnavailable(f"the server refuses new work: {e}") from None
         if not optimistic:
             self._accept(owner, jobs, watcher).addErrback(_log_failure)  # the INSERT is stored
@@ -265,14 +288,32 @@ class JobServer:
         self._apply(self.scheduler.handle(ev.KillRequested(ids)))
 
     def put_blob(self, owner: str, blob_id: str, data: bytes) -> Deferred:
-        """Keep a function blob (opaque bytes) in memory and in the store."""
+        """Keep a function blob (opaque bytes) of *owner* in memory and in the store, within the
+        user's blob quota (:class:`QuotaExceeded` otherwise; see server/blobs.py)."""
         if len(data) > self.limits.max_blob:
             raise BadRequest(f"function too large: {len(data)} bytes > limit {self.limits.max_blob}")
-        self.blobs[blob_id] = data
+        new, freed = self.blob_table.put(owner, blob_id, data, self.clock.seconds())
+        self._delete_blobs(freed)
+        if not new:
+            return succeed(None)
         return self.store.put_blob(blob_id, data, owner)
 
-    def has_blobs(self, blob_ids: list[str]) -> list[bool]:
-        return [b in self.blobs for b in blob_ids]
+    def has_blobs(self, owner: str, blob_ids: list[str]) -> list[bool]:
+        """Which of the blobs *owner* holds (another user's blob is unknown to them)."""
+        return [self.blob_table.has(owner, b) for b in blob_ids]
+
+    def uploads_ended(self, owner: str, blob_ids: set[str]) -> None:
+        """The connection that uploaded *blob_ids* ended: drop the ones no job used."""
+        self._delete_blobs(self.blob_table.connection_ended(owner, blob_ids))
+
+    def _release_blob(self, job: ActiveJob) -> None:
+        if job.blob_held:
+            job.blob_held = False
+            self.blob_table.release(job.owner, job.blob_id, self.clock.seconds())
+
+    def _delete_blobs(self, freed: list[str]) -> None:
+        if freed:
+            self._store_call(self.store.delete_blobs(freed))
 
     def _visible(self, owner: str, admin: bool, job_owner: str | None) -> bool:
         return admin or job_owner == owner
@@ -509,8 +550,10 @@ class JobServer:
             self._notify(changed)
 
     def tick(self) -> None:
-        """Expire the leases of workers that stopped answering."""
-        self._apply(self.scheduler.handle(ev.Tick(self.clock.seconds())))
+        """Expire the leases of workers that stopped answering, and blobs nobody needs."""
+        now = self.clock.seconds()
+        self._apply(self.scheduler.handle(ev.Tick(now)))
+        self._delete_blobs(self.blob_table.expire(now))
 
     def report(self, worker_id: str, events: list[Any]) -> None:
         """Events from a worker about jobs it holds: done, out, progress, back."""
@@ -704,6 +747,8 @@ class JobServer:
         self.counts[status] = self.counts.get(status, 0) + 1
         self.rate.add(now)
         self._count_queued(job.owner, -1)
+        if job.blob_held:
+            self._release_blob(job)
         self._finished_rows.append((FinishedJob(job.id, status, job.result, job.result_preview, job.error,
                                                 job.output_text() or None, job.started, job.finished,
                                                 job.worker, job.result_file,

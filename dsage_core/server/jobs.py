@@ -49,6 +49,7 @@ class ActiveJob:
     error: str | None = None
     result_file: str | None = None   #: a large result in a file a local worker wrote
     result_size: int = 0
+    blob_held: bool = False   #: counts as a reference to its function blob (see server/blobs.py)
     #: its terminal state was committed (or its commit failed): only then may pushes carry it
     announced: bool = False
 

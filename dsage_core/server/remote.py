@@ -240,6 +240,7 @@ class ClientSession(Guarded):
         self.listener: KeyedPusher | None = None
         self.rref: Any = None
         self.local = False   #: proved it shares the server's home (see dsage_core.local_results)
+        self.uploads: set[str] = set()   #: blobs this session uploaded (dropped unused at its end)
 
     # the watcher interface JobServer uses
     def push_jobs(self, jobs: list[Any], hold: float = 0.0) -> None:
@@ -296,11 +297,19 @@ class ClientSession(Guarded):
         import hashlib
         if hashlib.sha256(data).hexdigest() != blob_id:
             raise BadRequest("blob id is not the sha256 of its data")
-        return self.core.put_blob(self.who.name, blob_id, data)
+        d = self.core.put_blob(self.who.name, blob_id, data)
+        self.uploads.add(blob_id)
+        return d
 
     def remote_has_blobs(self, blob_ids: bytes) -> bytes:
         ids = envelope.expect_list(envelope.unpack(blob_ids, what="blob ids"), "blob ids", 10_000)
-        return envelope.pack(self.core.has_blobs([str(i) for i in ids]))
+        return envelope.pack(self.core.has_blobs(self.who.name, [str(i)[:80] for i in ids]))
+
+    def connection_lost(self) -> None:
+        """Its connection ended: uploads no job used yet go (no parking data on the server)."""
+        uploads, self.uploads = self.uploads, set()
+        if uploads:
+            self.core.uploads_ended(self.who.name, uploads)
 
     def remote_watch(self, job_ids: bytes) -> Any:
         ids = _int_list(job_ids, "job ids", self.core.limits.max_list)
@@ -404,6 +413,7 @@ class Login(Guarded):
         self.auth = auth
         self.gate = gate
         self.address = gate.address if gate is not None else ""
+        self.sessions: list[Any] = []   #: client sessions logged in over this connection
 
     def for_connection(self, address: str, abort: Any) -> "Login":
         """The view one connection gets (see ``protocol.tubs.ServerBroker`` and localwire)."""
@@ -412,6 +422,9 @@ class Login(Guarded):
     def connection_lost(self) -> None:
         if self.gate is not None:
             self.gate.close()
+        sessions, self.sessions = self.sessions, []
+        for s in sessions:
+            s.connection_lost()
 
     def remote_get_version(self) -> dict[str, Any]:
         return {"version": __version__, "server_id": self.core.server_id,
@@ -450,7 +463,10 @@ class Login(Guarded):
 
     def _session(self, who: Identity) -> Referenceable:
         if who.session == "client":
-            return ClientSession(self.core, self.auth, who, self.address)
+            s = ClientSession(self.core, self.auth, who, self.address)
+            if self.gate is not None:   # a per-connection view: it hears when the connection ends
+                self.sessions.append(s)
+            return s
         return WorkerSession(self.core, who)
 
 

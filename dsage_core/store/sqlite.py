@@ -401,6 +401,17 @@ class SqliteStore:
                       (blob_id, data, owner, time.time()))
         return self._write(thd)
 
+    def delete_blobs(self, blob_ids: list[str]) -> Deferred:
+        """Remove blobs nobody holds any more (see server/blobs.py)."""
+        return self._write(lambda c: c.executemany("DELETE FROM blobs WHERE id=?", [(b,) for b in blob_ids]))
+
+    def drop_unused_blobs(self) -> Deferred:
+        """At start-up: remove the blobs no queued or running job names (uploads whose jobs all
+        finished, or that no job ever used); fires with how many went."""
+        return self._write(lambda c: c.execute(
+            "DELETE FROM blobs WHERE id NOT IN (SELECT blob_id FROM jobs WHERE blob_id IS NOT NULL "
+            "AND status IN ('queued', 'running'))").rowcount)
+
     def get_blob(self, blob_id: str) -> Deferred:
         """Fires with a blob's bytes, or None."""
         def thd(c: sqlite3.Connection) -> bytes | None:
