@@ -72,12 +72,18 @@ class ResultsDir:
 
     # ------------------------------------------------------------------ reading
     def _subdir(self, sub: str, create: bool = False) -> int:
-        if create:
-            try:
-                os.mkdir(sub, 0o700, dir_fd=self.fd)
-            except FileExistsError:
-                pass
-        return os.open(sub, _DIR_FLAGS, dir_fd=self.fd)
+        if not create:
+            return os.open(sub, _DIR_FLAGS, dir_fd=self.fd)
+        try:
+            os.mkdir(sub, 0o700, dir_fd=self.fd)
+        except FileExistsError:
+            pass
+        try:
+            return os.open(sub, _DIR_FLAGS, dir_fd=self.fd)
+        except NotADirectoryError:   # a link or a file planted in its place: removed, never followed
+            os.unlink(sub, dir_fd=self.fd)
+            os.mkdir(sub, 0o700, dir_fd=self.fd)
+            return os.open(sub, _DIR_FLAGS, dir_fd=self.fd)
 
     def open(self, rel: object) -> tuple[int, os.stat_result]:
         """An open descriptor and the ``fstat`` of the result file *rel*, after every check;

@@ -58,6 +58,8 @@ def test_a_linked_subdirectory_is_refused(rd, tmp_path):
     os.symlink(elsewhere, tmp_path / "results" / "000001")
     assert "not a plain directory" in rd.check(REL, 3)
     assert not rd.unlink(REL) and (elsewhere / "1234-2.bin").exists()
+    rd.write(REL, b"mine")   # the server's own write replaces the link by a directory of its own
+    assert rd.read(REL) == b"mine" and (elsewhere / "1234-2.bin").read_bytes() == b"abc"
 
 
 def test_a_fifo_at_the_name_does_not_block(rd, tmp_path):
