@@ -253,9 +253,12 @@ class JobServer:
             if optimistic:
                 self._withdraw(jobs)   # their end releases their blob references
             else:
-                for j in jobs:
-                    self._release_blob(j)
+                self._release_blobs(jobs)
             raise ServerUnavailable(f"the server refuses new work: {e}") from None
+        except BaseException:
+            if not optimistic:   # never taken in: their blob references go with them
+                self._release_blobs(jobs)
+            raise
         if not optimistic:
             self._accept(owner, jobs, watcher).addErrback(_log_failure)  # the INSERT is stored
         return [j.id for j in jobs]
@@ -305,6 +308,10 @@ class JobServer:
     def uploads_ended(self, owner: str, blob_ids: set[str]) -> None:
         """The connection that uploaded *blob_ids* ended: drop the ones no job used."""
         self._delete_blobs(self.blob_table.connection_ended(owner, blob_ids))
+
+    def _release_blobs(self, jobs: list[ActiveJob]) -> None:
+        for j in jobs:
+            self._release_blob(j)
 
     def _release_blob(self, job: ActiveJob) -> None:
         if job.blob_held:
@@ -798,8 +805,10 @@ class JobServer:
             job.output, job.output_len, job.output_truncated = [], 0, False
             self._running_rows.append(RunningJob(jid, attempt, w.id, now))
             if job.blob_id and job.blob_id not in w.sent_blobs:
-                blobs[job.blob_id] = self.blobs[job.blob_id]
-                w.sent_blobs.add(job.blob_id)
+                data = self.blobs.get(job.blob_id)
+                if data is not None:   # else (its row was lost) the worker fails the job, clearly
+                    blobs[job.blob_id] = data
+                    w.sent_blobs.add(job.blob_id)
             entry = [jid, attempt, job.payload, job.blob_id, job.timeout, job.limits]
             wext = worker_view(job.ext)
             if wext is not None:

@@ -182,3 +182,22 @@ def test_restart_keeps_the_blobs_unfinished_jobs_need(tmp_path):
     again.clock.advance(again.limits.blob_grace)
     again.tick()
     assert rows(again) == [] and not again.blobs
+
+
+def test_jobs_refused_by_an_unwritable_store_do_not_keep_their_blob(server):
+    """Submits that fail because the database cannot be written (optimistic and not) leave no
+    reference behind: the blob is still freed after the grace period."""
+    from dsage_core.protocol.errors import ServerUnavailable
+
+    def disk_full():
+        raise sqlite3.OperationalError("database or disk is full")
+    b = blob(1000)
+    put(server, "alice", b)
+    server.store.fault_hook = disk_full
+    for _ in range(2):   # the first is dispatched optimistically, the second is not
+        with pytest.raises(ServerUnavailable):
+            submit(server, "alice", b[0], n=2)
+    server.store.fault_hook = None
+    server.clock.advance(server.limits.blob_grace)
+    server.tick()
+    assert not server.blobs and server.blob_table.held_bytes("alice") == 0 and rows(server) == []
