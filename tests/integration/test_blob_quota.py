@@ -103,3 +103,29 @@ def test_another_user_cannot_see_or_use_my_blob(cluster, tmp_path):
         assert bob.map(square, [3]).wait(30).results == [9]   # his own functions work
     finally:
         bob.shutdown()
+
+
+def cube(x):
+    return x ** 3
+
+
+def test_restart_keeps_the_blobs_unfinished_jobs_need(cluster):
+    """Jobs still queued when the server restarts run afterwards with their function; the blob
+    of a map that had finished is not kept across the restart."""
+    from dsage_core.server.service import ServerConfig, create_server
+    D = cluster.client
+    assert D.map(cube, range(3)).wait(30).results == [0, 1, 8]
+    done_blob = blob_rows(cluster)
+    cluster.stop_worker(cluster.workers[0])
+    queued = D.map(square, range(4))
+    assert {j.status for j in queued} == {"queued"}
+    needed = [b for b in blob_rows(cluster) if b not in done_blob]
+    assert len(done_blob) == 1 and len(needed) == 1
+    rt.blocking(cluster.server.stop, timeout=30)
+    svc = create_server(ServerConfig(home=cluster.home), rt.get_reactor())
+    rt.blocking(svc.start, timeout=30)
+    cluster.server = svc
+    assert blob_rows(cluster) == needed and list(svc.core.blobs) == needed
+    cluster.add_worker()
+    rt.blocking(D.aclient.when_connected, 20, timeout=30)
+    assert [j.wait(60).result for j in queued] == [0, 1, 4, 9]
