@@ -396,10 +396,12 @@ class WorkerSession(Guarded):
         self.core.heartbeat(self._wid(), s)
 
     def remote_get_blob(self, blob_id: str) -> bytes:
+        """A blob the server already sent this worker (with a job it was given): no other
+        blob's bytes or existence are revealed to a worker."""
         self._wid()
         data = self.core.blobs.get(blob_id)
-        if data is None:
-            raise BadRequest(f"unknown blob {blob_id}")
+        if data is None or self.worker is None or blob_id not in self.worker.sent_blobs:
+            raise BadRequest(f"unknown blob {str(blob_id)[:80]}")
         return data
 
 

@@ -129,3 +129,28 @@ def test_restart_keeps_the_blobs_unfinished_jobs_need(cluster):
     cluster.add_worker()
     rt.blocking(D.aclient.when_connected, 20, timeout=30)
     assert [j.wait(60).result for j in queued] == [0, 1, 4, 9]
+
+
+def test_a_worker_cannot_fetch_a_blob_it_was_not_sent(tmp_path):
+    """get_blob answers a worker (anonymous or keyed) only for blobs dispatched to it: another
+    user's function is neither readable nor shown to exist."""
+    from tests.integration.cluster import start_cluster
+    from tests.integration.test_wire_attacks import Peer, _hand_worker
+    c = start_cluster(tmp_path / "home", allow_anonymous=True)
+    try:
+        data = b"a function of the owner"
+        blob_id = hashlib.sha256(data).hexdigest()
+        _put(c.client, data)
+        for anonymous in (True, False):
+            p = Peer(c, tmp_path, "foolscap")
+            try:
+                session, _ = _hand_worker(p, anonymous, c.home)
+                with pytest.raises(Exception, match="unknown blob"):
+                    p.call(session, "get_blob", blob_id)
+                with pytest.raises(Exception, match="unknown blob"):
+                    p.call(session, "get_blob", "0" * 64)   # the same answer as for no blob at all
+            finally:
+                p.close()
+        assert c.client.map(square, [4]).wait(30).results == [16]
+    finally:
+        c.stop()
