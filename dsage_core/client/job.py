@@ -182,6 +182,10 @@ class Job:
         self._client = client
         self._s = state
 
+    def __reduce__(self) -> Any:
+        raise TypeError(f"job {self.id} cannot be pickled: a job is an argument of another job only "
+                        "at the top level of D.submit/D.map or inside lists, tuples, dicts and sets")
+
     # --- identity and state
     @property
     def id(self) -> int:
