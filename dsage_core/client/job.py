@@ -282,8 +282,9 @@ class Job:
 
     @property
     def waiting_reason(self) -> str | None:
-        """Why a queued job is not running yet, when it is not simply its turn (e.g. no Sage worker)."""
-        if self.status != "queued":
+        """Why a queued job is not running yet, when it is not simply its turn (e.g. no Sage worker,
+        or ``needs 2 cpus; the largest worker has 1``); for a waiting job, the jobs it waits for."""
+        if self.status not in ("queued", "waiting"):
             return None
         return self._client._sync(self._client.aclient.get_record, self.id, False).get("waiting_reason")
 

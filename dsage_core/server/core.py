@@ -267,6 +267,10 @@ class JobServer:
             waiting = [j for j in jobs if j.status in ("queued", "waiting")]
             if waiting:
                 self._notify(waiting)
+        elif rows is not None:  # jobs with inputs: the client guessed waiting or queued; tell it
+            shown = [j for j in jobs if j.status in ("queued", "waiting") and input_ids(j.ext)]
+            if shown:
+                self._notify(shown)
         if COMMIT_DELAY > 0 and all(j.status in HELD for j in jobs):
             return self._flush_soon(COMMIT_DELAY)
         return self._flush(want_result=True)

@@ -85,7 +85,7 @@ class InputLinks:
                 status, result, rfile = ((src.status, src.result, src.result_file) if src is not None
                                          else (rows[i]["status"], rows[i].get("result"), None))
                 if status != "completed":
-                    why = _failed(i, status)
+                    why = _failed(i, status, src.error if src is not None else rows[i].get("error"))
                     break
                 if result is not None:
                     vals[i] = result
@@ -133,6 +133,8 @@ class InputLinks:
             deps = self.dependents.get(i)
             if deps is not None and job.id in deps:
                 deps.remove(job.id)
+                if not deps:
+                    del self.dependents[i]
         if job.id in self.dependents:
             self._ended.append(job)
             if not self._scheduled:
@@ -147,8 +149,9 @@ class InputLinks:
             src = self._ended.pop()
             deps = self.dependents.pop(src.id, [])
             if src.status != "completed":
+                why = _failed(src.id, src.status, src.error)
                 for d in deps:
-                    self._fail_id(d, _failed(src.id, src.status))
+                    self._fail_id(d, why)
             elif src.result is not None:
                 for d in deps:
                     self._got(d, src.id, src.result, ready)
@@ -224,5 +227,12 @@ class InputLinks:
         return f"waiting for job{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids[:10]))}{more}"
 
 
-def _failed(input_id: int, status: str) -> str:
-    return f"input job {input_id} failed" + ("" if status == "failed" else f" (it ended {status})")
+def _failed(input_id: int, status: str, error: str | None = None) -> str:
+    """``input job 3 failed: ValueError: no``: the input's last error line says why (bounded)."""
+    why = f"input job {input_id} failed" + ("" if status == "failed" else f" (it ended {status})")
+    last = (error or "").strip().rsplit("\n", 1)[-1].strip()
+    return f"{why}: {last[:MAX_CAUSE]}" if last else why
+
+
+#: characters of an input's last error line quoted in its dependents' errors
+MAX_CAUSE = 300
