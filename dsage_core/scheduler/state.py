@@ -63,8 +63,11 @@ class JobQueue:
     def push(self, job: SchedJob) -> None:
         """Queue *job* (its priority and class are read now)."""
         self._seq += 1
-        cls = (job.trusted_only, job.needs) if job.res is None else (job.trusted_only, job.needs, job.res)
-        self.sized += job.res is not None
+        if job.res is None:
+            cls: JobClass = (job.trusted_only, job.needs)
+        else:
+            cls = (job.trusted_only, job.needs, job.res)
+            self.sized += 1
         self._token[job.id] = self._seq
         self._class[job.id] = cls
         heapq.heappush(self._heaps.setdefault(cls, []), (-job.priority, job.id, self._seq))
@@ -73,7 +76,8 @@ class JobQueue:
         """Drop a queued job (lazily: its heap entry is skipped later). False if it was not queued."""
         if self._token.pop(job_id, None) is None:
             return False
-        self.sized -= len(self._class.pop(job_id)) == 3
+        if len(self._class.pop(job_id)) == 3:
+            self.sized -= 1
         self._stale += 1
         if self._stale > 1024 and self._stale > len(self._token):
             self._compact()
@@ -93,7 +97,10 @@ class JobQueue:
                 break
             _, job_id, _ = heapq.heappop(best)
             del self._token[job_id]
-            self.sized -= len(self._class.pop(job_id)) == 3
+            if self.sized and len(self._class.pop(job_id)) == 3:
+                self.sized -= 1
+            else:
+                self._class.pop(job_id, None)
             taken.append(job_id)
         return taken
 
@@ -336,9 +343,10 @@ class Scheduler:
     def _release(self, w: WorkerState, job_id: int) -> None:
         del w.held[job_id]
         del self._location[job_id]
-        res = self.jobs[job_id].res
-        if res is not None:
-            w.take(res, -1)
+        if w.sized:
+            res = self.jobs[job_id].res
+            if res is not None:
+                w.take(res, -1)
 
     def _return(self, job: SchedJob, failure: bool, requeued: list[tuple[int, int]],
                 out: list[act.Action]) -> None:
@@ -424,8 +432,12 @@ class Scheduler:
     def _give(self, w: WorkerState, n: int, batches: dict[str, list[tuple[int, int]]]) -> int:
         ids = self._queue.pop_many(lambda c: len(c) == 2 and w.can_run(c), n)
         batch = batches.setdefault(w.id, []) if ids else []
-        for job_id in ids:
-            self._assign(w, job_id, batch)
+        for job_id in ids:  # one-slot jobs only (sized ones go through _assign)
+            job = self.jobs[job_id]
+            job.attempt += 1
+            w.held[job_id] = job.attempt
+            self._location[job_id] = w.id
+            batch.append((job_id, job.attempt))
         return len(ids)
 
     def _assign(self, w: WorkerState, job_id: int, batch: list[tuple[int, int]]) -> None:

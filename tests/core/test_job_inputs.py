@@ -153,22 +153,36 @@ def test_another_users_job_is_an_unknown_job(core):
 
 
 def test_a_restart_rebuilds_waiting_jobs(tmp_path):
-    """After a restart b waits for a again (its edge came back from the store) and runs with a's
-    value; c, whose input completed before the restart, is queued with that value at once."""
+    """After a restart b waits for x again (its edge came back from the store) and runs with x's
+    value; c and d, whose input completed before the restart (c was running, d queued), go to the
+    new worker with that value at once."""
     core = _server(tmp_path / "d.sqlite")
-    link = join(core, slots=1)
+    link = join(core, slots=2)
     a = submit(core)
     done(core, link, a, "first")
-    x = submit(core)          # running on the only slot
+    x = submit(core)          # running
     b = submit(core, x)
-    c = submit(core, a)       # queued behind x with a's value
-    assert status(core, b)[0] == "waiting" and status(core, c)[0] == "queued"
+    c = submit(core, a)       # running, with a's value
+    d = submit(core, a)       # queued: both slots are taken
+    assert values(link, c) == {a: "first"}
+    assert status(core, b)[0] == "waiting" and status(core, d)[0] == "queued"
     again = _server(tmp_path / "d.sqlite")
     assert status(again, b) == ("waiting", f"waiting for job {x}")
-    link2 = join(again, slots=2)
-    assert values(link2, c) == {a: "first"}
+    link2 = join(again, slots=3)
+    assert values(link2, c) == {a: "first"} and values(link2, d) == {a: "first"}
     done(again, link2, x, "second")
     assert values(link2, b) == {x: "second"}
+
+
+def test_worker_resources_are_checked(core):
+    """A worker's gpus must be a small non-negative integer; its memory and gpus reach the scheduler."""
+    for bad in ("lots", -1, 2.5, True):
+        with pytest.raises(BadRequest, match="gpus must be an integer"):
+            core.worker_joined(Link(), {"slots": 1, "gpus": bad}, "alice", False)
+    w = core.worker_joined(Link(), {"slots": 2, "gpus": 1, "memory": 1 << 33}, "alice", False)
+    state = core.scheduler.workers[w.id]
+    assert (state.slots, state.gpus, state.memory) == (2, 1, 1 << 33)
+    assert core.describe_workers()[0]["gpus"] == 1
 
 
 def test_large_input_results_in_files_are_read_off_the_reactor(core, tmp_path):

@@ -71,7 +71,8 @@ def test_chain_diamond_map_and_gather(D):
 
 
 def test_a_dependent_waits_visibly(D, tmp_path):
-    """While its input runs, a dependent is 'waiting' with the reason, in D.jobs() too."""
+    """While its input runs, a dependent is 'waiting' with the reason, in D.jobs(), `dsage jobs
+    --status waiting` and `dsage job ID` too."""
     gate = tmp_path / "gate"
     a = D.submit(wait_for, str(gate))
     b = D.submit(inc, D.submit(len, a))
@@ -79,6 +80,9 @@ def test_a_dependent_waits_visibly(D, tmp_path):
     assert blocked.waiting_reason == f"waiting for job {a.id}"
     assert {j.id: j.status for j in D.jobs()}[blocked.id] == "waiting"
     assert blocked.status == "waiting"   # pushed before the answers to the calls above
+    listed = _dsage(D.cluster.home, "jobs", "--status", "waiting")
+    assert {ln.split()[0] for ln in listed.splitlines()[1:]} == {str(b.id - 1), str(b.id), str(blocked.id)}
+    assert f"waiting for job {a.id}" in _dsage(D.cluster.home, "job", str(blocked.id))
     gate.write_text("four")
     assert b.get(60) == 5 and blocked.get(60) == 4
 
