@@ -408,8 +408,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(s, indent=1))
         else:
-            for k in ("waiting", "queued", "assigned", "running", "paused", "completed", "failed", "killed", "timed_out",
-                      "lost"):
+            for k in ("waiting", "queued", "assigned", "running", "paused", "completed", "failed", "killed",
+                      "timed_out", "lost"):
                 print(f"{k:>12}: {s.get(k, 0)}")
             print(f"{'jobs/s (1m)':>12}: {s['rate_1m']:.2f}")
             print(f"{'slots':>12}: {s['busy_slots']} busy / {s['total_slots']} total, {s['workers']} workers")

@@ -232,7 +232,8 @@ class JobServer:
         optimistic = self.store.writable
         if optimistic:
             self._new_rows.extend(rows)
-            inserted = self._accept(owner, jobs, watcher, outcomes)  # the INSERT rides in the same transaction
+            # the INSERT rides in the same transaction
+            inserted = self._accept(owner, jobs, watcher, outcomes)
         else:
             inserted = self.store.insert_jobs(rows)
         try:
