@@ -184,7 +184,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         cfg = WorkerConfig(home=home, furl=furl, slots=args.workers, key_path=key, anonymous=args.anonymous,
                            mem_limit=args.mem_limit * 1024 * 1024 if args.mem_limit else None,
                            cpu_limit=args.cpu_limit, nice=args.nice, key=key_obj, hide=hide,
-                           max_procs=args.max_procs)
+                           max_procs=args.max_procs, memory=args.memory, gpus=args.gpus)
         w = WorkerService(cfg, reactor)
         holder["w"] = w
 
@@ -378,6 +378,15 @@ def cmd_kill(args: argparse.Namespace) -> int:
         D.shutdown()
 
 
+def _memory_size(text: str) -> int:
+    """``--memory 8G``: bytes (argparse type)."""
+    from dsage_core.model.resources import parse_bytes
+    try:
+        return parse_bytes(int(text) if text.isdigit() else text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def cmd_workers(args: argparse.Namespace) -> int:
     D = _client(args)
     try:
@@ -403,8 +412,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(s, indent=1))
         else:
-            for k in ("queued", "assigned", "running", "paused", "completed", "failed", "killed", "timed_out",
-                      "lost"):
+            for k in ("waiting", "queued", "assigned", "running", "paused", "completed", "failed", "killed",
+                      "timed_out", "lost"):
                 print(f"{k:>12}: {s.get(k, 0)}")
             print(f"{'jobs/s (1m)':>12}: {s['rate_1m']:.2f}")
             print(f"{'slots':>12}: {s['busy_slots']} busy / {s['total_slots']} total, {s['workers']} workers")
@@ -596,8 +605,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = cmd("worker", cmd_worker, "run a worker with N slots (child processes)")
     s.add_argument("--server", help="server furl or furl file (default: HOME/server.furl)")
-    s.add_argument("--workers", "-n", type=int, default=max(1, (os.cpu_count() or 2) - 1),
-                   help="slots: jobs run at once (default: %(default)s, one less than the CPUs)")
+    s.add_argument("--workers", "-n", "--cpus", type=int, default=max(1, (os.cpu_count() or 2) - 1),
+                   help="slots (cpus offered): jobs run at once; a job asking for cpus=K takes K "
+                        "(default: %(default)s, one less than the CPUs; more than the CPUs is allowed)")
+    s.add_argument("--memory", type=_memory_size, metavar="SIZE",
+                   help="memory offered to jobs that ask for memory=, e.g. 8G (default: the machine's)")
+    s.add_argument("--gpus", type=int, metavar="K", help="gpus offered (default: the NVIDIA devices)")
     s.add_argument("--key", help="private key (default: HOME/dsage_key)")
     s.add_argument("--anonymous", action="store_true", help="join without a key (if the server allows)")
     s.add_argument("--invite", help="join with an invite code (registers this machine's key)")

@@ -183,7 +183,7 @@ class Batches:
         """One line: ``batch 'f' · 120/500 done · 3 failed · 2 running · ETA 12.0 s``."""
         c = b.counts()
         parts = [f"{b.label}: {b.done}/{b.total} done"]
-        for s in ("failed", "timed_out", "killed", "lost", "running", "paused", "assigned", "queued"):
+        for s in ("failed", "timed_out", "killed", "lost", "running", "paused", "assigned", "queued", "waiting"):
             if c.get(s):
                 parts.append(f"{c[s]} {s.replace('_', ' ')}")
         if b.done < b.total:

@@ -27,7 +27,8 @@ CONNECTION_STYLE = {"connected": "color: #1e8449;", "reconnecting": "color: whit
                     "disconnected": "color: white; background: #c0392b;"}
 __all__ = ["MainWindow", "droppable_files", "remember_server", "ask_user"]
 #: the status bar's job counts, in this order (every state, the end states included)
-COUNTS = (("queued", "queued"), ("assigned", "assigned"), ("running", "running"), ("paused", "paused"),
+COUNTS = (("waiting", "waiting"), ("queued", "queued"), ("assigned", "assigned"), ("running", "running"),
+          ("paused", "paused"),
           ("completed", "done"), ("failed", "failed"), ("killed", "killed"), ("timed_out", "timed out"),
           ("lost", "lost"))
 

@@ -83,6 +83,7 @@ class Client:
         """Run ``fn(*args, **kwargs)`` remotely (cloudpickle). Job options go in ``dsage_options={...}``."""
         self._check_open("submitting")
         opts = Options.from_dict(kwargs.pop("dsage_options", None))
+        args, kwargs = self._job_inputs(args, kwargs, opts)
         return self._submit([func_job(fn, args, kwargs, opts)])[0]
 
     def map(self, fn: Any, *iterables: Iterable[Any], **options: Any) -> JobList:
@@ -95,8 +96,33 @@ class Client:
         subs = []
         for args in zip(*iterables):
             o = Options(**vars(opts))
+            o.ext = dict(opts.ext)   # copies share the ext dict otherwise
+            args, _ = self._job_inputs(args, {}, o)
             subs.append(func_job(fn, args, {}, o, blob=blob))
         return JobList(self._submit(subs))
+
+    def _job_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any], opts: Options
+                    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Jobs among the arguments become placeholders the worker fills with their values; their
+        ids go in the ``inputs`` option, and the server runs this job once they completed."""
+        from dsage_core.model.inputs import MAX_SEARCH, JobInput, check_inputs, replace
+        ids: list[int] = []
+
+        def swap(x: Any) -> Any:
+            if type(x) is Job:
+                if x._client is not self:
+                    raise SubmitError(f"job {x.id} belongs to another dsage connection: pass its value")
+                ids.append(x.id)
+                return JobInput(x.id)
+            return x
+        budget = [MAX_SEARCH]
+        args, kwargs = replace(args, swap, 0, budget), replace(kwargs, swap, 0, budget)
+        if ids:
+            try:
+                opts.ext["inputs"] = check_inputs(ids + list(opts.ext.get("inputs") or []))
+            except ValueError as e:
+                raise SubmitError(str(e)) from None
+        return args, kwargs
 
     def gather(self, jobs: Iterable[Any], timeout: float | None = None) -> list[Any]:
         """The values of *jobs* in input order; raises the first failure seen (as ``job.get`` does)

@@ -57,6 +57,15 @@ def translate(f: Any) -> Any:
     return f
 
 
+def _waits(ext: dict[str, Any], states: Any) -> bool:
+    """Whether a new job waits for its input jobs, as far as this client knows (jobs as arguments)."""
+    for i in ext.get("inputs") or ():
+        s = states.get(i)
+        if s is None or s.status != "completed":
+            return True
+    return False
+
+
 class _SubmitGroup:
     """The jobs of one submit_many call: one Deferred for all of them, in order."""
 
@@ -288,6 +297,8 @@ class AsyncClient:
                 st = states.get(jid)
                 if st is None:
                     st = states[jid] = JobState(jid, sub.name, sub.kind, now)
+                    if sub.options.ext and _waits(sub.options.ext, states):
+                        st.status = "waiting"   # until the server's push says otherwise
                 st.code, st.priority = sub.code, sub.options.priority
                 group.put(i, st)
 

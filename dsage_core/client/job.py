@@ -192,6 +192,10 @@ class Job:
         self._client = client
         self._s = state
 
+    def __reduce__(self) -> Any:
+        raise TypeError(f"job {self.id} cannot be pickled: a job is an argument of another job only "
+                        "at the top level of D.submit/D.map or inside lists, tuples, dicts and sets")
+
     # --- identity and state
     @property
     def id(self) -> int:
@@ -288,8 +292,9 @@ class Job:
 
     @property
     def waiting_reason(self) -> str | None:
-        """Why a queued job is not running yet, when it is not simply its turn (e.g. no Sage worker)."""
-        if self.status != "queued":
+        """Why a queued job is not running yet, when it is not simply its turn (e.g. no Sage worker,
+        or ``needs 2 cpus; the largest worker has 1``); for a waiting job, the jobs it waits for."""
+        if self.status not in ("queued", "waiting"):
             return None
         return self._client._sync(self._client.aclient.get_record, self.id, False).get("waiting_reason")
 

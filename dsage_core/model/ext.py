@@ -89,3 +89,6 @@ from dsage_core.model.requirements import check_packages  # noqa: E402
 
 register(ExtOption("packages", check_packages, to_worker=True,
                    doc="requirements installed on the worker before the job runs"))
+
+# options declared in their own modules (imported last: they register into REGISTRY)
+from dsage_core.model import inputs as _inputs, resources as _resources  # noqa: E402,F401

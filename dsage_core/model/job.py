@@ -4,7 +4,8 @@ A job moves ``queued -> assigned -> running -> (completed | failed | killed | ti
 ``assigned`` is handed to a worker ahead of time (its prefetch buffer), ``running`` has started in a
 child process. A job on a paused worker is ``paused`` (running or assigned before the pause; it goes
 back to that state on resume). A job whose worker died goes back to ``queued`` and, after
-``max_failures`` such deaths, ends ``lost``.
+``max_failures`` such deaths, ends ``lost``. A job that takes other jobs' values as arguments is
+``waiting`` until they completed (then ``queued``), and fails if one of them did not.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 
 
 class JobState(str, enum.Enum):
+    WAITING = "waiting"      #: for its input jobs (jobs as arguments): not in the queue yet
     QUEUED = "queued"
     ASSIGNED = "assigned"
     RUNNING = "running"

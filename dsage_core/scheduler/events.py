@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
+from dsage_core.model.resources import Request
+
 
 @dataclass(slots=True)
 class SchedJob:
@@ -20,6 +22,7 @@ class SchedJob:
     needs: frozenset[str] = frozenset()  #: capabilities the worker must have (e.g. {"sage"})
     attempt: int = 0                     #: times dispatched so far (the first dispatch makes it 1)
     failures: int = 0                    #: times its worker died while holding it
+    res: Request | None = None           #: cpus/memory/gpus it asks for (None: one slot, the fast path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,8 @@ class WorkerJoined:
     anonymous: bool
     capabilities: frozenset[str]
     now: float
+    memory: int = 0                      #: bytes it offers to jobs that ask for memory (0: unknown)
+    gpus: int = 0
 
 
 @dataclass(frozen=True, slots=True)

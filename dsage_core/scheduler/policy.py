@@ -10,8 +10,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-JobClass = tuple[bool, frozenset[str]]
-"""``(trusted_only, needs)``: jobs of one class are eligible for exactly the same workers."""
+from dsage_core.model.resources import Request
+
+JobClass = tuple  # (bool, frozenset[str]) or (bool, frozenset[str], Request)
+"""``(trusted_only, needs)``, or ``(trusted_only, needs, request)`` for a job with a resource request
+(a *sized* job): jobs of one class are eligible for exactly the same workers."""
 
 EWMA_ALPHA = 0.2
 """Weight of the newest duration in a worker's moving average."""
@@ -60,8 +63,32 @@ class WorkerState:
     paused: bool = False
     held: dict[int, int] = field(default_factory=dict)    #: job id -> attempt, in dispatch order
     avg_duration: float | None = None                     #: EWMA of reported durations (seconds)
+    memory: int = 0                                       #: bytes offered (0: unknown, no check)
+    gpus: int = 0
+    sized: int = 0          #: held jobs with a resource request (see dsage_core.model.resources)
+    cpus_extra: int = 0     #: slots those take beyond one each
+    memory_used: int = 0
+    gpus_used: int = 0
 
     def can_run(self, cls: JobClass) -> bool:
         """Whether jobs of class *cls* may run here (trust and capabilities)."""
-        trusted_only, needs = cls
+        trusted_only, needs = cls[0], cls[1]
         return not (trusted_only and self.anonymous) and needs <= self.capabilities
+
+    def could_fit(self, res: Request) -> bool:
+        """Whether a job asking for *res* fits this worker when it is empty."""
+        return (res.cpus <= self.slots and res.gpus <= self.gpus
+                and (not self.memory or res.memory <= self.memory))
+
+    def fits_now(self, res: Request) -> bool:
+        """Whether a job asking for *res* fits in what this worker has free now."""
+        free = self.slots - len(self.held) - self.cpus_extra
+        return (not self.paused and res.cpus <= free and res.gpus <= self.gpus - self.gpus_used
+                and (not self.memory or res.memory <= self.memory - self.memory_used))
+
+    def take(self, res: Request, sign: int = 1) -> None:
+        """Count a sized job in (or out, *sign* -1) of what this worker has in use."""
+        self.sized += sign
+        self.cpus_extra += sign * (res.cpus - 1)
+        self.memory_used += sign * res.memory
+        self.gpus_used += sign * res.gpus

@@ -9,6 +9,12 @@ at most one ``Dispatch`` per event, of at most ``max_dispatch_batch`` jobs. What
 with the next event (a worker reporting finished jobs is one). Jobs are dealt in two phases: first
 one job at a time to free slots (most free slots first, so two idle workers split a batch), then
 the prefetch buffers, each worker taking an even share of what is left.
+
+Sized jobs (a resource request: more than one slot, memory or gpus) have classes of their own and
+are placed first, each on a worker whose free resources fit it now (fullest first: packing); a
+worker that holds one gets no prefetch, so what it holds runs at once. When the best sized job fits
+nowhere now but would fit an emptier worker, that worker gets no other jobs until it does (a
+reservation: without it, a stream of one-slot jobs would keep it full forever).
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from dsage_core.model.resources import Request, format_bytes
 from dsage_core.scheduler import actions as act
 from dsage_core.scheduler import events as ev
 from dsage_core.scheduler.events import SchedJob
@@ -38,6 +45,7 @@ class JobQueue:
         self._class: dict[int, JobClass] = {}
         self._seq = 0
         self._stale = 0
+        self.sized = 0                                                   # queued sized jobs
 
     def __len__(self) -> int:
         return len(self._token)
@@ -55,7 +63,11 @@ class JobQueue:
     def push(self, job: SchedJob) -> None:
         """Queue *job* (its priority and class are read now)."""
         self._seq += 1
-        cls = (job.trusted_only, job.needs)
+        if job.res is None:
+            cls: JobClass = (job.trusted_only, job.needs)
+        else:
+            cls = (job.trusted_only, job.needs, job.res)
+            self.sized += 1
         self._token[job.id] = self._seq
         self._class[job.id] = cls
         heapq.heappush(self._heaps.setdefault(cls, []), (-job.priority, job.id, self._seq))
@@ -64,7 +76,8 @@ class JobQueue:
         """Drop a queued job (lazily: its heap entry is skipped later). False if it was not queued."""
         if self._token.pop(job_id, None) is None:
             return False
-        del self._class[job_id]
+        if len(self._class.pop(job_id)) == 3:
+            self.sized -= 1
         self._stale += 1
         if self._stale > 1024 and self._stale > len(self._token):
             self._compact()
@@ -83,7 +96,11 @@ class JobQueue:
             if best is None:
                 break
             _, job_id, _ = heapq.heappop(best)
-            del self._token[job_id], self._class[job_id]
+            del self._token[job_id]
+            if self.sized and len(self._class.pop(job_id)) == 3:
+                self.sized -= 1
+            else:
+                self._class.pop(job_id, None)
             taken.append(job_id)
         return taken
 
@@ -108,6 +125,17 @@ class JobQueue:
                     live[job_id] = cls
         assert live == self._class, "queue heaps out of sync with the queued set"
         assert set(self._class) == set(self._token), "queue class index out of sync"
+        assert self.sized == sum(len(c) == 3 for c in self._class.values()), "sized count out of sync"
+
+    def sized_heads(self) -> list[tuple[tuple[int, int, int], JobClass]]:
+        """The best queued entry of each sized class, best first."""
+        heads = []
+        for cls, h in self._heaps.items():
+            if len(cls) == 3:
+                self._skip_stale(h)
+                if h:
+                    heads.append((h[0], cls))
+        return sorted(heads)
 
 
 class Scheduler:
@@ -172,13 +200,17 @@ class Scheduler:
     def allowance(self, worker_id: str) -> int:
         """How many jobs a worker may hold now (running plus prefetched)."""
         w = self.workers[worker_id]
-        return allowance(w.slots, w.avg_duration, w.paused, self.prefetch_seconds, self.max_prefetch_per_slot)
+        a = allowance(w.slots, w.avg_duration, w.paused, self.prefetch_seconds, self.max_prefetch_per_slot)
+        if w.sized:  # no prefetch beside a sized job: the worker runs what it holds at once
+            a = min(a, w.slots)
+        return max(0, a - w.cpus_extra)
 
     def waiting_reason(self, job_id: int) -> str | None:
         """Why a queued job cannot run on any connected worker; None when it simply waits its turn."""
         if job_id not in self._queue:
             return None
-        trusted_only, needs = self._queue.job_class(job_id)
+        cls = self._queue.job_class(job_id)
+        trusted_only, needs = cls[0], cls[1]
         if not self.workers:
             return "no workers connected"
         trusted = [w for w in self.workers.values() if not (trusted_only and w.anonymous)]
@@ -190,6 +222,8 @@ class Scheduler:
             if missing:
                 return f"no connected worker can run {', '.join(missing)} jobs"
             return f"no connected worker has all of: {', '.join(sorted(needs))}"
+        if len(cls) == 3 and not any(w.could_fit(cls[2]) for w in capable):
+            return _too_big(cls[2], capable)
         if not any(self.allowance(w.id) for w in capable):
             return "every worker that can run it is paused or has no slots"
         return None
@@ -219,7 +253,8 @@ class Scheduler:
         if e.worker_id in self.workers:
             raise InvalidTransition(f"worker {e.worker_id} joined twice")
         self.workers[e.worker_id] = WorkerState(e.worker_id, max(0, e.slots), e.anonymous,
-                                                frozenset(e.capabilities), e.now)
+                                                frozenset(e.capabilities), e.now,
+                                                memory=max(0, e.memory), gpus=max(0, e.gpus))
 
     def _slots_changed(self, e: ev.WorkerSlotsChanged, out: list[act.Action]) -> None:
         self._worker(e.worker_id).slots = max(0, e.slots)
@@ -308,6 +343,10 @@ class Scheduler:
     def _release(self, w: WorkerState, job_id: int) -> None:
         del w.held[job_id]
         del self._location[job_id]
+        if w.sized:
+            res = self.jobs[job_id].res
+            if res is not None:
+                w.take(res, -1)
 
     def _return(self, job: SchedJob, failure: bool, requeued: list[tuple[int, int]],
                 out: list[act.Action]) -> None:
@@ -337,19 +376,44 @@ class Scheduler:
     def _dispatch(self, out: list[act.Action]) -> None:
         if not self._queue:
             return
+        batches: dict[str, list[tuple[int, int]]] = {}
+        reserved = self._place_sized(batches) if self._queue.sized else ()
         budget: dict[str, int] = {}
         for w in self.workers.values():
+            if w.id in reserved:
+                continue
             allowed = self.allowance(w.id)
             if wants_top_up(len(w.held), w.slots, allowed):
                 budget[w.id] = min(allowed - len(w.held), self.max_dispatch_batch)
-        if not budget:
-            return
-        batches: dict[str, list[tuple[int, int]]] = {}
-        free = {wid: min(b, self.workers[wid].slots - len(self.workers[wid].held)) for wid, b in budget.items()}
+        if budget:
+            self._deal_budget(budget, batches)
+        out.extend(act.Dispatch(wid, jobs) for wid, jobs in batches.items())
+
+    def _deal_budget(self, budget: dict[str, int], batches: dict[str, list[tuple[int, int]]]) -> None:
+        ws = self.workers
+        free = {wid: min(b, ws[wid].slots - len(ws[wid].held) - ws[wid].cpus_extra) for wid, b in budget.items()}
         self._deal(free, batches, one_at_a_time=True)
         rest = {wid: b - len(batches.get(wid, ())) for wid, b in budget.items()}
         self._deal(rest, batches, one_at_a_time=False)
-        out.extend(act.Dispatch(wid, jobs) for wid, jobs in batches.items())
+
+    def _place_sized(self, batches: dict[str, list[tuple[int, int]]]) -> set[str]:
+        """Place sized jobs where they fit now, fullest worker first; returns the workers reserved
+        for the sized jobs that fit nowhere yet (see the module docstring)."""
+        def free(w: WorkerState) -> int:
+            return w.slots - len(w.held) - w.cpus_extra
+        for w in sorted(self.workers.values(), key=lambda w: (free(w), w.id)):
+            while free(w) > 0:
+                ids = self._queue.pop_many(lambda c: len(c) == 3 and w.can_run(c) and w.fits_now(c[2]), 1)
+                if not ids:
+                    break
+                self._assign(w, ids[0], batches.setdefault(w.id, []))
+        reserved: set[str] = set()
+        for _, cls in self._queue.sized_heads():
+            able = [w for w in self.workers.values() if w.id not in reserved and not w.paused
+                    and w.can_run(cls) and w.could_fit(cls[2])]
+            if able:
+                reserved.add(max(able, key=lambda w: (free(w), w.id)).id)
+        return reserved
 
     def _deal(self, caps: dict[str, int], batches: dict[str, list[tuple[int, int]]], one_at_a_time: bool) -> None:
         """Deal queued jobs to workers in rounds, most capacity first, up to ``caps[worker]`` each."""
@@ -366,15 +430,24 @@ class Scheduler:
             active = still
 
     def _give(self, w: WorkerState, n: int, batches: dict[str, list[tuple[int, int]]]) -> int:
-        ids = self._queue.pop_many(w.can_run, n)
+        ids = self._queue.pop_many(lambda c: len(c) == 2 and w.can_run(c), n)
         batch = batches.setdefault(w.id, []) if ids else []
-        for job_id in ids:
+        for job_id in ids:  # one-slot jobs only (sized ones go through _assign)
             job = self.jobs[job_id]
             job.attempt += 1
             w.held[job_id] = job.attempt
             self._location[job_id] = w.id
             batch.append((job_id, job.attempt))
         return len(ids)
+
+    def _assign(self, w: WorkerState, job_id: int, batch: list[tuple[int, int]]) -> None:
+        job = self.jobs[job_id]
+        job.attempt += 1
+        w.held[job_id] = job.attempt
+        self._location[job_id] = w.id
+        if job.res is not None:
+            w.take(job.res)
+        batch.append((job_id, job.attempt))
 
     def validate(self) -> None:
         """Check the invariants; raises AssertionError describing the first violation."""
@@ -391,7 +464,26 @@ class Scheduler:
         assert set(self.jobs) == queued | set(held), "job table is not exactly queued + held"
         assert self._kill_pending <= set(held), "a pending kill for a job no worker holds"
         assert self.queued_count + self.running_count == len(self.jobs), "counts inconsistent"
+        for w in self.workers.values():
+            reqs = [r for r in (self.jobs[j].res for j in w.held) if r is not None]
+            assert (w.sized, w.cpus_extra, w.memory_used, w.gpus_used) == (
+                len(reqs), sum(r.cpus - 1 for r in reqs), sum(r.memory for r in reqs),
+                sum(r.gpus for r in reqs)), f"worker {w.id}: resources in use out of sync"
         self._queue.validate()
+
+
+def _too_big(res: Request, workers: list[WorkerState]) -> str:
+    """Why a sized job fits none of *workers*, even empty: the first resource none has enough of."""
+    most = max(w.slots for w in workers)
+    if res.cpus > most:
+        return f"needs {res.cpus} cpus; the largest worker has {most}"
+    fit = [w for w in workers if res.cpus <= w.slots]
+    most_gpus = max(w.gpus for w in fit)
+    if res.gpus > most_gpus:
+        return f"needs {res.gpus} gpus; the most any worker with {res.cpus} cpus has is {most_gpus}"
+    mem = max(w.memory for w in fit if res.gpus <= w.gpus)
+    return (f"needs {format_bytes(res.memory)} of memory; the largest worker with the cpus and gpus "
+            f"it asks for has {format_bytes(mem)}")
 
 
 _TRANSITIONS: dict[type, Callable[[Scheduler, Any, list[act.Action]], None]] = {

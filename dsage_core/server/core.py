@@ -26,6 +26,8 @@ from dsage_core.protocol.errors import BadRequest, NotFound, QuotaExceeded, Serv
 from dsage_core.scheduler import Scheduler, SchedJob, events as ev, actions as act
 from dsage_core.model.ext import decode as ext_decode, encode as ext_encode, worker_view
 from dsage_core.server.blobs import BlobTable
+from dsage_core.model.resources import request_of
+from dsage_core.server.deps import InputLinks, input_ids
 from dsage_core.server.jobs import ActiveJob, parse_submission
 from dsage_core.store import NewJob, RunningJob, FinishedJob, StoreError, StoreUnavailable
 
@@ -75,7 +77,7 @@ class Worker:
     def describe(self) -> dict[str, Any]:
         i = self.info
         return {"id": self.id, "host": i.get("host", "?"), "slots": self.slots, "busy": self.busy,
-                "cpus": i.get("cpus"), "memory": i.get("memory"), "os": i.get("os"),
+                "cpus": i.get("cpus"), "memory": i.get("memory"), "gpus": i.get("gpus"), "os": i.get("os"),
                 "python": i.get("python"), "anonymous": self.anonymous, "user": self.user,
                 "last_heartbeat": self.last_heartbeat, "jobs_done": self.jobs_done,
                 "sage": "sage" in self.capabilities, "paused": self.paused, "pid": i.get("pid"),
@@ -162,6 +164,7 @@ class JobServer:
         self.closing = False
         #: jobs with packages= may go to anonymous workers (``dsage server --anonymous-packages``)
         self.anonymous_packages = False
+        self.deps = InputLinks(self)   #: jobs as arguments: who waits for whom (server/deps.py)
 
     # ------------------------------------------------------------------ start-up
     @inlineCallbacks
@@ -172,7 +175,7 @@ class JobServer:
         counts = yield self.store.count_by_status(None)
         for s in TERMINAL:
             self.counts[s] = counts.get(s, 0)
-        sched_jobs, requeue = [], []
+        sched_jobs, requeue, linked = [], [], []
         for row in snap.active:
             job = ActiveJob(id=row["id"], owner=row["owner"], name=row["name"] or "", kind=row["kind"],
                             priority=row["priority"] or 0, trusted_only=bool(row["trusted_only"]),
@@ -184,8 +187,10 @@ class JobServer:
                 requeue.append((job.id, job.failures))
             self.jobs[job.id] = job
             self._count_queued(job.owner, +1)
-            sched_jobs.append(SchedJob(job.id, job.priority, job.trusted_only, job.needs,
-                                       job.attempt, job.failures))
+            if input_ids(job.ext):
+                linked.append(job)
+            else:
+                sched_jobs.append(_sched_job(job))
             if job.blob_id:
                 if not self.blob_table.has(job.owner, job.blob_id):
                     data = yield self.store.get_blob(job.blob_id)
@@ -201,6 +206,9 @@ class JobServer:
                 log.info("dsage.server.unused_blobs_removed", count=dropped)
         if requeue:
             yield self.store.requeue_jobs(requeue)
+        if linked:  # jobs with inputs: waiting again, or ready (their inputs completed)
+            ready = yield self.deps.restore(linked)
+            sched_jobs += [_sched_job(j) for j in ready]
         self._apply(self.scheduler.handle(ev.JobsSubmitted(sched_jobs)))
         log.info("dsage.server.restored", jobs=len(sched_jobs), requeued=len(requeue))
         return len(sched_jobs)
@@ -225,6 +233,9 @@ class JobServer:
             if not self.blob_table.has(owner, b):
                 raise UnknownBlob(f"unknown function blob {b[:80]}: upload it first (a blob is "
                                   f"freed once no unfinished job of yours needs it)")
+        outcomes = None
+        if any(s["ext"] and "inputs" in s["ext"] for s in specs):  # jobs as arguments
+            outcomes = yield self.deps.lookup(owner, [s["ext"] for s in specs])
         queued = self.queued_by_owner.get(owner, 0)
         if queued + len(specs) > self.limits.max_queued_per_user:
             raise QuotaExceeded(f"queued-jobs quota reached: {queued} queued, limit "
@@ -244,7 +255,8 @@ class JobServer:
         optimistic = self.store.writable
         if optimistic:
             self._new_rows.extend(rows)
-            inserted = self._accept(owner, jobs, watcher)  # the INSERT rides in the same transaction
+            # the INSERT rides in the same transaction
+            inserted = self._accept(owner, jobs, watcher, outcomes)
         else:
             inserted = self.store.insert_jobs(rows)
         try:
@@ -260,25 +272,35 @@ class JobServer:
                 self._release_blobs(jobs)
             raise
         if not optimistic:
-            self._accept(owner, jobs, watcher).addErrback(_log_failure)  # the INSERT is stored
+            self._accept(owner, jobs, watcher, outcomes).addErrback(_log_failure)  # the INSERT is stored
         return [j.id for j in jobs]
 
-    def _accept(self, owner: str, jobs: list[ActiveJob], watcher: Any) -> Deferred:
+    def _accept(self, owner: str, jobs: list[ActiveJob], watcher: Any,
+                rows: dict[int, Any] | None = None) -> Deferred:
         """Take jobs into memory and the scheduler, dispatch, and write everything pending in one
-        transaction; returns that transaction's Deferred."""
+        transaction; returns that transaction's Deferred. *rows*: the stored outcomes of their
+        inputs (from ``deps.lookup``), when some name inputs."""
         for j in jobs:
             self.jobs[j.id] = j
             if watcher is not None:
                 self.watchers.setdefault(j.id, set()).add(watcher)
         self._count_queued(owner, len(jobs))
-        self._apply(self.scheduler.handle(ev.JobsSubmitted(
-            [SchedJob(j.id, j.priority, j.trusted_only, j.needs) for j in jobs])))
+        to_schedule = jobs
+        if rows is not None:
+            linked = [j for j in jobs if input_ids(j.ext)]
+            ready = {j.id for j in self.deps.attach(linked, rows)}
+            to_schedule = [j for j in jobs if not input_ids(j.ext) or j.id in ready]
+        self._apply(self.scheduler.handle(ev.JobsSubmitted([_sched_job(j) for j in to_schedule])))
         if self.owner_watchers.get(owner):
             # sessions that follow all of the owner's jobs (the desktop app) see them from submit
             # on; dispatched ones were pushed by _dispatch already
-            waiting = [j for j in jobs if j.status == "queued"]
+            waiting = [j for j in jobs if j.status in ("queued", "waiting")]
             if waiting:
                 self._notify(waiting)
+        elif rows is not None:  # jobs with inputs: the client guessed waiting or queued; tell it
+            shown = [j for j in jobs if j.status in ("queued", "waiting") and input_ids(j.ext)]
+            if shown:
+                self._notify(shown)
         if COMMIT_DELAY > 0 and all(j.status in HELD for j in jobs):
             return self._flush_soon(COMMIT_DELAY)
         return self._flush(want_result=True)
@@ -288,7 +310,27 @@ class JobServer:
         for j in jobs:
             j.kill_requested = True
             self.watchers.pop(j.id, None)
+            if j.status == "waiting":
+                j.error = "withdrawn: its submit was not stored"
+                self._finalize(j, "killed")
         self._apply(self.scheduler.handle(ev.KillRequested(ids)))
+
+    def release(self, jobs: list[ActiveJob]) -> None:
+        """Waiting jobs whose inputs all completed go to the scheduler (see server/deps.py)."""
+        limit = self.limits.max_payload + self.limits.max_result
+        go = []
+        for j in jobs:
+            size = self.deps.input_bytes(j.id)
+            if size > limit:
+                j.error = (f"the inputs of this job are {size} bytes, over the limit of {limit} bytes "
+                           "(max_payload + max_result)")
+                self._finalize(j, "failed")
+            else:
+                j.status = "queued"
+                go.append(j)
+        self._apply(self.scheduler.handle(ev.JobsSubmitted([_sched_job(j) for j in go])))
+        self._notify([j for j in go if j.status == "queued"])
+        self._schedule_flush()
 
     def put_blob(self, owner: str, blob_id: str, data: bytes) -> Deferred:
         """Keep a function blob (opaque bytes) of *owner* in memory and in the store, within the
@@ -350,7 +392,7 @@ class JobServer:
             if not self._visible(owner, admin, job.owner):
                 raise NotFound(f"no such job: {job_id}")
             d = _job_record(job)
-            d["waiting_reason"] = self.scheduler.waiting_reason(job_id)
+            d["waiting_reason"] = self.deps.reason(job_id) or self.scheduler.waiting_reason(job_id)
             return d
         self._settle()
         row = yield self.store.get_job(job_id)
@@ -395,11 +437,12 @@ class JobServer:
         who = None if (admin and query.get("all")) else owner
         self._settle()
         # the store knows one state for every job a worker holds ('running'); memory knows which
-        d = self.store.list_jobs(owner=who, status="running" if status in HELD else status, text=text,
+        stored = "running" if status in HELD else "queued" if status == "waiting" else status
+        d = self.store.list_jobs(owner=who, status=stored, text=text,
                                  after_id=after_id, limit=limit,
                                  newest_first=bool(query.get("newest_first")))
         d.addCallback(self._live_rows)
-        if status in HELD:
+        if status in HELD or status in ("queued", "waiting"):
             d.addCallback(lambda rows: [r for r in rows if r["status"] == status])
         return d
 
@@ -415,15 +458,20 @@ class JobServer:
 
     def kill(self, owner: str, admin: bool, job_ids: list[int], address: str = "") -> list[bool]:
         """Kill queued or running jobs the caller owns; False for unknown, foreign or finished ones."""
-        ok, targets = [], []
+        ok, targets, waiting = [], [], []
         for jid in job_ids:
             job = self.jobs.get(jid)
             if job is None or job.status in TERMINAL or not self._visible(owner, admin, job.owner):
                 ok.append(False)
                 continue
             job.kill_requested = True
-            targets.append(jid)
+            (waiting if job.status == "waiting" else targets).append(jid)
             ok.append(True)
+        for jid in waiting:  # not in the scheduler yet (see server/deps.py)
+            job = self.jobs[jid]
+            job.error = "killed by its owner"
+            self._finalize(job, "killed")
+        targets += waiting  # for the audit line; the scheduler ignores ids it does not hold
         if targets:
             self.store.audit("kill", owner, address, ",".join(map(str, targets))).addErrback(_log_failure)
             self._apply(self.scheduler.handle(ev.KillRequested(targets)))
@@ -435,8 +483,8 @@ class JobServer:
         s = self.scheduler
         d: dict[str, Any] = dict(self.counts)
         held = self._held_counts()
-        d.update(time=now, queued=s.queued_count, rate_1m=self.rate.rate(now), busy_slots=s.slots_busy,
-                 held=s.running_count, discarded=self.discarded, **held,
+        d.update(time=now, queued=s.queued_count, waiting=len(self.deps.waiting), rate_1m=self.rate.rate(now),
+                 busy_slots=s.slots_busy, held=s.running_count, discarded=self.discarded, **held,
                  total_slots=sum(w.slots for w in self.workers.values()), workers=len(self.workers))
         return d
 
@@ -498,7 +546,8 @@ class JobServer:
         self.workers[wid] = w
         self._workers_dirty = True
         log.info("dsage.server.worker_joined", worker=wid, slots=slots, anonymous=anonymous, user=user)
-        self._apply(self.scheduler.handle(ev.WorkerJoined(wid, slots, anonymous, caps, now)))
+        self._apply(self.scheduler.handle(ev.WorkerJoined(wid, slots, anonymous, caps, now,
+                                                          memory=info["memory"] or 0, gpus=info["gpus"])))
         return w
 
     def is_local(self, proof: Any) -> bool:
@@ -591,6 +640,8 @@ class JobServer:
             self._notify(started)
         if dones:
             self._on_done(w, dones)
+            if self.deps._ended:
+                self.deps.resolve()  # dependents of what just finished start in this turn
         if backs:
             items = [(b[1], b[2], bool(b[3])) for b in backs]
             actions = self.scheduler.handle(ev.JobsHandedBack(worker_id, items))
@@ -756,6 +807,8 @@ class JobServer:
         self._count_queued(job.owner, -1)
         if job.blob_held:
             self._release_blob(job)
+        if self.deps.dependents or self.deps.values:
+            self.deps.ended(job)
         self._finished_rows.append((FinishedJob(job.id, status, job.result, job.result_preview, job.error,
                                                 job.output_text() or None, job.started, job.finished,
                                                 job.worker, job.result_file,
@@ -811,6 +864,8 @@ class JobServer:
                     w.sent_blobs.add(job.blob_id)
             entry = [jid, attempt, job.payload, job.blob_id, job.timeout, job.limits]
             wext = worker_view(job.ext)
+            if job.ext is not None and "inputs" in job.ext:
+                wext = self.deps.worker_view(jid, wext)
             if wext is not None:
                 entry.append(wext)
             entries.append(entry)
@@ -1024,6 +1079,7 @@ def clean_worker_info(info: Any) -> dict[str, Any]:
     sage = info.get("sage", False)
     if not isinstance(sage, bool):
         raise BadRequest("worker info: sage must be true or false")
+    gpus = _int_in(info.get("gpus"), 0, 1024, "gpus", default=0)
     token = info.get("local_token")
     if token is not None and (not isinstance(token, str) or len(token) > 200):
         raise BadRequest("worker info: local_token must be short text")
@@ -1034,8 +1090,14 @@ def clean_worker_info(info: Any) -> dict[str, Any]:
             "cpus": _int_in(info.get("cpus"), 0, 1 << 20, "cpus", default=0) or None,
             "memory": _int_in(info.get("memory"), 0, 1 << 62, "memory", default=0) or None,
             "os": _text_in(info.get("os"), 200, "os"), "python": _text_in(info.get("python"), 40, "python"),
-            "version": _text_in(info.get("version"), 40, "version"), "sage": sage,
+            "version": _text_in(info.get("version"), 40, "version"), "sage": sage, "gpus": gpus,
             "local_token": token, "address": _text_in(info.get("address"), 200, "address")}
+
+
+def _sched_job(job: ActiveJob) -> SchedJob:
+    """The scheduler's record of a job (its resource request, if any, from its ext options)."""
+    return SchedJob(job.id, job.priority, job.trusted_only, job.needs, job.attempt, job.failures,
+                    request_of(job.ext))
 
 
 def _result_file_of(d: list[Any]) -> dict[str, Any] | None:

@@ -6,6 +6,7 @@ from typing import Any
 
 from dsage_core.limits import Limits
 from dsage_core.model.ext import check_ext
+from dsage_core.model.resources import with_requests
 from dsage_core.protocol.errors import BadRequest
 
 TRUNCATED = "\n[dsage: output truncated after {n} bytes]\n"
@@ -135,6 +136,8 @@ def parse_submission(raw: Any, limits: Limits) -> dict[str, Any]:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
                 raise BadRequest(f"bad job limit {k!r}={v!r} (a positive number)")
     code = _str(code, "code", limits.max_code, optional=True)
+    if ext:  # resource requests: needs= joins the needs field, memory= is also the memory limit
+        needs, jlimits = with_requests(ext, needs, jlimits)
     return dict(name=name, kind=kind, priority=priority, trusted_only=trusted,
                 needs=frozenset(needs), payload=payload, blob_id=blob_id, timeout=timeout,
                 limits=jlimits, code=code, ext=ext)

@@ -164,6 +164,8 @@ class RunSender:
         n = (len(payload) if isinstance(payload, (bytes, bytearray)) else 0) + 100
         if blob_id is not None and blob_id in self.blobs:
             n += len(self.blobs[blob_id])
+        if len(entry) > 6 and entry[6] and "input_values" in entry[6]:  # jobs as arguments
+            n += sum(len(b) for _, b in entry[6]["input_values"])
         return n
 
     def _blobs_for(self, entries: list[list[Any]]) -> dict[str, bytes]:

@@ -361,6 +361,24 @@ class SqliteStore:
             return row
         return self._read(thd)
 
+    def job_outcomes(self, job_ids: list[int]) -> Deferred:
+        """Fires with ``{id: {"owner", "status", "result", "error"}}`` for those of *job_ids* that
+        exist (a result stored as a file is read back): what a job that names them as inputs needs."""
+        def thd(c: sqlite3.Connection) -> dict[int, dict[str, Any]]:
+            out: dict[int, dict[str, Any]] = {}
+            ids = list(job_ids)
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                cur = c.execute("SELECT id, owner, status, result, result_file, error FROM jobs WHERE id IN "
+                                f"({','.join('?' * len(chunk))})", chunk)
+                for r in cur.fetchall():
+                    row = _row(cur, r)
+                    if row["status"] == "completed":
+                        self._thd_read_result(row)
+                    out[row["id"]] = row
+            return out
+        return self._read(thd)
+
     def list_jobs(self, owner: str | None = None, status: str | None = None, text: str | None = None,
                   after_id: int = 0, limit: int = 1000, newest_first: bool = False) -> Deferred:
         """Fires with job summaries (no payload, result, output or code) with ``id > after_id``,

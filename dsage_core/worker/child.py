@@ -26,6 +26,7 @@ from typing import Any
 import msgpack
 
 from dsage_core import _progress as progress_mod, codec, local_results
+from dsage_core.model import inputs
 from dsage_core.worker import contain
 from dsage_core.worker.capture import Capture
 from dsage_core.worker.framing import FrameDecoder, frame_parts
@@ -262,7 +263,7 @@ class Child:
         progress_mod._set_sender(job_id, self.chan)
         try:
             payload = msgpack.unpackb(payload_bytes, raw=False)
-            value = self._execute(payload, blob_id, blob, scratch)
+            value = self._execute(payload, blob_id, blob, scratch, extra)
             restore()
             restore = _nothing
             try:
@@ -317,7 +318,8 @@ class Child:
         self._cpu_mark, self._cpu_unread = now, 0.0
         return cpu
 
-    def _execute(self, p: dict[str, Any], blob_id: str | None, blob: bytes | None, scratch: Path) -> Any:
+    def _execute(self, p: dict[str, Any], blob_id: str | None, blob: bytes | None, scratch: Path,
+                 extra: dict[str, Any] | None = None) -> Any:
         kind = p.get("k")
         if kind == "func":
             import cloudpickle
@@ -325,6 +327,9 @@ class Child:
                 (scratch / Path(name).name).write_bytes(data)
             fn = self._function(blob_id, blob)
             args, kwargs = cloudpickle.loads(p["args"])
+            if extra and inputs.VALUES_KEY in extra:  # jobs as arguments: their values
+                values = {i: codec.decode_value(b) for i, b in extra[inputs.VALUES_KEY]}
+                args, kwargs = inputs.substitute(args, kwargs, values)
             return fn(*args, **kwargs)
         ns = self._namespace(p)
         for name, data in p.get("files") or []:

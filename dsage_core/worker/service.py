@@ -49,6 +49,8 @@ class WorkerConfig:
     max_procs: int | None = None     #: processes + threads per job; None: the default, 0: no limit
     contain: bool = True             #: contain children (worker/contain.py); off only for tests
     env_cache: Path | None = None    #: where packages= sets are installed (worker/envs.py default)
+    memory: int | None = None        #: bytes offered to jobs that ask for memory; None: the machine's
+    gpus: int | None = None          #: gpus offered; None: the machine's NVIDIA devices
 
 
 @implementer(RIWorkerRunner)
@@ -85,14 +87,24 @@ def containment_policy(config: WorkerConfig) -> dict[str, Any]:
     return {"hide": hide, "max_procs": max_procs}
 
 
-def host_inventory(slots: int) -> dict[str, Any]:
-    """What the server shows about this machine."""
+def host_inventory(slots: int, memory: int | None = None, gpus: int | None = None) -> dict[str, Any]:
+    """What the server shows about this machine, and the resources it offers: *slots* cpus (one
+    job process each), *memory* bytes and *gpus* (None: what the machine has)."""
     from dsage_core.client.sage_check import sage_available
     return {"host": socket.gethostname(), "pid": os.getpid(), "slots": slots,
             "capabilities": ["sage"] if sage_available() else [],
-            "cpus": os.cpu_count() or 1, "memory": psutil.virtual_memory().total,
+            "gpus": machine_gpus() if gpus is None else gpus,
+            "cpus": os.cpu_count() or 1, "memory": memory or psutil.virtual_memory().total,
             "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
             "version": __version__}
+
+
+def machine_gpus() -> int:
+    """NVIDIA devices this machine has (``/dev/nvidia0``, ``/dev/nvidia1``...)."""
+    try:
+        return sum(1 for n in os.listdir("/dev") if n.startswith("nvidia") and n[6:].isdigit())
+    except OSError:
+        return 0
 
 
 class WorkerService:
@@ -157,7 +169,7 @@ class WorkerService:
 
     @inlineCallbacks
     def _got_session(self, session: Any) -> Any:
-        info = host_inventory(self.pool.slots)
+        info = host_inventory(self.pool.slots, self.config.memory, self.config.gpus)
         token = local_results.read_token(self.config.home)
         if token and not self.config.anonymous:
             info["local_token"] = local_results.proof(token, local_results.server_id_of(self.config.furl))

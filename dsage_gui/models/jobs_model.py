@@ -20,7 +20,7 @@ COLUMNS = ("ID", "Name", "Status", "Worker", "Created", "Elapsed", "Result", "Pr
 #: "running" means a child runs it; "assigned" waits in a worker's buffer; "paused" is on a paused worker
 STATUS_COLORS = {"queued": "#7f8c8d", "assigned": "#5d6d7e", "running": "#2471a3", "paused": "#d68910",
                  "completed": "#1e8449", "failed": "#c0392b", "killed": "#935116", "timed_out": "#b9770e",
-                 "lost": "#6c3483"}
+                 "lost": "#6c3483", "waiting": "#a6acaf"}
 SORT_KEYS = ("id", "name", "status", "worker", "created", None, "result_preview", "progress", None)
 ELAPSED, ETA = 5, 8   #: computed columns (they change with the clock: the pane repaints them)
 

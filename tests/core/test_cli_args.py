@@ -96,7 +96,7 @@ def test_eval_without_wait_says_submitted(fake, capsys):
 def test_jobs_status_choices_are_the_job_states(fake):
     """--status accepts exactly the states a job can be in, and passes them to the server."""
     action = _option(cli.build_parser(), "jobs", "--status")
-    assert set(action.choices) == {"queued", "assigned", "running", "paused", "completed", "failed", "killed",
+    assert set(action.choices) == {"waiting", "queued", "assigned", "running", "paused", "completed", "failed", "killed",
                                    "timed_out", "lost"}
     assert tuple(action.choices) == ALL_STATES
     assert cli.main(["jobs", "--status", "timed_out"]) == 0

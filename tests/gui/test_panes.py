@@ -224,7 +224,7 @@ def test_status_bar_shows_server_connection_and_counts(qtbot, win, fake_session)
     assert win.conn_label.text() == "connected"
     fake_session.client.emit("stats", {"queued": 5, "running": 2, "completed": 9, "failed": 1, "busy_slots": 2,
                                        "total_slots": 4, "workers": 1, "time": 1.0})
-    assert win.counts_label.text() == ("5 queued · 0 assigned · 2 running · 0 paused · 9 done · 1 failed · "
+    assert win.counts_label.text() == ("0 waiting · 5 queued · 0 assigned · 2 running · 0 paused · 9 done · 1 failed · "
                                        "0 killed · 0 timed out · 0 lost · 2/4 slots · 1 workers")
 
 
