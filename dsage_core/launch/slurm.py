@@ -28,6 +28,17 @@ from dsage_core import textsafe
 STATE = "launched.json"
 
 
+#: Slurm before 23.02 does not set SLURM_JOB_END_TIME: the script asks squeue for the end (none
+#: for a job without a time limit, or where GNU date is missing: the worker then stops at Slurm's
+#: SIGTERM, which also hands its jobs back)
+END_TIME = """\
+if [ -z "${SLURM_JOB_END_TIME:-}" ]; then
+  end=$(squeue -h -j "$SLURM_JOB_ID" -o %e 2>/dev/null)
+  if SLURM_JOB_END_TIME=$(date -d "$end" +%s 2>/dev/null); then export SLURM_JOB_END_TIME
+  else unset SLURM_JOB_END_TIME; fi
+fi"""
+
+
 @dataclass
 class Plan:
     """Everything one batch script says."""
@@ -59,7 +70,7 @@ def batch_script(plan: Plan) -> str:
     args = [plan.python, plan.furl, str(plan.key), str(plan.cpus), f"{plan.stop_before_end:g}"]
     return "\n".join(["#!/bin/sh", *(f"#SBATCH {shlex.quote(o)}" for o in opts),
                       "# written by 'dsage launch slurm': one dsage worker per node; they hand their "
-                      "jobs back before the time limit",
+                      "jobs back before the time limit", END_TIME,
                       f"exec srun --kill-on-bad-exit=0 sh -c {shlex.quote(task)} "
                       + " ".join(shlex.quote(a) for a in args), ""])
 
@@ -162,7 +173,7 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--stop-before-end", type=float, default=60.0, metavar="SECONDS",
                    help="workers hand their jobs back this long before the time limit (default: %(default)s)")
     p.add_argument("--sbatch-option", action="append", default=[], metavar="OPT",
-                   help="one more #SBATCH option, e.g. --account=lab (repeatable)")
+                   help="one more #SBATCH option, written --sbatch-option=--account=lab (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="print the batch script; submit nothing")
     p.add_argument("--cancel", action="store_true",
                    help="scancel every job launched from this home and remove their worker keys")

@@ -60,3 +60,15 @@ def sshd(tmp_path):
         pytest.skip(str(e))
     yield s
     s.stop()
+
+
+@pytest.fixture
+def slurm():
+    """A private single-node Slurm (munged, slurmctld, slurmd) for one test."""
+    from tests.launch.slurmbed import Slurm
+    try:
+        s = Slurm()
+    except Unavailable as e:
+        pytest.skip(str(e))
+    yield s
+    s.stop()

@@ -1,0 +1,79 @@
+"""``dsage launch slurm`` against a real single-node Slurm started by the fixture: the batch job's
+worker logs in with a key made for the launch and runs jobs; ``--cancel`` stops it and removes the
+key; a worker whose allocation ends soon hands its jobs back and stops by itself."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from dsage_core.launch import slurm as launch_slurm
+from tests.launch.conftest import dsage_cmd
+
+pytestmark = [pytest.mark.timeout(240), pytest.mark.e2e]
+
+
+def launch(home, slurm, *args):
+    """``dsage launch slurm ARGS`` on the server's home; returns the Slurm job id it submitted."""
+    p = dsage_cmd(home, "launch", "slurm", "--python", sys.executable, *args, env={"SLURM_CONF": slurm.env["SLURM_CONF"]})
+    m = re.search(r"submitted Slurm job (\d+)", p.stdout)
+    assert m, p.stdout + p.stderr
+    return m.group(1)
+
+
+def slurm_worker(client):
+    """The one connected worker (that of the batch job): its info dict."""
+    (w,) = client.workers()
+    return w
+
+
+def test_slurm_worker_joins_runs_a_job_and_cancel_stops_it(server, client, slurm):
+    """A one-node launch runs a job on a worker logged in as the launch's own worker key (never
+    the admin's); --cancel scancels the Slurm job, the worker process exits, its key is removed
+    from the server and from disk, and nothing is left to cancel."""
+    home, _ = server
+    job = launch(home, slurm, "--nodes", "1", "--cpus-per-node", "1", "--time", "10")
+    j = client("6*7")
+    assert j.wait(120).result == 42, slurm.log_tail()
+    w = slurm_worker(client)
+    assert w["user"].startswith("slurm-") and w["id"] == j.worker
+    (entry,) = json.loads((home / "slurm" / "launched.json").read_text())
+    assert entry["job"] == job and entry["user"] == w["user"]
+    monitor = psutil.Process(w["pid"])
+    out = dsage_cmd(home, "launch", "slurm", "--cancel", env={"SLURM_CONF": slurm.env["SLURM_CONF"]}).stdout
+    assert f"cancelled Slurm job {job}" in out
+    monitor.wait(60)   # raises TimeoutExpired if the worker outlives its allocation
+    assert w["user"] not in dsage_cmd(home, "user", "list").stdout
+    assert not (home / "slurm" / entry["user"].split("-")[1] / "worker_key").exists()
+    assert job not in slurm.squeue()
+    again = dsage_cmd(home, "launch", "slurm", "--cancel", env={"SLURM_CONF": slurm.env["SLURM_CONF"]})
+    assert "nothing to cancel" in again.stdout
+
+
+def test_worker_hands_back_before_the_allocation_ends(server, client, slurm, tmp_path):
+    """With a 1-minute allocation and --stop-before-end 50, the batch job's worker stops by itself
+    about 10 s in (it read the allocation's end), handing back the long job it ran; the job then
+    completes on another worker, and the Slurm job ended well before its time limit."""
+    home, furl = server
+    launch(home, slurm, "--nodes", "1", "--cpus-per-node", "1", "--time", "1", "--stop-before-end", "50")
+    assert client("1+1").wait(120).result == 2, slurm.log_tail()
+    w = slurm_worker(client)
+    long = client.eval("import time\ntime.sleep(15)\nDSAGE_RESULT = 'done'")
+    psutil.Process(w["pid"]).wait(55)   # well before the 60 s limit
+    (entry,) = launch_slurm.load_state(home)
+    log = next((home / "slurm").glob("*/slurm-*.out")).read_text()
+    assert "the allocation ends soon: handing jobs back and stopping" in log, log
+    assert long.status != "completed"
+    other = subprocess.Popen([sys.executable, "-m", "dsage_core", "worker", "--server", furl, "--key",
+                              str(home / "dsage_key"), "--workers", "1", "--home", str(tmp_path / "w2"),
+                              "--quiet"])
+    try:
+        assert long.wait(60).result == "done"
+        assert long.worker != w["id"]
+    finally:
+        other.terminate()
+        other.wait(30)
