@@ -182,7 +182,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     def launch(reactor: Any, furl: str) -> None:
         cfg = WorkerConfig(home=home, furl=furl, slots=args.workers, key_path=key, anonymous=args.anonymous,
                            mem_limit=args.mem_limit * 1024 * 1024 if args.mem_limit else None,
-                           cpu_limit=args.cpu_limit, nice=args.nice, key=key_obj, hide=hide,
+                           cpu_limit=args.cpu_limit, nice=args.nice, key=key_obj,
+                           hide=hide + [Path(h).expanduser() for h in args.hide],
                            max_procs=args.max_procs)
         w = WorkerService(cfg, reactor)
         holder["w"] = w
@@ -671,6 +672,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--anonymous", action="store_true", help="join without a key (if the server allows)")
     s.add_argument("--invite", help="join with an invite code (registers this machine's key); "
                    "'-': read the code from the first line of stdin")
+    s.add_argument("--hide", action="append", default=[], metavar="FILE",
+                   help="a file jobs must not read, hidden with its directory like the worker's own key "
+                        "(repeatable; dsage launch slurm hides the server's home this way)")
     s.add_argument("--exit-with-stdin", action="store_true",
                    help="stop (handing jobs back) when stdin closes: ties the worker to the ssh "
                         "session of 'dsage launch ssh'")

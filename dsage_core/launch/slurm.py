@@ -53,6 +53,9 @@ class Plan:
     time: str | None = None
     stop_before_end: float = 60.0
     extra: tuple[str, ...] = ()   #: more ``#SBATCH`` options, as given
+    #: what jobs must not read: the admin key, and with it the server's home (its directory), which
+    #: the compute nodes see when the home directory is shared
+    hide: Path = Path("dsage_key")
 
 
 def batch_script(plan: Plan) -> str:
@@ -66,8 +69,10 @@ def batch_script(plan: Plan) -> str:
         opts.append(f"--time={plan.time}")
     opts += plan.extra
     task = ('exec "$0" -m dsage_core worker --server "$1" --key "$2" --workers "$3" '
-            '--stop-before-end "$4" --home "${TMPDIR:-/tmp}/dsage-worker.$SLURM_JOB_ID.$SLURM_PROCID"')
-    args = [plan.python, plan.furl, str(plan.key), str(plan.cpus), f"{plan.stop_before_end:g}"]
+            '--stop-before-end "$4" --hide "$5" '
+            '--home "${TMPDIR:-/tmp}/dsage-worker.$SLURM_JOB_ID.$SLURM_PROCID"')
+    args = [plan.python, plan.furl, str(plan.key), str(plan.cpus), f"{plan.stop_before_end:g}",
+            str(plan.hide)]
     return "\n".join(["#!/bin/sh", *(f"#SBATCH {shlex.quote(o)}" for o in opts),
                       "# written by 'dsage launch slurm': one dsage worker per node; they hand their "
                       "jobs back before the time limit", END_TIME,
@@ -191,7 +196,7 @@ def run(args: Any, connect: Callable[[], Any]) -> int:
     def plan_for(furl: str) -> Callable[[Path, Path], Plan]:
         return lambda key, d: Plan(furl, key, d, args.nodes, args.cpus_per_node, args.python,
                                    args.partition, args.time, args.stop_before_end,
-                                   tuple(args.sbatch_option))
+                                   tuple(args.sbatch_option), home / "dsage_key")
     if args.dry_run:
         from dsage_core.protocol.connect import read_furl, read_own_furl
         furl = read_furl(args.server) if args.server else read_own_furl(home, 0)

@@ -41,6 +41,9 @@ def test_slurm_worker_joins_runs_a_job_and_cancel_stops_it(server, client, slurm
     assert j.wait(120).result == 42, slurm.log_tail()
     w = slurm_worker(client)
     assert w["user"].startswith("slurm-") and w["id"] == j.worker
+    # a job on the cluster cannot read the server's home (its admin key), though the node sees it
+    look = client(f"__import__('os').listdir({str(home)!r})")
+    assert look.wait(60).result == [], look
     (entry,) = json.loads((home / "slurm" / "launched.json").read_text())
     assert entry["job"] == job and entry["user"] == w["user"]
     monitor = psutil.Process(w["pid"])

@@ -63,4 +63,12 @@ def test_the_script_passes_values_as_arguments_not_as_shell_code():
     plan = slurm.Plan("pb://x@tcp:h:1/login", __import__("pathlib").Path("/k/worker key"),
                       __import__("pathlib").Path("/o"), 1, 2, python="/opt/my $(python)")
     last = slurm.batch_script(plan).strip().splitlines()[-1]
-    assert last.endswith("'/opt/my $(python)' pb://x@tcp:h:1/login '/k/worker key' 2 60")
+    assert last.endswith("'/opt/my $(python)' pb://x@tcp:h:1/login '/k/worker key' 2 60 dsage_key")
+
+
+def test_worker_invite_from_empty_stdin_says_so(tmp_path):
+    """``dsage worker --invite -`` with nothing on stdin fails at once with the reason (no hang,
+    no traceback)."""
+    p = subprocess.run([sys.executable, "-m", "dsage_core", "worker", "--home", str(tmp_path / "h"),
+                        "--invite", "-"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and p.stderr.strip() == "dsage: error: --invite -: no invite code on stdin", p.stderr
