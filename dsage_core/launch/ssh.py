@@ -168,18 +168,17 @@ def _raise_stop(number: int, frame: Any) -> None:
     raise _Stop(signal.Signals(number).name)
 
 
-def make_invites(client: Any, hosts: list[str]) -> dict[str, str]:
-    """One one-use worker invite per host (the admin key of this machine makes them)."""
+def make_invites(client: Any, hosts: list[str], codes: dict[str, tuple[str, str]]) -> None:
+    """One one-use worker invite per host (the admin key of this machine makes them), into
+    *codes*: host -> (invite id, code)."""
     from dsage_core import keys
-    codes = {}
     for h in hosts:
         r = client.admin("invite_add", "worker", INVITE_SECONDS, 1)
-        codes[h] = keys.make_invite_code(client.furl, r["id"], r["secret"])
+        codes[h] = (r["id"], keys.make_invite_code(client.furl, r["id"], r["secret"]))
     from dsage_core.protocol.hints import furl_hosts, loopback_warning
     warning = loopback_warning(furl_hosts(client.furl), r.get("listen"), "each host's invite code")
     if warning:
         print(f"dsage launch ssh: {warning}", file=sys.stderr, flush=True)
-    return codes
 
 
 def launch(hosts: list[str], codes: dict[str, str], python: str, workers: int | None,
@@ -250,8 +249,16 @@ def run(args: Any, connect: Callable[[], Any]) -> int:
     if len(set(args.hosts)) != len(args.hosts):
         raise ValueError("a host is named twice (each host runs one worker; use --workers for slots)")
     D = connect()
+    invites: dict[str, tuple[str, str]] = {}
     try:
-        codes = make_invites(D, args.hosts)
+        make_invites(D, args.hosts, invites)
+        return launch(args.hosts, {h: code for h, (_, code) in invites.items()}, args.python,
+                      args.workers, args.remote_home, args.ssh)
     finally:
+        # an invite a host never redeemed (unreachable, stopped first) must not stay usable
+        for invite_id, _ in invites.values():
+            try:
+                D.admin("invite_revoke", invite_id)
+            except Exception:   # the server is gone: the invite expires by itself
+                pass
         D.shutdown()
-    return launch(args.hosts, codes, args.python, args.workers, args.remote_home, args.ssh)

@@ -88,12 +88,19 @@ def test_launched_workers_join_run_jobs_and_stop_on_ctrl_c(server, client, sshd,
         assert not (tmp_path / "remote-box1" / "dsage_key").read_bytes() == (home / "dsage_key").read_bytes()
         procs = remote_processes(client)
         assert len(procs) >= 2
+        # the invite codes travelled on stdin: no command line on the machine shows one
+        shown = [p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
+                 if any("dsage1-" in a for a in p.info["cmdline"] or ())]
+        assert shown == [], shown
         launcher.p.send_signal(signal.SIGINT)
         assert launcher.p.wait(60) == 0, launcher.text
         _, alive = psutil.wait_procs(procs, timeout=30)
         assert alive == [], f"remote worker processes left running: {alive}\n{launcher.text}"
         assert "box1: stopped" in launcher.text and "box2: stopped" in launcher.text
         assert "Traceback" not in launcher.text, launcher.text
+        # both invites were used once and then revoked: neither can be used again
+        listed = dsage_cmd(home, "invite", "list").stdout.splitlines()
+        assert len(listed) == 2 and all(line.endswith("revoked") for line in listed), listed
     finally:
         launcher.kill()
 
