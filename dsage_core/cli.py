@@ -148,7 +148,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.invite and (args.anonymous or args.server):
         return _fail("--invite names its server and registers a key: it cannot go with --anonymous or --server")
     if args.invite == "-":   # dsage launch ssh: the code comes on stdin, never on a command line
-        args.invite = _read_stdin_line()
+        from dsage_core.worker.lifeline import read_stdin_line
+        args.invite = read_stdin_line()
         if not args.invite:
             return _fail("--invite -: no invite code on stdin")
     furl = None
@@ -221,17 +222,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
             launch(reactor, server_furl)
         return redeem(args.invite, home, reactor, session="worker", key_path=key).addCallback(redeemed)
     return _run_reactor(start, lambda: holder["w"].stop() if "w" in holder else None)
-
-
-def _read_stdin_line(limit: int = 4096) -> str:
-    """One line from fd 0, read byte by byte so nothing after it is consumed."""
-    data = b""
-    while len(data) < limit:
-        c = os.read(0, 1)
-        if not c or c == b"\n":
-            break
-        data += c
-    return data.decode("ascii", "replace").strip()
 
 
 def _stopping(reactor: Any, args: argparse.Namespace, why: str) -> None:

@@ -57,6 +57,18 @@ def watch_parent(reactor: Any, pid: int | None, on_orphaned: Callable[[], None])
     return lc
 
 
+def read_stdin_line(limit: int = 4096, fd: int = 0) -> str:
+    """One line from *fd* (stdin), read byte by byte so nothing after it is consumed (how
+    ``dsage worker --invite -`` takes its code before stdin becomes its lifeline)."""
+    data = b""
+    while len(data) < limit:
+        c = os.read(fd, 1)
+        if not c or c == b"\n":
+            break
+        data += c
+    return data.decode("ascii", "replace").strip()
+
+
 class _StdinWatch:
     """A reactor reader on fd 0 that calls back once when it reaches end of file (or fails).
 
