@@ -591,7 +591,8 @@ def _launch_parsers(sub: Any) -> None:
     help = "start workers on other machines (ssh, slurm)"
     s = sub.add_parser("launch", help=help, description=help)
     s.set_defaults(func=cmd_launch)
-    ls = s.add_subparsers(dest="launch_cmd", required=True, metavar="ssh|slurm")
+    ls = s.add_subparsers(dest="launch_cmd", required=True, metavar="ssh|slurm",
+                          help="ssh: a worker on each host over OpenSSH; slurm: workers in a Slurm job")
     h = ls.add_parser("ssh", help="a worker on each host over OpenSSH, until Ctrl+C",
                       description="Run 'dsage worker' on each HOST over the system's ssh: each host "
                       "gets a one-use invite (its own key is registered; no private key is copied); "
