@@ -40,6 +40,9 @@ r = {"python": list(sys.version_info[:3])}
 try:
     import dsage_core
     r["dsage"] = dsage_core.__version__
+    from dsage_core.home import SERVER_CERT, resolve_home
+    h = resolve_home(sys.argv[1] or None, create=False)
+    r["home"], r["server_home"] = str(h), (h / SERVER_CERT).exists()
 except Exception as e:
     r["error"] = "%s: %s" % (type(e).__name__, e)
 print("DSAGE-PROBE " + json.dumps(r))
@@ -85,6 +88,9 @@ def judge_probe(python: str, rc: int, out: str, err: str, local_version: str = _
         lacks.append(f"dsage is not importable with {python} ({r.get('error', 'unknown error')})")
     elif r["dsage"] != local_version:
         lacks.append(f"dsage {r['dsage']} there, {local_version} here")
+    if r.get("server_home"):   # e.g. a home directory shared with this machine over NFS
+        lacks.append(f"a dsage home of its own: {r.get('home')} holds a server's files (a home "
+                     f"shared with this machine?); give --remote-home DIR, e.g. '~/.dsage-{{host}}'")
     return lacks
 
 
@@ -95,10 +101,12 @@ def probe_summary(out: str) -> str:
     return f"Python {'.'.join(map(str, r['python']))}, dsage {r['dsage']}"
 
 
-def check(hosts: list[str], python: str, ssh: str, timeout: float = 60.0,
+def check(hosts: list[str], python: str, ssh: str, home: str | None = None, timeout: float = 60.0,
           out: Callable[[str], None] = print) -> int:
-    """Probe every host at once; print one line per host; 1 if any lacks something."""
-    probes = {h: subprocess.Popen(ssh_command(ssh, h, [python, "-c", PROBE]), stdin=subprocess.DEVNULL,
+    """Probe every host at once (*home*: its --remote-home); print one line per host; 1 if any
+    lacks something."""
+    probes = {h: subprocess.Popen(ssh_command(ssh, h, [python, "-c", PROBE, _host_home(home, h) or ""]),
+                                  stdin=subprocess.DEVNULL,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
               for h in hosts}
     bad = 0
@@ -160,6 +168,11 @@ class Remote:
                 pass
 
 
+def _host_home(home: str | None, host: str) -> str | None:
+    """--remote-home for one host ({host} replaced)."""
+    return home.replace("{host}", host) if home else None
+
+
 class _Stop(Exception):
     """SIGINT or SIGTERM arrived."""
 
@@ -193,8 +206,8 @@ def launch(hosts: list[str], codes: dict[str, str], python: str, workers: int | 
     ended: "queue.SimpleQueue[Remote]" = queue.SimpleQueue()
     remotes = []
     for h in hosts:
-        home_h = home.replace("{host}", h) if home else None
-        r = Remote(h, ssh_command(ssh, h, worker_command(python, workers, home_h)), codes[h], ended=ended)
+        r = Remote(h, ssh_command(ssh, h, worker_command(python, workers, _host_home(home, h))), codes[h],
+                   ended=ended)
         remotes.append(r)
     old = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     failed = False
@@ -245,7 +258,7 @@ def stop_all(remotes: list[Remote], grace: float, out: Callable[[str], None]) ->
 def run(args: Any, connect: Callable[[], Any]) -> int:
     """``dsage launch ssh`` with parsed *args*; *connect* opens the admin client session."""
     if args.check:
-        return check(args.hosts, args.python, args.ssh)
+        return check(args.hosts, args.python, args.ssh, args.remote_home)
     if len(set(args.hosts)) != len(args.hosts):
         raise ValueError("a host is named twice (each host runs one worker; use --workers for slots)")
     D = connect()

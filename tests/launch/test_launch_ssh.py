@@ -125,11 +125,12 @@ def test_remote_workers_end_when_the_launcher_is_killed(server, client, sshd, tm
     assert alive == [], f"remote worker processes left running: {alive}"
 
 
-def test_check_reports_what_each_host_lacks(server, sshd):
+def test_check_reports_what_each_host_lacks(server, sshd, tmp_path):
     """``--check``: a host with this venv's Python is ok (its Python and dsage version shown); a
     wrong --python, a Python without dsage and an unreachable host are each reported, exit 1."""
     home, _ = server
-    ok = dsage_cmd(home, "launch", "ssh", "--check", "--ssh", sshd.ssh, "--python", sys.executable, "box1")
+    ok = dsage_cmd(home, "launch", "ssh", "--check", "--ssh", sshd.ssh, "--python", sys.executable,
+                   "--remote-home", str(tmp_path / "remote-{host}"), "box1")
     assert ok.stdout.strip() == f"box1: ok (Python {'.'.join(map(str, sys.version_info[:3]))}, " \
                                 f"dsage {__version__})", ok.stdout
     bad = dsage_cmd(home, "launch", "ssh", "--check", "--ssh", sshd.ssh, "--python", "/nonexistent/python3",
@@ -142,3 +143,7 @@ def test_check_reports_what_each_host_lacks(server, sshd):
     lines = dict(line.split(": ", 1) for line in plain.stdout.splitlines())
     assert "dsage is not importable with /usr/bin/python3" in lines["box1"], plain.stdout
     assert lines["unreachable"].startswith("lacks: ssh cannot reach it"), plain.stdout
+    # a "remote" home that is the server's own (a home directory shared over NFS) is refused
+    shared = dsage_cmd(home, "launch", "ssh", "--check", "--ssh", sshd.ssh, "--python", sys.executable,
+                       "--remote-home", str(home), "box1", check=False)
+    assert shared.returncode == 1 and "holds a server's files" in shared.stdout, shared.stdout

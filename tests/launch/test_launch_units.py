@@ -29,6 +29,9 @@ def test_judge_probe_names_each_missing_piece():
     assert ssh.judge_probe("py", 255, "", "ssh: connect to host x port 22: Connection refused\n", "1.0") == \
         ["ssh cannot reach it: ssh: connect to host x port 22: Connection refused"]
     assert ssh.judge_probe("py", 127, "", "bash: py: command not found\n", "1.0")[0].startswith("no py there")
+    assert ssh.judge_probe("python3", 0, probe().replace('"1.0"', '"1.0", "home": "/h", "server_home": true'),
+                           "", "1.0") == ["a dsage home of its own: /h holds a server's files (a home shared "
+                                          "with this machine?); give --remote-home DIR, e.g. '~/.dsage-{host}'"]
     assert ssh.judge_probe("py", 0, "DSAGE-PROBE {bad json", "", "1.0") == \
         ["py answered the check with something unreadable"]
 
