@@ -82,6 +82,7 @@ def batch_script(plan: Plan) -> str:
 
 # ---------------------------------------------------------------------- remembered launches
 def state_path(home: Path) -> Path:
+    """Where the launches of *home* are remembered."""
     return Path(home) / "slurm" / STATE
 
 
@@ -95,6 +96,7 @@ def load_state(home: Path) -> list[dict[str, Any]]:
 
 
 def save_state(home: Path, launches: list[dict[str, Any]]) -> None:
+    """Replace the remembered launches (atomically: a crash leaves the old list or the new one)."""
     p = state_path(home)
     p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = p.with_suffix(".new")
@@ -104,6 +106,7 @@ def save_state(home: Path, launches: list[dict[str, Any]]) -> None:
 
 # ---------------------------------------------------------------------- the commands
 def _tool(name: str) -> str:
+    """The path of a Slurm command, or a clear error where Slurm is not installed."""
     path = shutil.which(name)
     if path is None:
         raise RuntimeError(f"{name} is not on PATH: run 'dsage launch slurm' on a machine of the "
@@ -124,13 +127,16 @@ def submit(home: Path, client: Any, plan_for: Callable[[Path, Path], Plan],
     pub = keys.generate_keypair(key, d / "worker_key.pub", comment=user)
     client.admin("user_add", user, pub, "worker")
     plan = plan_for(key, d)
-    script = d / "job.sh"
-    script.write_text(batch_script(plan))
-    p = subprocess.run([sbatch, "--parsable", str(script)], capture_output=True, text=True, timeout=120)
-    if p.returncode != 0:
+    try:
+        script = d / "job.sh"
+        script.write_text(batch_script(plan))
+        p = subprocess.run([sbatch, "--parsable", str(script)], capture_output=True, text=True, timeout=120)
+        if p.returncode != 0:
+            raise RuntimeError(f"sbatch refused the job: {(p.stderr or p.stdout).strip()[-500:]}")
+    except BaseException:   # nothing was submitted: the key must not stay usable
         client.admin("user_remove", user)
         shutil.rmtree(d, ignore_errors=True)
-        raise RuntimeError(f"sbatch refused the job: {(p.stderr or p.stdout).strip()[-500:]}")
+        raise
     job = p.stdout.strip().split(";")[0]
     save_state(home, [*load_state(home), {"job": job, "user": user, "dir": str(d)}])
     out(f"submitted Slurm job {job}: {plan.nodes} node(s) x {plan.cpus} slot(s), logged in as {user}; "
@@ -146,24 +152,23 @@ def cancel(home: Path, connect: Callable[[], Any], out: Callable[[str], None] = 
         return 0
     scancel = _tool("scancel")
     D = connect()
-    left, bad = [], 0
+    left = list(launches)   # what is still to cancel, saved whatever happens
     try:
         for entry in launches:
             job, user = str(entry.get("job", "")), str(entry.get("user", ""))
             p = subprocess.run([scancel, job], capture_output=True, text=True, timeout=60)
             if p.returncode != 0 and "Invalid job id" not in p.stderr:   # a finished job is fine
                 out(f"scancel {job} failed: {textsafe.line(p.stderr.strip())}")
-                left.append(entry)
-                bad = 1
                 continue
             D.admin("user_remove", user)
             for name in ("worker_key", "worker_key.pub"):
                 (Path(entry.get("dir", "")) / name).unlink(missing_ok=True)
+            left.remove(entry)
             out(f"cancelled Slurm job {job}; its worker key ({user}) is removed")
     finally:
         D.shutdown()
         save_state(home, left)
-    return bad
+    return 1 if left else 0
 
 
 def add_arguments(p: Any) -> None:

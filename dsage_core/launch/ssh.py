@@ -161,6 +161,7 @@ class Remote:
             pass
 
     def signal(self, sig: int) -> None:
+        """Send *sig* to the local ssh client, if it still runs."""
         if self.proc.poll() is None:
             try:
                 self.proc.send_signal(sig)
@@ -178,6 +179,7 @@ class _Stop(Exception):
 
 
 def _raise_stop(number: int, frame: Any) -> None:
+    """The launcher's SIGINT/SIGTERM handler: unwind the main thread's wait into the stop."""
     raise _Stop(signal.Signals(number).name)
 
 

@@ -92,10 +92,12 @@ def test_launched_workers_join_run_jobs_and_stop_on_a_signal(server, client, ssh
         assert not (tmp_path / "remote-box1" / "dsage_key").read_bytes() == (home / "dsage_key").read_bytes()
         procs = remote_processes(client)
         assert len(procs) >= 2
-        # the invite codes travelled on stdin: no command line on the machine shows one
-        shown = [p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
-                 if any("dsage1-" in a for a in p.info["cmdline"] or ())]
-        assert shown == [], shown
+        # the invite codes travelled on stdin: no command line of the launch shows one (here: the
+        # launcher and its ssh clients; "remotely": everything under the sshd)
+        ours = [psutil.Process(pid) for pid in (launcher.p.pid, sshd.proc.pid)]
+        ours += [c for p in ours for c in p.children(recursive=True)]
+        shown = [p.cmdline() for p in ours if any("dsage1-" in a for a in p.cmdline())]
+        assert shown == [] and len(ours) > 6, shown
         launcher.p.send_signal(stop)
         assert launcher.p.wait(60) == 0, launcher.text
         _, alive = psutil.wait_procs(procs, timeout=30)
