@@ -60,7 +60,10 @@ Host *
   ConnectTimeout 10
 """)
         self.ssh = f"ssh -F {root}/ssh_config"
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)   # sshd's privilege separation dir
+        try:
+            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)   # sshd's privilege separation dir
+        except OSError as e:
+            raise Unavailable(f"sshd needs /run/sshd, which cannot be made here ({e.strerror})") from None
         self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(root / "sshd_config")],
                                      stderr=subprocess.PIPE, text=True)
         self._wait_listening()
