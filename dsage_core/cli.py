@@ -152,6 +152,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     home = _home(args)
     if args.invite and (args.anonymous or args.server):
         return _fail("--invite names its server and registers a key: it cannot go with --anonymous or --server")
+    if args.invite == "-":   # dsage launch ssh: the code comes on stdin, never on a command line
+        from dsage_core.worker.lifeline import read_stdin_line
+        args.invite = read_stdin_line()
+        if not args.invite:
+            return _fail("--invite -: no invite code on stdin")
     furl = None
     if not args.invite:
         try:
@@ -183,7 +188,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     def launch(reactor: Any, furl: str) -> None:
         cfg = WorkerConfig(home=home, furl=furl, slots=args.workers, key_path=key, anonymous=args.anonymous,
                            mem_limit=args.mem_limit * 1024 * 1024 if args.mem_limit else None,
-                           cpu_limit=args.cpu_limit, nice=args.nice, key=key_obj, hide=hide,
+                           cpu_limit=args.cpu_limit, nice=args.nice, key=key_obj,
+                           hide=hide + [Path(h).expanduser() for h in args.hide],
                            max_procs=args.max_procs, memory=args.memory, gpus=args.gpus)
         w = WorkerService(cfg, reactor)
         holder["w"] = w
@@ -205,6 +211,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     def start(reactor: Any) -> Any:
         lifeline.watch_parent(reactor, parent, lambda: stop_reactor(reactor))
+        if args.exit_with_stdin:
+            lifeline.watch_stdin(reactor, lambda: _stopping(reactor, args, "stdin closed"))
+        _watch_walltime(reactor, args)
         if furl is not None:
             return launch(reactor, furl)
         # an invite is redeemed on this reactor, before the worker exists (never a blocking call
@@ -218,6 +227,25 @@ def cmd_worker(args: argparse.Namespace) -> int:
             launch(reactor, server_furl)
         return redeem(args.invite, home, reactor, session="worker", key_path=key).addCallback(redeemed)
     return _run_reactor(start, lambda: holder["w"].stop() if "w" in holder else None)
+
+
+def _stopping(reactor: Any, args: argparse.Namespace, why: str) -> None:
+    if not args.quiet:
+        print(f"dsage worker: {why}: handing jobs back and stopping", file=sys.stderr, flush=True)
+    stop_reactor(reactor)
+
+
+def _watch_walltime(reactor: Any, args: argparse.Namespace) -> None:
+    """In a batch allocation (SLURM_JOB_END_TIME), stop --stop-before-end seconds before its end."""
+    from dsage_core.worker import walltime
+    end = walltime.end_time()
+    if end is None:
+        return
+    if not args.quiet:
+        print(f"dsage worker: the allocation ends at {_fmt_time(end)}; jobs go back to the server "
+              f"{args.stop_before_end:g} s before", file=sys.stderr, flush=True)
+    walltime.watch_end(reactor, end, args.stop_before_end,
+                       lambda: _stopping(reactor, args, "the allocation ends soon"))
 
 
 def cmd_start_all(args: argparse.Namespace) -> int:
@@ -502,6 +530,12 @@ def cmd_invite(args: argparse.Namespace) -> int:
         D.shutdown()
 
 
+def cmd_launch(args: argparse.Namespace) -> int:
+    from dsage_core.launch import slurm, ssh
+    module = ssh if args.launch_cmd == "ssh" else slurm
+    return module.run(args, lambda: _client(args))
+
+
 def _duration(text: str) -> float:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
     t = text.strip().lower()
@@ -561,6 +595,48 @@ def _job_options(s: argparse.ArgumentParser) -> None:
                    help="run only on workers with a key, never on anonymous ones")
 
 
+def _client_options(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--home", help="dsage home (default: $DSAGE_HOME or the user data dir)")
+    sp.add_argument("--server", help="server furl or furl file (default: HOME/server.furl)")
+    sp.add_argument("--key", help="private key (default: HOME/dsage_key)")
+    sp.add_argument("--connect-timeout", type=float, default=10.0, help=argparse.SUPPRESS)
+
+
+def _launch_parsers(sub: Any) -> None:
+    """``dsage launch ssh|slurm``: workers on other machines through OpenSSH or Slurm (the client
+    options go after ssh/slurm: ``dsage launch ssh --home H HOST``)."""
+    help = "start workers on other machines (ssh, slurm)"
+    s = sub.add_parser("launch", help=help, description=help)
+    s.set_defaults(func=cmd_launch)
+    ls = s.add_subparsers(dest="launch_cmd", required=True, metavar="ssh|slurm",
+                          help="ssh: a worker on each host over OpenSSH; slurm: workers in a Slurm job")
+    h = ls.add_parser("ssh", help="a worker on each host over OpenSSH, until Ctrl+C",
+                      description="Run 'dsage worker' on each HOST over the system's ssh: each host "
+                      "gets a one-use invite (its own key is registered; no private key is copied); "
+                      "its lines are shown prefixed by host; Ctrl+C or SIGTERM stops them all (each "
+                      "hands its jobs back). Hosts need Python >= 3.11 and this dsage version.")
+    h.add_argument("hosts", nargs="+", metavar="HOST", help="an ssh destination ([user@]host, an "
+                   "alias of ~/.ssh/config, ssh://user@host:port)")
+    h.add_argument("--workers", "-n", type=int, help="slots per host (default: the host's CPUs minus one)")
+    h.add_argument("--python", default="python3",
+                   help="the Python with dsage on the hosts (default: %(default)s)")
+    h.add_argument("--check", action="store_true", help="only report what each host lacks (ssh, "
+                   "Python >= 3.11, dsage and its version); exit 1 if any lacks something")
+    h.add_argument("--remote-home", metavar="DIR", help="DSAGE_HOME of the remote workers ({host} is "
+                   "replaced by the host; default: their user's usual home)")
+    h.add_argument("--ssh", default="ssh", help="the ssh command, split like a shell would, e.g. "
+                   "'ssh -F cluster.conf' (default: %(default)s)")
+    _client_options(h)
+    from dsage_core.launch.slurm import add_arguments
+    add_arguments(sl := ls.add_parser("slurm", help="workers in a Slurm allocation (sbatch)",
+                                description="Submit (sbatch) one job whose K tasks, one per node, each "
+                                "run 'dsage worker' with C slots against this server, logged in with a "
+                                "worker key made for this launch (the admin key stays here). Workers hand "
+                                "their jobs back before the allocation's time ends. --cancel cancels "
+                                "(scancel) every job launched from this home and removes their keys."))
+    _client_options(sl)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dsage", description="Distributed SAGE: run many computations on "
                                 "every spare core you have.")
@@ -613,7 +689,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gpus", type=int, metavar="K", help="gpus offered (default: the NVIDIA devices)")
     s.add_argument("--key", help="private key (default: HOME/dsage_key)")
     s.add_argument("--anonymous", action="store_true", help="join without a key (if the server allows)")
-    s.add_argument("--invite", help="join with an invite code (registers this machine's key)")
+    s.add_argument("--invite", help="join with an invite code (registers this machine's key); "
+                   "'-': read the code from the first line of stdin")
+    s.add_argument("--hide", action="append", default=[], metavar="FILE",
+                   help="a file jobs must not read, hidden with its directory like the worker's own key "
+                        "(repeatable; dsage launch slurm hides the server's home this way)")
+    s.add_argument("--exit-with-stdin", action="store_true",
+                   help="stop (handing jobs back) when stdin closes: ties the worker to the ssh "
+                        "session of 'dsage launch ssh'")
+    s.add_argument("--stop-before-end", type=float, default=60.0, metavar="SECONDS",
+                   help="inside a Slurm allocation (SLURM_JOB_END_TIME), hand jobs back and stop "
+                        "this many seconds before it ends (default: %(default)s)")
     s.add_argument("--mem-limit", type=int, help="memory limit per job, MiB")
     s.add_argument("--cpu-limit", type=float, help="CPU-time limit per job, seconds")
     s.add_argument("--nice", type=int, default=10, help="niceness of job processes (default: %(default)s)")
@@ -682,6 +768,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--expires", default="1d", help="e.g. 30m, 12h, 1d (default: %(default)s)")
     s.add_argument("--uses", type=int, default=1,
                    help="how many times it can be redeemed (default: %(default)s)")
+
+    _launch_parsers(sub)
 
     s = cmd("gui", cmd_gui, "start the desktop app")
     s.add_argument("gui_args", nargs=argparse.REMAINDER, help="options of the desktop app (dsage gui --help)")

@@ -55,3 +55,61 @@ def watch_parent(reactor: Any, pid: int | None, on_orphaned: Callable[[], None])
     lc.clock = reactor
     lc.start(CHECK_INTERVAL, now=False)
     return lc
+
+
+def read_stdin_line(limit: int = 4096, fd: int = 0) -> str:
+    """One line from *fd* (stdin), read byte by byte so nothing after it is consumed (how
+    ``dsage worker --invite -`` takes its code before stdin becomes its lifeline)."""
+    data = b""
+    while len(data) < limit:
+        c = os.read(fd, 1)
+        if not c or c == b"\n":
+            break
+        data += c
+    return data.decode("ascii", "replace").strip()
+
+
+class _StdinWatch:
+    """A reactor reader on fd 0 that calls back once when it reaches end of file (or fails).
+
+    Not Twisted's ``StandardIO``: that also takes over stdout (made non-blocking), where the
+    worker prints its state lines."""
+
+    def __init__(self, reactor: Any, on_closed: Callable[[], None], fd: int = 0) -> None:
+        self.reactor, self.on_closed, self.fd = reactor, on_closed, fd
+        self.fired = False
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def logPrefix(self) -> str:
+        return "dsage-stdin-lifeline"
+
+    def doRead(self) -> Any:
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return None
+        except OSError:
+            data = b""
+        if not data:
+            self._closed()
+        return None   # anything written to it is ignored: only its end matters
+
+    def connectionLost(self, reason: Any) -> None:
+        self._closed()
+
+    def _closed(self) -> None:
+        if not self.fired:
+            self.fired = True
+            self.reactor.removeReader(self)
+            self.on_closed()
+
+
+def watch_stdin(reactor: Any, on_closed: Callable[[], None], fd: int = 0) -> _StdinWatch:
+    """Call *on_closed* once (on the reactor) when *fd* (stdin) reaches end of file: a worker
+    started over ssh (``dsage launch ssh``) ends with its ssh session, which closes the remote
+    command's stdin however the session ends (Ctrl+C, a killed ssh, a dropped link)."""
+    w = _StdinWatch(reactor, on_closed, fd)
+    reactor.addReader(w)
+    return w
