@@ -61,7 +61,7 @@ class Plan:
 def batch_script(plan: Plan) -> str:
     """The sbatch script: one task per node; each runs a worker in a node-local home. Values reach
     the task's shell as positional arguments, so no value is ever parsed as shell code."""
-    opts = [f"--job-name=dsage-worker", f"--nodes={plan.nodes}", "--ntasks-per-node=1",
+    opts = ["--job-name=dsage-worker", f"--nodes={plan.nodes}", "--ntasks-per-node=1",
             f"--cpus-per-task={plan.cpus}", f"--output={plan.outdir}/slurm-%j.out"]
     if plan.partition:
         opts.append(f"--partition={plan.partition}")
