@@ -43,6 +43,14 @@ def register(option: ExtOption) -> ExtOption:
     return option
 
 
+# ---- replicas (issue 15, untrusted results): kept in one block for easy merges
+from dsage_core.model.replicas import check_replicas as _check_replicas  # noqa: E402
+
+register(ExtOption("replicas", _check_replicas, to_worker=True,
+                   doc="run on k distinct workers; a majority must agree (dsage_core.model.replicas)"))
+# ---- end replicas
+
+
 def check_ext(raw: Any) -> dict[str, Any] | None:
     """Validate a job's ext map; returns it normalised (``None`` when empty). Raises
     ``ValueError`` with a clear message for an unknown key, a bad value or an oversize map."""

@@ -20,6 +20,9 @@ class SchedJob:
     needs: frozenset[str] = frozenset()  #: capabilities the worker must have (e.g. {"sage"})
     attempt: int = 0                     #: times dispatched so far (the first dispatch makes it 1)
     failures: int = 0                    #: times its worker died while holding it
+    replicas: int = 1                    #: copies on distinct workers (dsage_core.model.replicas)
+    #: answers of its copies already given (restored at server start): (attempt, digest, keyed, worker)
+    answers: tuple[tuple[int, bytes, bool, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,7 @@ class WorkerJoined:
     anonymous: bool
     capabilities: frozenset[str]
     now: float
+    user: str = ""                       #: whose worker (copies of a job prefer distinct users)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +85,14 @@ class JobsFinished:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicasFinished:
+    """A worker reports finished copies of replicated jobs, each with its answer's digest."""
+
+    worker_id: str
+    results: list[tuple[int, int, float, bytes]]   #: (job_id, attempt, duration_s, digest)
+
+
+@dataclass(frozen=True, slots=True)
 class JobsHandedBack:
     """A worker gives jobs back unfinished (shutdown, recycled child, ...)."""
 
@@ -103,4 +115,4 @@ class Tick:
 
 
 Event = Union[JobsSubmitted, WorkerJoined, WorkerSlotsChanged, WorkerPaused, WorkerHeartbeat, WorkerLeft,
-              JobsFinished, JobsHandedBack, KillRequested, Tick]
+              JobsFinished, ReplicasFinished, JobsHandedBack, KillRequested, Tick]

@@ -60,6 +60,7 @@ class WorkerState:
     paused: bool = False
     held: dict[int, int] = field(default_factory=dict)    #: job id -> attempt, in dispatch order
     avg_duration: float | None = None                     #: EWMA of reported durations (seconds)
+    user: str = ""                                        #: whose worker (for replicas)
 
     def can_run(self, cls: JobClass) -> bool:
         """Whether jobs of class *cls* may run here (trust and capabilities)."""
