@@ -108,6 +108,11 @@ class ReplicaMoves:
     _copies: dict[int, Copies]
     _queue: Any
 
+    def copy_holders(self, job_id: int) -> dict[str, int]:
+        """``{worker_id: attempt}`` of a replicated job's copies out now (empty for other jobs)."""
+        c = self._copies.get(job_id)
+        return dict(c.holders) if c is not None else {}
+
     def _new_copies(self, job: SchedJob, out: list[Any]) -> bool:
         """Set up a replicated job's copies at submit or restore; False if its restored answers
         already decided it (then it is not queued)."""

@@ -24,6 +24,8 @@ from dsage_core.protocol.errors import BadRequest, NotFound, QuotaExceeded, Serv
 from dsage_core.scheduler import Scheduler, SchedJob, events as ev, actions as act
 from dsage_core.model.ext import decode as ext_decode, encode as ext_encode, worker_view
 from dsage_core.server.jobs import ActiveJob, parse_submission
+from dsage_core.server import replicas as rep
+from dsage_core.server.replica_core import ReplicaServer
 from dsage_core.store import NewJob, RunningJob, FinishedJob, StoreUnavailable
 
 log = Logger(namespace="dsage.server")
@@ -111,8 +113,9 @@ class RateMeter:
         return sum(b[1] for b in self.buckets) / self.window
 
 
-class JobServer:
-    """Transport-free server logic. All methods run on the reactor thread."""
+class JobServer(ReplicaServer):
+    """Transport-free server logic. All methods run on the reactor thread (replicated jobs:
+    :class:`~dsage_core.server.replica_core.ReplicaServer`)."""
 
     def __init__(self, store: Any, clock: Any, *, limits: Limits | None = None,
                  scheduler: Scheduler | None = None, server_id: str = "",
@@ -152,6 +155,9 @@ class JobServer:
         #: set when the server itself stops: the workers it drops are not to blame for the jobs
         #: they held, which stay "running" in the store until the next start requeues them
         self.closing = False
+        #: copies of each job that may run on anonymous workers and does not ask for its own
+        #: number (``dsage server --anonymous-replicas``)
+        self.anonymous_replicas = 1
 
     # ------------------------------------------------------------------ start-up
     @inlineCallbacks
@@ -175,13 +181,14 @@ class JobServer:
             self.jobs[job.id] = job
             self._count_queued(job.owner, +1)
             sched_jobs.append(SchedJob(job.id, job.priority, job.trusted_only, job.needs,
-                                       job.attempt, job.failures))
+                                       job.attempt, job.failures, self._replicas_of(job)))
             if job.blob_id and job.blob_id not in self.blobs:
                 data = yield self.store.get_blob(job.blob_id)
                 if data is not None:
                     self.blobs[job.blob_id] = data
         if requeue:
             yield self.store.requeue_jobs(requeue)
+        yield self._restore_replicas(sched_jobs)
         self._apply(self.scheduler.handle(ev.JobsSubmitted(sched_jobs)))
         log.info("dsage.server.restored", jobs=len(sched_jobs), requeued=len(requeue))
         return len(sched_jobs)
@@ -204,6 +211,10 @@ class JobServer:
         first = self.next_id
         self.next_id += len(specs)
         jobs = [ActiveJob(id=first + i, owner=owner, created=now, **s) for i, s in enumerate(specs)]
+        if self.anonymous_replicas > 1 or any(s["ext"] for s in specs):
+            for j in jobs:
+                j.ext = rep.with_replicas(j.ext, rep.replicas_wanted(j.ext, j.trusted_only,
+                                                                     self.anonymous_replicas))
         rows = [NewJob(j.id, owner, j.name, j.kind, j.priority, j.trusted_only, ",".join(sorted(j.needs)),
                        j.payload, j.blob_id, j.timeout, _pack_limits(j.limits), j.code, now, ext_encode(j.ext)) for j in jobs]
         # Dispatch while the INSERT commits (the submit is still acknowledged only after the
@@ -234,7 +245,7 @@ class JobServer:
                 self.watchers.setdefault(j.id, set()).add(watcher)
         self._count_queued(owner, len(jobs))
         self._apply(self.scheduler.handle(ev.JobsSubmitted(
-            [SchedJob(j.id, j.priority, j.trusted_only, j.needs) for j in jobs])))
+            [SchedJob(j.id, j.priority, j.trusted_only, j.needs, replicas=self._replicas_of(j)) for j in jobs])))
         if self.owner_watchers.get(owner):
             # sessions that follow all of the owner's jobs (the desktop app) see them from submit
             # on; dispatched ones were pushed by _dispatch already
@@ -304,6 +315,8 @@ class JobServer:
         row = dict(row)
         row.pop("payload", None)
         row["needs"] = sorted(row.get("needs") or ())
+        if "ext" in row:
+            row["extra"] = rep.extra_of(row.pop("ext")) or {}
         if not with_result:
             row.pop("result", None)
         return row
@@ -346,10 +359,15 @@ class JobServer:
         """Stored rows, with the in-memory state of jobs still running (progress, status)."""
         for row in rows:
             row["needs"] = sorted(row.get("needs") or ())
+            extra = rep.extra_of(row.pop("ext", None))
+            if extra:
+                row["extra"] = extra
             job = self.jobs.get(row["id"])
             if job is not None:
                 row.update(status=job.status, worker=job.worker, progress=job.progress,
                            progress_message=job.progress_message, attempts=job.attempt)
+                if job.replicas is not None:
+                    row["extra"] = {"replicas": job.replicas.text()}
         return rows
 
     def kill(self, owner: str, admin: bool, job_ids: list[int], address: str = "") -> list[bool]:
@@ -437,7 +455,7 @@ class JobServer:
         self.workers[wid] = w
         self._workers_dirty = True
         log.info("dsage.server.worker_joined", worker=wid, slots=slots, anonymous=anonymous, user=user)
-        self._apply(self.scheduler.handle(ev.WorkerJoined(wid, slots, anonymous, caps, now)))
+        self._apply(self.scheduler.handle(ev.WorkerJoined(wid, slots, anonymous, caps, now, user)))
         return w
 
     def is_local(self, proof: Any) -> bool:
@@ -539,6 +557,8 @@ class JobServer:
         """The job an out/progress event names, if *w* holds that attempt of it (else None: the
         event is ignored, and logged when the job runs elsewhere)."""
         job = self.jobs.get(e[1])
+        if job is not None and job.replicas is not None and job.status in HELD:
+            return self._held_copy(w, job, e)
         if job is None or job.status not in HELD or job.attempt != e[2]:
             return None
         if job.worker != w.id:
@@ -581,10 +601,20 @@ class JobServer:
     def _on_done(self, w: Worker, dones: list[list[Any]]) -> None:
         # ["done", job_id, attempt, status, result, preview, error, started, finished, cpu]
         by_id = {}
+        copies = []
         for d in dones:
             if len(d) < 10:
                 raise BadRequest("malformed done event")
-            by_id[d[1]] = d
+            job = self.jobs.get(d[1])
+            if job is not None and job.replicas is not None:
+                copies.append(d)
+            else:
+                by_id[d[1]] = d
+        if copies:
+            self._on_copies_done(w, copies)
+            dones = [d for d in dones if d[1] in by_id]
+            if not dones:
+                return
         results = [(d[1], d[2], _duration(d)) for d in dones]
         actions = self.scheduler.handle(ev.JobsFinished(w.id, results))
         self._warn_foreign(w, actions, set(by_id))
@@ -717,6 +747,8 @@ class JobServer:
                     w.link.disconnect()
             elif isinstance(a, act.Discarded):
                 log.debug("dsage.server.discarded", job=a.job_id, attempt=a.attempt, reason=a.reason)
+            elif isinstance(a, (act.ReplicasDecided, act.ReplicasDisagree)):
+                self._replicas_decided(a)
 
     def _dispatch(self, a: Any, now: float) -> None:
         w = self.workers[a.worker_id]
@@ -724,9 +756,12 @@ class JobServer:
         for jid, attempt in a.jobs:
             job = self.jobs[jid]
             # assigned until the worker says a child started it (a "start" mark, or its done)
-            job.status = "paused" if w.paused else "assigned"
-            job.attempt, job.worker, job.started = attempt, w.id, None
-            job.output, job.output_len, job.output_truncated = [], 0, False
+            if job.replicas is not None and job.status in HELD:
+                job.attempt = attempt   # another copy: the first copies keep running as they are
+            else:
+                job.status = "paused" if w.paused else "assigned"
+                job.attempt, job.worker, job.started = attempt, w.id, None
+                job.output, job.output_len, job.output_truncated = [], 0, False
             self._running_rows.append(RunningJob(jid, attempt, w.id, now))
             if job.blob_id and job.blob_id not in w.sent_blobs:
                 blobs[job.blob_id] = self.blobs[job.blob_id]
@@ -980,14 +1015,19 @@ def _job_record(job: ActiveJob) -> dict[str, Any]:
             "attempts": job.attempt, "failures": job.failures, "result": job.result,
             "result_preview": job.result_preview, "error": job.error, "output": job.output_text(),
             "progress": job.progress, "progress_message": job.progress_message, "code": job.code,
-            "timeout": job.timeout, "blob_id": job.blob_id}
+            "timeout": job.timeout, "blob_id": job.blob_id,
+            "extra": {"replicas": job.replicas.text()} if job.replicas is not None else {}}
 
 
 def _row_update(row: dict[str, Any]) -> list[Any]:
-    return [row["id"], row["status"], row["worker"], row["started"], row["finished"], row.get("result"),
-            row.get("result_preview"), row.get("error"), row.get("progress"), row.get("progress_message") or "",
-            row.get("attempts") or 0, row.get("name") or "", row.get("created"), row.get("priority") or 0,
-            row.get("kind")]
+    u = [row["id"], row["status"], row["worker"], row["started"], row["finished"], row.get("result"),
+         row.get("result_preview"), row.get("error"), row.get("progress"), row.get("progress_message") or "",
+         row.get("attempts") or 0, row.get("name") or "", row.get("created"), row.get("priority") or 0,
+         row.get("kind")]
+    extra = rep.extra_of(row.get("ext"))
+    if extra:
+        u.append(extra)
+    return u
 
 
 def _log_failure(f: Any) -> None:
