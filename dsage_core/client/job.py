@@ -46,12 +46,6 @@ class JobState:
         self._value: Any = _NO_RESULT
 
     @property
-    def replicas(self) -> str | None:
-        """How a replicated job's copies agreed (``"2/2 agree"``, ``"1/2 answered"``...); None
-        for a job run once."""
-        return (self._s.extra or {}).get("replicas")
-
-    @property
     def done(self) -> bool:
         return self.status in TERMINAL
 
@@ -223,6 +217,12 @@ class Job:
     @property
     def attempts(self) -> int:
         return self._s.attempts
+
+    @property
+    def replicas(self) -> str | None:
+        """How a replicated job's copies agreed (``"2/2 agree"``, ``"1/2 answered"``...); None
+        for a job run once."""
+        return (self._s.extra or {}).get("replicas")
 
     def done(self) -> bool:
         """True once the job reached a terminal state (never blocks)."""
