@@ -245,7 +245,8 @@ class JobServer(ReplicaServer):
                 self.watchers.setdefault(j.id, set()).add(watcher)
         self._count_queued(owner, len(jobs))
         self._apply(self.scheduler.handle(ev.JobsSubmitted(
-            [SchedJob(j.id, j.priority, j.trusted_only, j.needs, replicas=self._replicas_of(j)) for j in jobs])))
+            [SchedJob(j.id, j.priority, j.trusted_only, j.needs, replicas=self._replicas_of(j) if j.ext else 1)
+             for j in jobs])))
         if self.owner_watchers.get(owner):
             # sessions that follow all of the owner's jobs (the desktop app) see them from submit
             # on; dispatched ones were pushed by _dispatch already

@@ -150,3 +150,61 @@ def test_a_worker_without_a_copy_cannot_answer_or_write_output(tmp_path):
     core.clock.advance(1)
     row = stored(core, jid)
     assert row["status"] == "completed" and codec.decode_value(row["result"]) == 42
+
+
+class KillLink(Link):
+    """A worker link that records the kills it was asked for."""
+
+    def __init__(self):
+        super().__init__()
+        self.kills = []
+
+    def kill(self, items):
+        self.kills += items
+        return super().kill(items)
+
+
+def test_a_kill_reaches_every_copy_and_ends_the_job_once(tmp_path):
+    """Killing a replicated job asks each worker holding a copy to kill it; the job ends killed
+    once, and the copies' late reports change nothing."""
+    core = server(tmp_path / "d.sqlite")
+    links = [KillLink(), KillLink()]
+    ws = [core.worker_joined(link, {"slots": 1}, u, False) for link, u in zip(links, ("alice", "bob"))]
+    jid = submit(core, {"replicas": 2})
+    assert core.kill("alice", False, [jid]) == [True]
+    assert [k[0] for link in links for k in link.kills] == [jid, jid]
+    for w, link in zip(ws, links):
+        a = attempt_of(link, jid)
+        core.report(w.id, [["done", jid, a, "killed", None, None, "killed", 1.0, 2.0, 0.1]])
+    core.clock.advance(1)
+    assert stored(core, jid)["status"] == "killed" and core.counts["killed"] == 1
+
+
+def test_a_lost_copy_is_placed_again_on_another_worker(tmp_path):
+    """A worker holding a copy disconnects: the copy goes to the next worker that joins."""
+    core = server(tmp_path / "d.sqlite")
+    (w1, l1), (w2, l2) = join(core, "alice"), join(core, "bob")
+    jid = submit(core, {"replicas": 2})
+    core.worker_left(w2.id, "gone")
+    w3, l3 = join(core, "carol")
+    assert [e[0] for b in l3.runs for e in b["jobs"]] == [jid]
+    core.report(w1.id, [done(jid, attempt_of(l1, jid), 42)])
+    core.report(w3.id, [done(jid, attempt_of(l3, jid), 42)])
+    core.clock.advance(1)
+    assert stored(core, jid)["status"] == "completed"
+
+
+def test_bad_replicas_values_are_refused_on_both_ends(tmp_path):
+    """replicas must be an int from 1 to 9: the client refuses before sending, the server again."""
+    import pytest
+    from dsage_core.client.payload import Options, SubmitError
+    from dsage_core.protocol.errors import BadRequest
+    for bad in (0, 10, "2", True, 2.0, None):
+        with pytest.raises(SubmitError, match="replicas must be an integer from 1 to 9"):
+            Options.from_dict({"replicas": bad})
+    core = server(tmp_path / "d.sqlite")
+    rec = ["x", "expr", 0, False, [], msgpack.packb({"k": "expr"}), None, None, None, None]
+    for bad in (0, 10, "2", True, -1, 2**40):
+        errors = []
+        core.submit("alice", [rec + [{"replicas": bad}]]).addErrback(errors.append)
+        assert errors and errors[0].check(BadRequest) and "replicas must be" in str(errors[0].value)
