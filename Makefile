@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench chaos dist bundle clean venv
+.PHONY: run test bench bench-million chaos dist bundle clean venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,16 @@ test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q --ignore=tests/gui
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q tests/gui
 
+# bench/multihost.py: W1/W2 across a 20 ms link beside loopback (network namespaces: root only;
+# otherwise it prints "skipped: needs root")
 bench: $(STAMP)
 	$(PY) bench/run.py
+	$(PY) bench/multihost.py
+
+# a million no-op jobs through one client and server (minutes; not in bench): JOBS=100000 for a short run
+JOBS ?= 1000000
+bench-million: $(STAMP)
+	$(PY) bench/million.py --jobs $(JOBS)
 
 chaos: $(STAMP)
 	DSAGE_CHAOS=full QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q tests/chaos -s

@@ -30,10 +30,13 @@ def dsage_command() -> str:
 
 
 def _quote(arg: str) -> str:
-    """Quote one Exec= argument as the Desktop Entry spec wants (only when needed)."""
+    """Quote one Exec= argument as the Desktop Entry spec wants (only when needed): inside double
+    quotes ``"`$\\`` take a backslash, and every backslash is then escaped once more, because the
+    value is a string (whose own ``\\\\`` escape is undone before the quotes are read)."""
     if not any(c in arg for c in ' \t\n"\'\\><~|&;$*?#()`'):
         return arg
-    return '"' + "".join("\\" + c if c in '"`$\\' else c for c in arg) + '"'
+    quoted = "".join("\\" + c if c in '"`$\\' else c for c in arg)
+    return '"' + quoted.replace("\\", "\\\\") + '"'
 
 
 def with_exec(text: str, exec_line: str) -> str:

@@ -19,3 +19,14 @@ def test_pure_layers_import_no_twisted_and_no_qt():
             "print(bad)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_desktop_app_never_reads_the_client_state_table():
+    """dsage_gui learns about jobs through AsyncClient.subscribe / job_state, never client.states
+    (which forgets finished jobs nobody holds: reading it directly would be a memory or a truth bug)."""
+    import pathlib
+    import re
+    root = pathlib.Path(__file__).resolve().parent.parent / "dsage_gui"
+    offenders = [f"{p.relative_to(root.parent)}:{n}" for p in root.rglob("*.py")
+                 for n, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"\.states\b", line)]
+    assert offenders == []

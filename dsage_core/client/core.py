@@ -356,6 +356,18 @@ class AsyncClient:
             return out
         return d.addCallback(got)
 
+    def job_state(self, job_id: int) -> JobState | None:
+        """The live state of a job this session follows, or None once it finished and nothing
+        refers to it any more (``get_job`` fetches it from the server). Callers that want it to
+        stay must hold the returned object: the client itself keeps only unfinished jobs. This and
+        :meth:`subscribe` are how the desktop app and the tray learn about jobs, never ``states``."""
+        return self.states.get(job_id)
+
+    def state_count(self) -> int:
+        """How many job states this session keeps now: every unfinished job, and finished ones
+        something still refers to (a handle, a list of handles). Flat while handles are dropped."""
+        return len(self.states)
+
     def get_output(self, job_id: int) -> Deferred:
         return self._call("get_output", job_id)
 
@@ -370,8 +382,13 @@ class AsyncClient:
 
     @inlineCallbacks
     def close(self) -> Any:
-        """Close the connection; every later call fails at once with :class:`ClientClosed`."""
+        """Close the connection; every later call fails at once with :class:`ClientClosed`, and
+        threads blocked in ``Job.wait()`` raise it."""
         self.closed = True
+        for jid in self.states.unfinished():
+            s = self.states.get(jid)
+            if s is not None:
+                s.wake()
         if self.conn is not None:
             yield self.conn.close()
         if self.tub is not None:

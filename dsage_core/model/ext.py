@@ -90,3 +90,10 @@ def encode(ext: dict[str, Any] | None) -> str | None:
 def decode(text: str | None) -> dict[str, Any] | None:
     """The map :func:`encode` wrote (``None`` for an empty column)."""
     return json.loads(text) if text else None
+
+
+# ---------------------------------------------------------------------- the options
+from dsage_core.model.requirements import check_packages  # noqa: E402
+
+register(ExtOption("packages", check_packages, to_worker=True,
+                   doc="requirements installed on the worker before the job runs"))

@@ -134,6 +134,9 @@ class JobServer(ReplicaServer):
         self.watchers: dict[int, set[Any]] = {}
         self.blobs: dict[str, bytes] = {}
         self.counts: dict[str, int] = {s: 0 for s in TERMINAL}
+        #: results and hand-backs that did not count since start (a stale attempt: from a worker
+        #: whose lease expired, a duplicate after a reconnect, a killed job's late result)
+        self.discarded = 0
         self.queued_by_owner: dict[str, int] = {}
         self.rate = RateMeter()
         self._worker_seq = 0
@@ -158,6 +161,8 @@ class JobServer(ReplicaServer):
         #: copies of each job that may run on anonymous workers and does not ask for its own
         #: number (``dsage server --anonymous-replicas``)
         self.anonymous_replicas = 1
+        #: jobs with packages= may go to anonymous workers (``dsage server --anonymous-packages``)
+        self.anonymous_packages = False
 
     # ------------------------------------------------------------------ start-up
     @inlineCallbacks
@@ -200,6 +205,10 @@ class JobServer(ReplicaServer):
         if len(raw_jobs) > self.limits.max_batch_jobs:
             raise BadRequest(f"too many jobs in one call: {len(raw_jobs)} > {self.limits.max_batch_jobs}")
         specs = [parse_submission(r, self.limits) for r in raw_jobs]
+        if not self.anonymous_packages:
+            for s in specs:   # an anonymous worker is nobody's to install packages on
+                if s["ext"] and "packages" in s["ext"]:
+                    s["trusted_only"] = True
         for s in specs:
             if s["blob_id"] and s["blob_id"] not in self.blobs:
                 raise BadRequest(f"unknown function blob {s['blob_id']}: upload it first")
@@ -394,7 +403,7 @@ class JobServer(ReplicaServer):
         d: dict[str, Any] = dict(self.counts)
         held = self._held_counts()
         d.update(time=now, queued=s.queued_count, rate_1m=self.rate.rate(now), busy_slots=s.slots_busy,
-                 held=s.running_count, **held,
+                 held=s.running_count, discarded=self.discarded, **held,
                  total_slots=sum(w.slots for w in self.workers.values()), workers=len(self.workers))
         return d
 
@@ -651,6 +660,8 @@ class JobServer(ReplicaServer):
             status, error = "failed", (f"result too large: {len(result)} bytes > limit "
                                        f"{self.limits.max_result}")
             result = None
+        if result is not None and w.anonymous and codec.text_form(result) is not None:
+            result = codec.text_form(result)  # a Sage object: only its string form is passed on
         if result is not None and w.anonymous and not codec.is_plain(result):
             status, result = "failed", None
             error = ("the job's result is not plain data, and results produced by an anonymous worker "
@@ -747,6 +758,7 @@ class JobServer(ReplicaServer):
                 if w is not None:
                     w.link.disconnect()
             elif isinstance(a, act.Discarded):
+                self.discarded += 1
                 log.debug("dsage.server.discarded", job=a.job_id, attempt=a.attempt, reason=a.reason)
             elif isinstance(a, (act.ReplicasDecided, act.ReplicasDisagree)):
                 self._replicas_decided(a)

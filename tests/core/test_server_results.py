@@ -107,3 +107,23 @@ def test_stale_attempt_file_of_a_job_running_elsewhere_is_removed(server):
     server.clock.advance(0)
     assert not (server.home / rel_old).exists()
     assert server.jobs[jid].status == "assigned"  # held by w2 (no start mark yet)
+
+
+def test_stats_count_the_results_that_did_not_count(server):
+    """``stats()["discarded"]`` counts late results: one of an old attempt while the job runs
+    elsewhere, one resent after the job completed; the job itself completes once."""
+    w, link = join(server, local=False)
+    jid = submit(server)
+    old = link.runs[0]["jobs"][0][1]
+    server.worker_left(w.id, "connection lost")
+    w2, link2 = join(server, local=False)
+    new = link2.runs[0]["jobs"][0][1]
+    plain = ["done", jid, old, "completed", msgpack.packb(1), "1", None, 1.0, 2.0, 0.1]
+    assert server.stats()["discarded"] == 0
+    server.report(w2.id, [plain])
+    server.report(w2.id, [plain[:2] + [new] + plain[3:]])
+    server.report(w2.id, [plain[:2] + [new] + plain[3:]])
+    server.clock.advance(0)
+    s = server.stats()
+    assert s["discarded"] == 2 and s["completed"] == 1
+    assert stored(server, jid)["status"] == "completed"

@@ -47,7 +47,7 @@ def test_pause_stops_children_and_resume_finishes_the_job(qtbot, run, server, tr
     """Pause SIGSTOPs the children (state T) and keeps the job; resume lets it complete."""
     ctl, ui = tray
     jid = run(server.client.submit_code("import time\ntime.sleep(1.0)\n'done'"))
-    st = server.client.states[jid]   # held here: the client keeps finished states only while used
+    st = server.client.job_state(jid)   # held here: the client keeps finished states only while used
     qtbot.waitUntil(lambda: st.status == "running", timeout=20_000)
     qtbot.waitUntil(lambda: ctl.state == "working", timeout=20_000)
     ui.menu.pause_action.trigger()
@@ -75,7 +75,7 @@ def test_finish_and_quit_completes_the_running_job(qtbot, run, server, tray):
     """Finish-and-quit waits for the running job, then asks the app to quit."""
     ctl, ui = tray
     jid = run(server.client.submit_code("import time\ntime.sleep(0.8)\n'finished'"))
-    st = server.client.states[jid]
+    st = server.client.job_state(jid)
     qtbot.waitUntil(lambda: ctl.state == "working", timeout=20_000)
     with qtbot.waitSignal(ctl.quit_requested, timeout=30_000):
         ui.menu.finish_action.trigger()
@@ -90,7 +90,7 @@ def test_long_pause_hands_jobs_back(qtbot, run, server, tray):
     """A pause longer than the limit gives the running job back to the server (not a failure)."""
     ctl, ui = tray
     jid = run(server.client.submit_code("import time\ntime.sleep(30)"))
-    st = server.client.states[jid]
+    st = server.client.job_state(jid)
     qtbot.waitUntil(lambda: st.status == "running", timeout=20_000)
     qtbot.waitUntil(lambda: ctl.state == "working", timeout=20_000)
     ctl.pause_limit = 0.2

@@ -152,8 +152,8 @@ class Host:
         """Drop *percent* % of this host's packets, both ways (nftables in its namespace)."""
         ensure_nft()
         script = ("table inet dsage_loss {\n"
-                  f" chain i {{ type filter hook input priority 0; numgen random mod 100 < {percent} drop; }}\n"
-                  f" chain o {{ type filter hook output priority 0; numgen random mod 100 < {percent} drop; }}\n"
+                  f" chain i {{ type filter hook input priority 0; numgen random mod 100 < {percent} counter drop; }}\n"
+                  f" chain o {{ type filter hook output priority 0; numgen random mod 100 < {percent} counter drop; }}\n"
                   "}\n")
         p = subprocess.run(self.cmd("nft", "-f", "-"), input=script, capture_output=True, text=True, timeout=20)
         if p.returncode:
