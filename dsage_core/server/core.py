@@ -326,7 +326,7 @@ class JobServer(ReplicaServer):
         row.pop("payload", None)
         row["needs"] = sorted(row.get("needs") or ())
         if "ext" in row:
-            row["extra"] = rep.extra_of(row.pop("ext")) or {}
+            row["extra"] = rep.extra_of(row["ext"]) or {}
         if not with_result:
             row.pop("result", None)
         return row
