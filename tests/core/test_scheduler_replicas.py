@@ -186,3 +186,51 @@ def test_one_copy_jobs_are_unchanged():
     out = s.handle(ev.ReplicasFinished("w1", [(1, 1, 0.01, A)]))
     assert of(out, act.Accepted) == [act.Accepted([1])]
     s.validate()
+
+
+def test_random_events_keep_copies_on_distinct_workers():
+    """Seeded random joins, leaves, answers, hand-backs and kills: the invariants hold after every
+    event, no worker gets a second copy of a job (unless it handed its copy back unanswered), and
+    each job is decided at most once."""
+    import random
+    rnd = random.Random(15)
+    s = Scheduler(max_failures=50)
+    given: dict[int, set[str]] = {}
+    decided: list[int] = []
+    seq = 0
+
+    def note(actions):
+        for a in actions:
+            if isinstance(a, act.Dispatch):
+                for jid, _ in a.jobs:
+                    if jid in s.jobs and s.jobs[jid].replicas > 1:
+                        assert a.worker_id not in given.setdefault(jid, set()), (jid, a.worker_id)
+                        given[jid].add(a.worker_id)
+            elif isinstance(a, (act.ReplicasDecided, act.ReplicasDisagree, act.KilledQueued, act.Lost)):
+                decided.append(a.job_id)
+    for step in range(600):
+        r = rnd.random()
+        if r < 0.15 or not s.workers:
+            seq += 1
+            note(join(s, f"w{seq}", slots=rnd.randint(1, 3), anonymous=rnd.random() < 0.6))
+        elif r < 0.3:
+            note(s.handle(ev.JobsSubmitted([SchedJob(1000 + step, replicas=rnd.randint(1, 4))])))
+        elif r < 0.7:
+            wid = rnd.choice(list(s.workers))
+            held = list(s.workers[wid].held.items())
+            if held:
+                jid, attempt = rnd.choice(held)
+                note(s.handle(ev.ReplicasFinished(wid, [(jid, attempt, 0.01, rnd.choice([A, A, B]))])))
+        elif r < 0.8:
+            note(s.handle(ev.WorkerLeft(rnd.choice(list(s.workers)))))
+        elif r < 0.9:
+            wid = rnd.choice(list(s.workers))
+            held = list(s.workers[wid].held.items())
+            if held:
+                jid, attempt = rnd.choice(held)
+                given.get(jid, set()).discard(wid)
+                note(s.handle(ev.JobsHandedBack(wid, [(jid, attempt, False)])))
+        elif s.jobs:
+            note(s.handle(ev.KillRequested([rnd.choice(list(s.jobs))])))
+        s.validate()
+    assert len(decided) == len(set(decided)) and len(decided) > 50
