@@ -106,6 +106,11 @@ def cmd_server(args: argparse.Namespace) -> int:
         if name not in limits.to_dict() or not value.isdigit():
             return _fail(f"bad --limit {item!r}; known limits: {', '.join(limits.to_dict())}")
         setattr(limits, name, int(value))
+    from dsage_core.model.replicas import check_replicas
+    try:
+        check_replicas(args.anonymous_replicas)
+    except ValueError as e:
+        return _fail(f"--anonymous-replicas: {e}")
     from dsage_core.home import secure_home
     fixed = secure_home(_home(args))
     if fixed:
@@ -114,7 +119,7 @@ def cmd_server(args: argparse.Namespace) -> int:
                        allow_anonymous=args.allow_anonymous, lease_timeout=args.lease_timeout,
                        anonymous_packages=args.anonymous_packages,
                        max_failures=args.max_failures, limits=limits,
-                       local_socket=not args.no_local_socket)
+                       local_socket=not args.no_local_socket, anonymous_replicas=args.anonymous_replicas)
     if not args.quiet:
         _log_to_stderr()
     holder: dict[str, Any] = {}
@@ -374,6 +379,8 @@ def cmd_job(args: argparse.Namespace) -> int:
             print(f"{k:>10}: {_fmt_time(rec.get(k))}")
         if rec.get("waiting_reason"):
             print(f"{'waiting':>10}: {safe.line(rec['waiting_reason'])}")
+        if (rec.get("extra") or {}).get("replicas"):
+            print(f"{'replicas':>10}: {safe.line(rec['extra']['replicas'], 500)}")
         if rec.get("progress") is not None:
             print(f"{'progress':>10}: {rec['progress'] * 100:.0f}% {safe.line(rec.get('progress_message'))}")
         if rec.get("output"):
@@ -677,6 +684,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "needs it")
     s.add_argument("--limit", action="append", metavar="NAME=VALUE",
                    help="a server-side maximum, e.g. max_result=16777216 (repeatable; see dsage_core/limits.py)")
+    s.add_argument("--anonymous-replicas", type=int, default=1, metavar="K",
+                   help="run each job that may go to anonymous workers (not --trusted-only) on K distinct "
+                   "workers and accept its result when a majority agree (a job's replicas= option wins; "
+                   "default: %(default)s)")
     s.add_argument("--quiet", action="store_true", help="no log on stderr (the furl is still printed)")
 
     s = cmd("worker", cmd_worker, "run a worker with N slots (child processes)")

@@ -21,7 +21,7 @@ class JobState:
 
     __slots__ = ("id", "name", "kind", "status", "worker", "created", "started", "finished", "result_bytes",
                  "result_preview", "error", "progress", "progress_message", "attempts", "priority",
-                 "_event", "_callbacks", "_value", "code", "__weakref__")
+                 "_event", "_callbacks", "_value", "code", "extra", "__weakref__")
 
     def __init__(self, job_id: int, name: str = "", kind: str = "", created: float = 0.0) -> None:
         self.id = job_id
@@ -40,6 +40,7 @@ class JobState:
         self.attempts = 0
         self.priority = 0
         self.code: str | None = None
+        self.extra: dict[str, Any] | None = None   #: the update's optional 16th field (replicas)
         self._event: threading.Event | None = None
         self._callbacks: list[Callable[["JobState"], None]] | None = None
         self._value: Any = _NO_RESULT
@@ -93,6 +94,8 @@ class JobState:
             self.created = u[12] or self.created
             self.priority = u[13] or 0
             self.kind = u[14] or self.kind
+            if len(u) > 15 and isinstance(u[15], dict):
+                self.extra = u[15]
         self.status = status   # last: readers on other threads check it without a lock
         if status in TERMINAL:
             with _EVENT_LOCK:
@@ -127,7 +130,7 @@ class JobState:
                        created=self.created, started=self.started, finished=self.finished,
                        progress=self.progress, progress_message=self.progress_message,
                        attempts=self.attempts, result_preview=self.result_preview, error=self.error,
-                       priority=self.priority, code=self.code)
+                       priority=self.priority, code=self.code, extra=dict(self.extra or {}))
 
 
 class LocalResult:
@@ -236,6 +239,12 @@ class Job:
     @property
     def attempts(self) -> int:
         return self._s.attempts
+
+    @property
+    def replicas(self) -> str | None:
+        """How a replicated job's copies agreed (``"2/2 agree"``, ``"1/2 answered"``...); None
+        for a job run once."""
+        return (self._s.extra or {}).get("replicas")
 
     def done(self) -> bool:
         """True once the job reached a terminal state (never blocks)."""

@@ -43,6 +43,14 @@ def register(option: ExtOption) -> ExtOption:
     return option
 
 
+# ---- replicas (issue 15, untrusted results): kept in one block for easy merges
+from dsage_core.model.replicas import check_replicas as _check_replicas  # noqa: E402
+
+register(ExtOption("replicas", _check_replicas, to_worker=True,
+                   doc="run on k distinct workers; a majority must agree (dsage_core.model.replicas)"))
+# ---- end replicas
+
+
 def check_ext(raw: Any) -> dict[str, Any] | None:
     """Validate a job's ext map; returns it normalised (``None`` when empty). Raises
     ``ValueError`` with a clear message for an unknown key, a bad value or an oversize map."""
@@ -61,6 +69,9 @@ def check_ext(raw: Any) -> dict[str, Any] | None:
         out[k] = opt.check(v)
     if not out:
         return None
+    if (out.get("replicas") or 1) > 1 and any(k in out for k in ("cpus", "memory", "gpus")):
+        raise ValueError("replicas= cannot be combined with cpus=, memory= or gpus= (yet): a sized "
+                         "job runs once")
     if len(encode(out) or b"") > MAX_EXT_BYTES:
         raise ValueError(f"ext job options too large: over {MAX_EXT_BYTES} bytes")
     return out

@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 FIELDS = ("id", "status", "worker", "started", "finished", "result", "result_preview", "error",
-          "progress", "progress_message", "attempts", "name", "created", "priority", "kind")
+          "progress", "progress_message", "attempts", "name", "created", "priority", "kind", "extra")
+#: ``extra`` (optional, last): a small map of what only some jobs have, e.g. ``{"replicas": "2/2 agree"}``
 INDEX = {name: i for i, name in enumerate(FIELDS)}
 
 

@@ -71,4 +71,36 @@ class WorkerExpired:
     worker_id: str
 
 
-Action = Union[Dispatch, Requeued, Lost, KilledQueued, KillOnWorker, Accepted, Discarded, WorkerExpired]
+@dataclass(frozen=True, slots=True)
+class ReplicaAnswered:
+    """A copy's answer counts (right worker, right attempt): keep it; the job is not decided yet."""
+
+    job_id: int
+    attempt: int
+    worker_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicasDecided:
+    """The copies' answers decided: the job's result is the answer of *attempt* (recorded once).
+    *agree* of *of* answers agreed; *decided_by*: the keyed worker that settled a disagreement."""
+
+    job_id: int
+    attempt: int
+    agree: int
+    of: int
+    decided_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicasDisagree:
+    """No quorum and nobody to settle it: the job fails, showing every answer."""
+
+    job_id: int
+    agree: int
+    of: int
+    why: str
+
+
+Action = Union[Dispatch, Requeued, Lost, KilledQueued, KillOnWorker, Accepted, Discarded, WorkerExpired,
+               ReplicaAnswered, ReplicasDecided, ReplicasDisagree]

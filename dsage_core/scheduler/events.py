@@ -23,6 +23,9 @@ class SchedJob:
     attempt: int = 0                     #: times dispatched so far (the first dispatch makes it 1)
     failures: int = 0                    #: times its worker died while holding it
     res: Request | None = None           #: cpus/memory/gpus it asks for (None: one slot, the fast path)
+    replicas: int = 1                    #: copies on distinct workers (dsage_core.model.replicas)
+    #: answers of its copies already given (restored at server start): (attempt, digest, keyed, worker)
+    answers: tuple[tuple[int, bytes, bool, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,7 @@ class WorkerJoined:
     now: float
     memory: int = 0                      #: bytes it offers to jobs that ask for memory (0: unknown)
     gpus: int = 0
+    user: str = ""                       #: whose worker (copies of a job prefer distinct users)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +90,14 @@ class JobsFinished:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicasFinished:
+    """A worker reports finished copies of replicated jobs, each with its answer's digest."""
+
+    worker_id: str
+    results: list[tuple[int, int, float, bytes]]   #: (job_id, attempt, duration_s, digest)
+
+
+@dataclass(frozen=True, slots=True)
 class JobsHandedBack:
     """A worker gives jobs back unfinished (shutdown, recycled child, ...)."""
 
@@ -108,4 +120,4 @@ class Tick:
 
 
 Event = Union[JobsSubmitted, WorkerJoined, WorkerSlotsChanged, WorkerPaused, WorkerHeartbeat, WorkerLeft,
-              JobsFinished, JobsHandedBack, KillRequested, Tick]
+              JobsFinished, ReplicasFinished, JobsHandedBack, KillRequested, Tick]

@@ -69,6 +69,7 @@ class WorkerState:
     cpus_extra: int = 0     #: slots those take beyond one each
     memory_used: int = 0
     gpus_used: int = 0
+    user: str = ""                                        #: whose worker (for replicas)
 
     def can_run(self, cls: JobClass) -> bool:
         """Whether jobs of class *cls* may run here (trust and capabilities)."""

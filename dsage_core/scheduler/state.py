@@ -28,6 +28,7 @@ from dsage_core.scheduler import actions as act
 from dsage_core.scheduler import events as ev
 from dsage_core.scheduler.events import SchedJob
 from dsage_core.scheduler.policy import JobClass, WorkerState, allowance, ewma, wants_top_up
+from dsage_core.scheduler.replicas import Copies, ReplicaMoves
 
 __all__ = ["InvalidTransition", "JobQueue", "Scheduler"]
 
@@ -83,10 +84,13 @@ class JobQueue:
             self._compact()
         return True
 
-    def pop_many(self, can_run: Callable[[JobClass], bool], n: int) -> list[int]:
-        """Take up to *n* best job ids among the classes *can_run* accepts."""
+    def pop_many(self, can_run: Callable[[JobClass], bool], n: int,
+                 skip: Callable[[int], bool] | None = None) -> list[int]:
+        """Take up to *n* best job ids among the classes *can_run* accepts; ids *skip* names stay
+        queued (a replicated job this worker may not take)."""
         heaps = [h for cls, h in self._heaps.items() if can_run(cls)]
         taken: list[int] = []
+        passed: list[tuple[list[tuple[int, int, int]], tuple[int, int, int]]] = []
         while len(taken) < n:
             best: list[tuple[int, int, int]] | None = None
             for h in heaps:
@@ -95,13 +99,19 @@ class JobQueue:
                     best = h
             if best is None:
                 break
-            _, job_id, _ = heapq.heappop(best)
+            entry = heapq.heappop(best)
+            job_id = entry[1]
+            if skip is not None and skip(job_id):
+                passed.append((best, entry))
+                continue
             del self._token[job_id]
             if self.sized and len(self._class.pop(job_id)) == 3:
                 self.sized -= 1
             else:
                 self._class.pop(job_id, None)
             taken.append(job_id)
+        for h, entry in passed:
+            heapq.heappush(h, entry)
         return taken
 
     def _skip_stale(self, h: list[tuple[int, int, int]]) -> None:
@@ -138,8 +148,9 @@ class JobQueue:
         return sorted(heads)
 
 
-class Scheduler:
-    """Decides which worker runs which job; see the module docstring.
+class Scheduler(ReplicaMoves):
+    """Decides which worker runs which job; see the module docstring. Replicated jobs (k copies on
+    distinct workers) are handled by :class:`~dsage_core.scheduler.replicas.ReplicaMoves`.
 
     Public read-only state (for queries, the server's describe views and tests): ``jobs`` (every
     job queued or held, by id), ``workers`` (``WorkerState`` by id), ``log`` (the last 1000 events).
@@ -158,6 +169,7 @@ class Scheduler:
         self._queue = JobQueue()
         self._location: dict[int, str] = {}       # held job id -> worker id
         self._kill_pending: set[int] = set()      # held jobs whose kill was requested
+        self._copies: dict[int, Copies] = {}      # replicated jobs (replicas > 1)
 
     # ------------------------------------------------------------------ queries
     @property
@@ -167,7 +179,9 @@ class Scheduler:
 
     @property
     def running_count(self) -> int:
-        """Jobs held by workers (running or prefetched)."""
+        """Jobs held by workers (running or prefetched; a replicated job counts once)."""
+        if self._copies:
+            return len(self._location) + sum(1 for c in self._copies.values() if c.holders)
         return len(self._location)
 
     @property
@@ -191,6 +205,8 @@ class Scheduler:
     def job_location(self, job_id: int) -> tuple[str, int] | None:
         """``(worker_id, attempt)`` of a held job, else None."""
         wid = self._location.get(job_id)
+        if wid is None and job_id in self._copies:
+            wid = next(iter(self._copies[job_id].holders), None)  # its first copy still out
         return None if wid is None else (wid, self.workers[wid].held[job_id])
 
     def is_queued(self, job_id: int) -> bool:
@@ -226,6 +242,13 @@ class Scheduler:
             return _too_big(cls[2], capable)
         if not any(self.allowance(w.id) for w in capable):
             return "every worker that can run it is paused or has no slots"
+        c = self._copies.get(job_id)
+        if c is not None:
+            if c.keyed_only:
+                return "replicas disagree: waiting for a keyed (non-anonymous) worker to decide"
+            if all(w.id in c.used for w in capable):
+                return (f"replicas: {c.k - c.want} of {c.k} copies placed; waiting for another "
+                        "worker (never two copies on one worker)")
         return None
 
     # ------------------------------------------------------------------ events
@@ -247,14 +270,15 @@ class Scheduler:
             raise InvalidTransition(f"job {dup} submitted twice")
         for job in e.jobs:
             self.jobs[job.id] = job
-            self._queue.push(job)
+            if job.replicas <= 1 or self._new_copies(job, out):
+                self._queue.push(job)
 
     def _joined(self, e: ev.WorkerJoined, out: list[act.Action]) -> None:
         if e.worker_id in self.workers:
             raise InvalidTransition(f"worker {e.worker_id} joined twice")
         self.workers[e.worker_id] = WorkerState(e.worker_id, max(0, e.slots), e.anonymous,
                                                 frozenset(e.capabilities), e.now,
-                                                memory=max(0, e.memory), gpus=max(0, e.gpus))
+                                                memory=max(0, e.memory), gpus=max(0, e.gpus), user=e.user)
 
     def _slots_changed(self, e: ev.WorkerSlotsChanged, out: list[act.Action]) -> None:
         self._worker(e.worker_id).slots = max(0, e.slots)
@@ -281,7 +305,8 @@ class Scheduler:
         w = self.workers.get(e.worker_id)
         accepted: list[int] = []
         for job_id, attempt, duration in e.results:
-            why = self._stale_reason(w, job_id, attempt)
+            why = self._stale_reason(w, job_id, attempt) or (
+                "a copy of a replicated job reported without its answer" if job_id in self._copies else "")
             if why:
                 out.append(act.Discarded(job_id, attempt, why))
                 continue
@@ -307,6 +332,10 @@ class Scheduler:
                 out.append(act.Discarded(job_id, attempt, why))
                 continue
             assert w is not None
+            if job_id in self._copies:
+                del w.held[job_id]
+                self._copy_back(w, self.jobs[job_id], counts_as_failure, requeued, out)
+                continue
             self._release(w, job_id)
             self._return(self.jobs[job_id], counts_as_failure, requeued, out)
         if requeued:
@@ -314,7 +343,9 @@ class Scheduler:
 
     def _kill(self, e: ev.KillRequested, out: list[act.Action]) -> None:
         for job_id in e.job_ids:
-            if self._queue.remove(job_id):
+            if job_id in self._copies:
+                self._kill_copies(job_id, out)
+            elif self._queue.remove(job_id):
                 del self.jobs[job_id]
                 out.append(act.KilledQueued(job_id))
             elif job_id in self._location:
@@ -368,6 +399,9 @@ class Scheduler:
         w = self.workers.pop(wid)
         requeued: list[tuple[int, int]] = []
         for job_id in w.held:
+            if job_id in self._copies:
+                self._copy_back(w, self.jobs[job_id], True, requeued, out)
+                continue
             del self._location[job_id]
             self._return(self.jobs[job_id], True, requeued, out)
         if requeued:
@@ -430,13 +464,19 @@ class Scheduler:
             active = still
 
     def _give(self, w: WorkerState, n: int, batches: dict[str, list[tuple[int, int]]]) -> int:
-        ids = self._queue.pop_many(lambda c: len(c) == 2 and w.can_run(c), n)
+        copies = self._copies
+        skip = (lambda jid: jid in copies and not self._may_take(w, jid)) if copies else None
+        ids = self._queue.pop_many(lambda c: len(c) == 2 and w.can_run(c), n, skip)
         batch = batches.setdefault(w.id, []) if ids else []
         for job_id in ids:  # one-slot jobs only (sized ones go through _assign)
             job = self.jobs[job_id]
             job.attempt += 1
             w.held[job_id] = job.attempt
-            self._location[job_id] = w.id
+            if job_id in copies:
+                if self._placed(w, job):
+                    self._queue.push(job)   # the next copy: another worker may take it now
+            else:
+                self._location[job_id] = w.id
             batch.append((job_id, job.attempt))
         return len(ids)
 
@@ -452,23 +492,31 @@ class Scheduler:
     def validate(self) -> None:
         """Check the invariants; raises AssertionError describing the first violation."""
         held: dict[int, str] = {}
+        copies: set[int] = set()
         for w in self.workers.values():
             for job_id, attempt in w.held.items():
-                assert job_id not in held, f"job {job_id} held by {held[job_id]} and {w.id}"
                 assert job_id in self.jobs, f"held job {job_id} unknown"
+                if job_id in self._copies:
+                    assert self._copies[job_id].holders.get(w.id) == attempt, f"job {job_id}: stray copy"
+                    copies.add(job_id)
+                    continue
+                assert job_id not in held, f"job {job_id} held by {held[job_id]} and {w.id}"
                 assert self.jobs[job_id].attempt == attempt, f"job {job_id}: held attempt is not its latest"
                 held[job_id] = w.id
         assert held == self._location, "location index out of sync with the workers"
         queued = set(self._queue)
         assert not (queued & set(held)), f"jobs both queued and held: {sorted(queued & set(held))[:5]}"
-        assert set(self.jobs) == queued | set(held), "job table is not exactly queued + held"
+        assert set(self.jobs) == queued | set(held) | copies, "job table is not exactly queued + held"
         assert self._kill_pending <= set(held), "a pending kill for a job no worker holds"
-        assert self.queued_count + self.running_count == len(self.jobs), "counts inconsistent"
+        assert set(self._copies) <= set(self.jobs), "copies of a forgotten job"
+        if not self._copies:
+            assert self.queued_count + self.running_count == len(self.jobs), "counts inconsistent"
         for w in self.workers.values():
             reqs = [r for r in (self.jobs[j].res for j in w.held) if r is not None]
             assert (w.sized, w.cpus_extra, w.memory_used, w.gpus_used) == (
                 len(reqs), sum(r.cpus - 1 for r in reqs), sum(r.memory for r in reqs),
                 sum(r.gpus for r in reqs)), f"worker {w.id}: resources in use out of sync"
+        self._validate_copies()
         self._queue.validate()
 
 
@@ -494,6 +542,7 @@ _TRANSITIONS: dict[type, Callable[[Scheduler, Any, list[act.Action]], None]] = {
     ev.WorkerHeartbeat: Scheduler._heartbeat,
     ev.WorkerLeft: Scheduler._left,
     ev.JobsFinished: Scheduler._finished,
+    ev.ReplicasFinished: Scheduler._replicas_finished,
     ev.JobsHandedBack: Scheduler._handed_back,
     ev.KillRequested: Scheduler._kill,
     ev.Tick: Scheduler._tick,

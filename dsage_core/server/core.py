@@ -29,6 +29,8 @@ from dsage_core.server.blobs import BlobTable
 from dsage_core.model.resources import request_of
 from dsage_core.server.deps import InputLinks, input_ids
 from dsage_core.server.jobs import ActiveJob, parse_submission
+from dsage_core.server import replicas as rep
+from dsage_core.server.replica_core import ReplicaServer
 from dsage_core.store import NewJob, RunningJob, FinishedJob, StoreError, StoreUnavailable
 
 log = Logger(namespace="dsage.server")
@@ -116,8 +118,9 @@ class RateMeter:
         return sum(b[1] for b in self.buckets) / self.window
 
 
-class JobServer:
-    """Transport-free server logic. All methods run on the reactor thread."""
+class JobServer(ReplicaServer):
+    """Transport-free server logic. All methods run on the reactor thread (replicated jobs:
+    :class:`~dsage_core.server.replica_core.ReplicaServer`)."""
 
     def __init__(self, store: Any, clock: Any, *, limits: Limits | None = None,
                  scheduler: Scheduler | None = None, server_id: str = "",
@@ -162,6 +165,9 @@ class JobServer:
         #: set when the server itself stops: the workers it drops are not to blame for the jobs
         #: they held, which stay "running" in the store until the next start requeues them
         self.closing = False
+        #: copies of each job that may run on anonymous workers and does not ask for its own
+        #: number (``dsage server --anonymous-replicas``)
+        self.anonymous_replicas = 1
         #: jobs with packages= may go to anonymous workers (``dsage server --anonymous-packages``)
         self.anonymous_packages = False
         self.deps = InputLinks(self)   #: jobs as arguments: who waits for whom (server/deps.py)
@@ -190,7 +196,7 @@ class JobServer:
             if input_ids(job.ext):
                 linked.append(job)
             else:
-                sched_jobs.append(_sched_job(job))
+                sched_jobs.append(self._sched(job))
             if job.blob_id:
                 if not self.blob_table.has(job.owner, job.blob_id):
                     data = yield self.store.get_blob(job.blob_id)
@@ -208,7 +214,8 @@ class JobServer:
             yield self.store.requeue_jobs(requeue)
         if linked:  # jobs with inputs: waiting again, or ready (their inputs completed)
             ready = yield self.deps.restore(linked)
-            sched_jobs += [_sched_job(j) for j in ready]
+            sched_jobs += [self._sched(j) for j in ready]
+        yield self._restore_replicas(sched_jobs)
         self._apply(self.scheduler.handle(ev.JobsSubmitted(sched_jobs)))
         log.info("dsage.server.restored", jobs=len(sched_jobs), requeued=len(requeue))
         return len(sched_jobs)
@@ -247,6 +254,11 @@ class JobServer:
                 for i, s in enumerate(specs)]
         for b, n in uses.items():   # one reference per job: the blob stays while any is unfinished
             self.blob_table.acquire(owner, b, n)
+        if self.anonymous_replicas > 1 or any(s["ext"] for s in specs):
+            for j in jobs:
+                if request_of(j.ext) is None:   # a sized job runs once (checked in _check_combinations)
+                    j.ext = rep.with_replicas(j.ext, rep.replicas_wanted(j.ext, j.trusted_only,
+                                                                         self.anonymous_replicas))
         rows = [NewJob(j.id, owner, j.name, j.kind, j.priority, j.trusted_only, ",".join(sorted(j.needs)),
                        j.payload, j.blob_id, j.timeout, _pack_limits(j.limits), j.code, now, ext_encode(j.ext)) for j in jobs]
         # Dispatch while the INSERT commits (the submit is still acknowledged only after the
@@ -275,6 +287,9 @@ class JobServer:
             self._accept(owner, jobs, watcher, outcomes).addErrback(_log_failure)  # the INSERT is stored
         return [j.id for j in jobs]
 
+    def _sched(self, job: ActiveJob) -> SchedJob:
+        return _sched_job(job, self._replicas_of(job) if job.ext else 1)
+
     def _accept(self, owner: str, jobs: list[ActiveJob], watcher: Any,
                 rows: dict[int, Any] | None = None) -> Deferred:
         """Take jobs into memory and the scheduler, dispatch, and write everything pending in one
@@ -290,7 +305,7 @@ class JobServer:
             linked = [j for j in jobs if input_ids(j.ext)]
             ready = {j.id for j in self.deps.attach(linked, rows)}
             to_schedule = [j for j in jobs if not input_ids(j.ext) or j.id in ready]
-        self._apply(self.scheduler.handle(ev.JobsSubmitted([_sched_job(j) for j in to_schedule])))
+        self._apply(self.scheduler.handle(ev.JobsSubmitted([self._sched(j) for j in to_schedule])))
         if self.owner_watchers.get(owner):
             # sessions that follow all of the owner's jobs (the desktop app) see them from submit
             # on; dispatched ones were pushed by _dispatch already
@@ -328,7 +343,7 @@ class JobServer:
             else:
                 j.status = "queued"
                 go.append(j)
-        self._apply(self.scheduler.handle(ev.JobsSubmitted([_sched_job(j) for j in go])))
+        self._apply(self.scheduler.handle(ev.JobsSubmitted([self._sched(j) for j in go])))
         self._notify([j for j in go if j.status == "queued"])
         self._schedule_flush()
 
@@ -407,6 +422,8 @@ class JobServer:
         row.pop("payload", None)
         row.pop("result_missing", None)
         row["needs"] = sorted(row.get("needs") or ())
+        if "ext" in row:
+            row["extra"] = rep.extra_of(row["ext"]) or {}
         if not with_result:
             row.pop("result", None)
         return row
@@ -450,10 +467,15 @@ class JobServer:
         """Stored rows, with the in-memory state of jobs still running (progress, status)."""
         for row in rows:
             row["needs"] = sorted(row.get("needs") or ())
+            extra = rep.extra_of(row.pop("ext", None))
+            if extra:
+                row["extra"] = extra
             job = self.jobs.get(row["id"])
             if job is not None:
                 row.update(status=job.status, worker=job.worker, progress=job.progress,
                            progress_message=job.progress_message, attempts=job.attempt)
+                if job.replicas is not None:
+                    row["extra"] = {"replicas": job.replicas.text()}
         return rows
 
     def kill(self, owner: str, admin: bool, job_ids: list[int], address: str = "") -> list[bool]:
@@ -547,7 +569,8 @@ class JobServer:
         self._workers_dirty = True
         log.info("dsage.server.worker_joined", worker=wid, slots=slots, anonymous=anonymous, user=user)
         self._apply(self.scheduler.handle(ev.WorkerJoined(wid, slots, anonymous, caps, now,
-                                                          memory=info["memory"] or 0, gpus=info["gpus"])))
+                                                          memory=info["memory"] or 0, gpus=info["gpus"],
+                                                          user=user)))
         return w
 
     def is_local(self, proof: Any) -> bool:
@@ -653,6 +676,8 @@ class JobServer:
         """The job an out/progress event names, if *w* holds that attempt of it (else None: the
         event is ignored, and logged when the job runs elsewhere)."""
         job = self.jobs.get(e[1])
+        if job is not None and job.replicas is not None and job.status in HELD:
+            return self._held_copy(w, job, e)
         if job is None or job.status not in HELD or job.attempt != e[2]:
             return None
         if job.worker != w.id:
@@ -695,10 +720,20 @@ class JobServer:
     def _on_done(self, w: Worker, dones: list[list[Any]]) -> None:
         # ["done", job_id, attempt, status, result, preview, error, started, finished, cpu]
         by_id = {}
+        copies = []
         for d in dones:
             if len(d) < 10:
                 raise BadRequest("malformed done event")
-            by_id[d[1]] = d
+            job = self.jobs.get(d[1])
+            if job is not None and job.replicas is not None:
+                copies.append(d)
+            else:
+                by_id[d[1]] = d
+        if copies:
+            self._on_copies_done(w, copies)
+            dones = [d for d in dones if d[1] in by_id]
+            if not dones:
+                return
         results = [(d[1], d[2], _duration(d)) for d in dones]
         actions = self.scheduler.handle(ev.JobsFinished(w.id, results))
         self._warn_foreign(w, actions, set(by_id))
@@ -846,6 +881,8 @@ class JobServer:
             elif isinstance(a, act.Discarded):
                 self.discarded += 1
                 log.debug("dsage.server.discarded", job=a.job_id, attempt=a.attempt, reason=a.reason)
+            elif isinstance(a, (act.ReplicasDecided, act.ReplicasDisagree)):
+                self._replicas_decided(a)
 
     def _dispatch(self, a: Any, now: float) -> None:
         w = self.workers[a.worker_id]
@@ -853,9 +890,12 @@ class JobServer:
         for jid, attempt in a.jobs:
             job = self.jobs[jid]
             # assigned until the worker says a child started it (a "start" mark, or its done)
-            job.status = "paused" if w.paused else "assigned"
-            job.attempt, job.worker, job.started = attempt, w.id, None
-            job.output, job.output_len, job.output_truncated = [], 0, False
+            if job.replicas is not None and job.status in HELD:
+                job.attempt = attempt   # another copy: the first copies keep running as they are
+            else:
+                job.status = "paused" if w.paused else "assigned"
+                job.attempt, job.worker, job.started = attempt, w.id, None
+                job.output, job.output_len, job.output_truncated = [], 0, False
             self._running_rows.append(RunningJob(jid, attempt, w.id, now))
             if job.blob_id and job.blob_id not in w.sent_blobs:
                 data = self.blobs.get(job.blob_id)
@@ -1094,10 +1134,10 @@ def clean_worker_info(info: Any) -> dict[str, Any]:
             "local_token": token, "address": _text_in(info.get("address"), 200, "address")}
 
 
-def _sched_job(job: ActiveJob) -> SchedJob:
-    """The scheduler's record of a job (its resource request, if any, from its ext options)."""
+def _sched_job(job: ActiveJob, replicas: int = 1) -> SchedJob:
+    """The scheduler's record of a job (its resource request and copies, from its ext options)."""
     return SchedJob(job.id, job.priority, job.trusted_only, job.needs, job.attempt, job.failures,
-                    request_of(job.ext))
+                    request_of(job.ext), replicas)
 
 
 def _result_file_of(d: list[Any]) -> dict[str, Any] | None:
@@ -1137,17 +1177,22 @@ def _job_record(job: ActiveJob) -> dict[str, Any]:
             "attempts": job.attempt, "failures": job.failures, "result": job.result,
             "result_preview": job.result_preview, "error": job.error, "output": job.output_text(),
             "progress": job.progress, "progress_message": job.progress_message, "code": job.code,
-            "timeout": job.timeout, "blob_id": job.blob_id}
+            "timeout": job.timeout, "blob_id": job.blob_id,
+            "extra": {"replicas": job.replicas.text()} if job.replicas is not None else {}}
 
 
 def _row_update(row: dict[str, Any]) -> list[Any]:
     result = row.get("result")
     if result is None and row.get("result_missing"):   # the client raises it when the result is read
         result = {"missing": row["result_missing"]}
-    return [row["id"], row["status"], row["worker"], row["started"], row["finished"], result,
-            row.get("result_preview"), row.get("error"), row.get("progress"), row.get("progress_message") or "",
-            row.get("attempts") or 0, row.get("name") or "", row.get("created"), row.get("priority") or 0,
-            row.get("kind")]
+    u = [row["id"], row["status"], row["worker"], row["started"], row["finished"], result,
+         row.get("result_preview"), row.get("error"), row.get("progress"), row.get("progress_message") or "",
+         row.get("attempts") or 0, row.get("name") or "", row.get("created"), row.get("priority") or 0,
+         row.get("kind")]
+    extra = rep.extra_of(row.get("ext"))
+    if extra:
+        u.append(extra)
+    return u
 
 
 def _log_failure(f: Any) -> None:

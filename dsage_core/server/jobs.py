@@ -53,6 +53,7 @@ class ActiveJob:
     blob_held: bool = False   #: counts as a reference to its function blob (see server/blobs.py)
     #: its terminal state was committed (or its commit failed): only then may pushes carry it
     announced: bool = False
+    replicas: Any = None   #: a replicated job's copies and answers (server.replicas.Replicas)
 
     def add_output(self, text: str, limit: int) -> None:
         """Append captured output, keeping at most *limit* characters and marking the cut."""
@@ -75,9 +76,12 @@ class ActiveJob:
         result: Any = self.result
         if result is None and self.result_file is not None:
             result = {"file": self.result_file, "size": self.result_size}  # see local_results
-        return [self.id, self.status, self.worker, self.started, self.finished, result,
-                self.result_preview, self.error, self.progress, self.progress_message,
-                self.attempt, self.name, self.created, self.priority, self.kind]
+        rec = [self.id, self.status, self.worker, self.started, self.finished, result,
+               self.result_preview, self.error, self.progress, self.progress_message,
+               self.attempt, self.name, self.created, self.priority, self.kind]
+        if self.replicas is not None:
+            rec.append({"replicas": self.replicas.text()})   # the optional 16th field: extra
+        return rec
 
 
 def _str(v: Any, what: str, limit: int, *, optional: bool = False) -> str | None:

@@ -40,6 +40,9 @@ class ServerConfig:
     stats_interval: float = 1.0
     local_socket: bool = True          #: peers sharing this home connect over a UNIX socket
     limits: Limits = field(default_factory=Limits)
+    #: copies of each job that may run on anonymous workers (not trusted_only) and does not set
+    #: its own ``replicas`` (dsage_core.model.replicas)
+    anonymous_replicas: int = 1
 
 
 class ServerService(MultiService):
@@ -76,6 +79,7 @@ class ServerService(MultiService):
                          server_id=server_id,
                          make_dispatcher=lambda w: RunSender(w, clock=self.reactor))
         self.core = core
+        core.anonymous_replicas = cfg.anonymous_replicas
         core.home = self.home
         core.anonymous_packages = cfg.anonymous_packages
         core.file_reader = ThreadRunner(self.reactor, name="dsage-files")  # result files, off the reactor

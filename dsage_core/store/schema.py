@@ -33,6 +33,10 @@ MIGRATIONS = [
     "ALTER TABLE jobs ADD COLUMN result_file TEXT",
     # extra job options (dsage_core.model.ext), JSON
     "ALTER TABLE jobs ADD COLUMN ext TEXT",
+    # replicas: the answers of a replicated job's copies until it is decided (dsage_core.server.replicas)
+    """CREATE TABLE replica_answers (job_id INTEGER NOT NULL, attempt INTEGER NOT NULL, worker TEXT,
+        user TEXT, anonymous INT, status TEXT, digest BLOB, result BLOB, preview TEXT, error TEXT,
+        started REAL, finished REAL, PRIMARY KEY (job_id, attempt))""",
 ]
 
 

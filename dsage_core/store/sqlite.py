@@ -25,7 +25,7 @@ from dsage_core.store.schema import connect, migrate
 #: list_jobs summaries: no payload, result, output or code (get_job has them)
 JOB_COLUMNS = ("id, owner, name, kind, status, priority, trusted_only, needs, blob_id, timeout, "
                "created, started, finished, worker, attempts, failures, result_preview, error, progress, "
-               "progress_message")
+               "progress_message, ext")
 
 
 class NewJob(NamedTuple):
@@ -326,6 +326,37 @@ class SqliteStore:
             if running:
                 self._thd_running(c, running)
             return self._thd_finished(c, finished) if finished else []
+        return self._write(thd)
+
+    # ------------------------------------------------------------------ replicas (server/replicas.py)
+    def put_replica_answers(self, rows: list[tuple[Any, ...]]) -> Deferred:
+        """Keep copies' answers ``(job_id, attempt, worker, user, anonymous, status, digest, result,
+        preview, error, started, finished)`` until their job is decided."""
+        def thd(c: sqlite3.Connection) -> None:
+            c.executemany("INSERT OR REPLACE INTO replica_answers (job_id, attempt, worker, user, anonymous, "
+                          "status, digest, result, preview, error, started, finished) "
+                          "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        return self._write(thd)
+
+    def replica_answers(self, job_ids: list[int]) -> Deferred:
+        """Fires with ``{job_id: [answer rows as dicts, by attempt]}`` for these jobs."""
+        def thd(c: sqlite3.Connection) -> dict[int, list[dict[str, Any]]]:
+            out: dict[int, list[dict[str, Any]]] = {}
+            for k in range(0, len(job_ids), 500):
+                part = job_ids[k:k + 500]
+                cur = c.execute(f"SELECT * FROM replica_answers WHERE job_id IN ({','.join('?' * len(part))}) "
+                                "ORDER BY job_id, attempt", part)
+                for r in cur.fetchall():
+                    row = _row(cur, r)
+                    out.setdefault(row["job_id"], []).append(row)
+            return out
+        return self._read(thd)
+
+    def replicas_decided(self, job_id: int, ext: str) -> Deferred:
+        """A replicated job is decided: its ``ext`` records the agreement, its answers go."""
+        def thd(c: sqlite3.Connection) -> None:
+            c.execute("UPDATE jobs SET ext=? WHERE id=?", (ext, job_id))
+            c.execute("DELETE FROM replica_answers WHERE job_id=?", (job_id,))
         return self._write(thd)
 
     def requeue_jobs(self, rows: list[tuple[int, int]]) -> Deferred:

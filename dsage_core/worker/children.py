@@ -184,8 +184,10 @@ class ChildProcess(protocol.ProcessProtocol):
                 self.blobs_sent.add(a.blob_id)
             # in its own scratch dir (the monitor moves it into the server's results dir): a job
             # child can neither see nor write the home
+            # a copy of a replicated job answers in bytes: the server compares them
             rfile = (f"{self.scratch}/results/{a.job_id}-{a.attempt}.bin"
-                     if self.result_home is not None and self.scratch is not None else None)
+                     if self.result_home is not None and self.scratch is not None
+                     and not (a.extra and a.extra.get("replicas")) else None)
             entries.append([a.job_id, a.payload, a.blob_id, blob, a.limits or {}, rfile, a.extra])
             self.inflight.append(a)
         if len(self.inflight) == len(jobs):

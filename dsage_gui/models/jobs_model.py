@@ -145,7 +145,8 @@ class JobsTableModel(ListTableModel):
         if col == 1:
             return textsafe.line(job.name)   # text from peers: no control or bidi characters
         if col == 2:
-            return job.status
+            agreement = job.extra.get("replicas") if job.extra else None   # "2/2 agree" (replicas)
+            return f"{job.status} ({textsafe.line(agreement)[:60]})" if agreement else job.status
         if col == 3:
             return textsafe.line(job.worker)
         if col == 4:
