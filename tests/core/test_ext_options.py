@@ -76,3 +76,12 @@ def test_extra_options_survive_a_restart_and_reach_the_worker_only_if_declared(t
     entries = {e[0]: e for batch in link.runs for e in batch["jobs"]}
     assert entries[ids[0]][6:] == [{"probe": 5}]
     assert len(entries[ids[1]]) == 6
+
+
+def test_replicas_of_a_sized_job_are_refused_on_both_ends():
+    """A sized job (cpus/memory/gpus) runs once: asking it for copies is a clear error."""
+    with pytest.raises(SubmitError, match="replicas= cannot be combined with cpus="):
+        Options.from_dict({"replicas": 2, "cpus": 2})
+    with pytest.raises(ValueError, match="cannot be combined"):
+        ext.check_ext({"replicas": 3, "memory": 2**30})
+    assert ext.check_ext({"replicas": 1, "cpus": 2}) == {"replicas": 1, "cpus": 2}
