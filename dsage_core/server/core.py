@@ -149,6 +149,9 @@ class JobServer:
         #: service); None: read inline (unit tests)
         self.file_reader: Any = None
         self.local_token: str | None = None  #: see dsage_core.local_results
+        #: the furl of every server of a shared (PostgreSQL) database, told to peers so they follow
+        #: a takeover (None: a server of its own)
+        self.furl: str | None = None
         #: set when the server itself stops: the workers it drops are not to blame for the jobs
         #: they held, which stay "running" in the store until the next start requeues them
         self.closing = False
