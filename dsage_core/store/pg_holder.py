@@ -87,8 +87,13 @@ class Holder:
             t.join(5)
         self._thread = None
 
-    def _call(self, fn: Callable[..., Any], *args: Any) -> None:
-        self.reactor.callFromThread(fn, *args)
+    def _call(self, fn: Any, *args: Any) -> None:
+        """Run on the reactor: *fn*, or the callback attribute of that name as it is by then (the
+        reactor sets them after ``prepare`` fired, and this thread runs ahead)."""
+        if isinstance(fn, str):
+            self.reactor.callFromThread(lambda: getattr(self, fn)(*args))
+        else:
+            self.reactor.callFromThread(fn, *args)
 
     # ------------------------------------------------------------------ the thread
     def _run(self) -> None:
@@ -156,7 +161,7 @@ class Holder:
                     return conn
                 if not told:
                     told = True
-                    self._call(self.on_waiting, self._holder_text(conn))
+                    self._call("on_waiting", self._holder_text(conn))
                 if time.monotonic() - last_seen > self.refresh:
                     last_seen = time.monotonic()
                     self._register(conn, "standby")
@@ -187,7 +192,7 @@ class Holder:
                     members = self._members(conn)
                     if members != self.members:
                         self.members = members
-                        self._call(self.on_members, list(members))
+                        self._call("on_members", list(members))
             except Exception as e:
                 if self._stopping:
                     return
@@ -196,7 +201,7 @@ class Holder:
                 try:
                     self.on_lost_now(reason)   # fence the store before anything else can write
                 finally:
-                    self._call(self.on_lost, reason)
+                    self._call("on_lost", reason)
                 _close(conn)
                 return
 
