@@ -80,14 +80,6 @@ class PgServer:
             c.execute(f"CREATE DATABASE {name}")
         return self.url(name)
 
-    def terminate(self, db_url: str, application: str) -> int:
-        """Kill the backends of *application* on *db_url*'s database (as an operator would)."""
-        import psycopg
-        db = db_url.split("///", 1)[1].split("?", 1)[0]
-        with psycopg.connect(self.url(), autocommit=True) as c:
-            return len(c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                 "WHERE datname=%s AND application_name=%s", (db, application)).fetchall())
-
 
 @pytest.fixture(scope="session")
 def pg_server():

@@ -194,7 +194,7 @@ def test_kill_9_of_the_serving_server_hands_its_jobs_to_the_standby(pg_url, tmp_
         D.shutdown()
 
 
-def test_a_server_that_loses_its_database_lock_stops_serving(pg_url, pg_server, tmp_path, procs):
+def test_a_server_that_loses_its_database_lock_stops_serving(pg_url, tmp_path, procs):
     """When the serving server's lock connection is cut, it stops at once with a clear error and
     exit status 1; the standby takes over and a queued job completes there."""
     import psycopg
