@@ -29,6 +29,7 @@ from dsage_core.store.errors import StoreError, StoreUnavailable
 from dsage_core.store.runner import Runner
 from dsage_core.store.sqlite import FinishedJob, NewJob, RunningJob, Snapshot, SqliteStore
 
+_WRITES = ("w", "rec")
 _COPY_JOBS = ("COPY jobs (id, owner, name, kind, priority, trusted_only, needs, payload, blob_id, timeout, "
               "limits, code, created, ext, status) FROM STDIN")
 
@@ -150,11 +151,11 @@ class PgStore(SqliteStore):
         i = 0
         while i < len(items):
             kind, fn, args, _ = items[i]
-            if kind == "w":
+            if kind in _WRITES:
                 j = i
-                while j < len(items) and items[j][0] == "w":
+                while j < len(items) and items[j][0] in _WRITES:
                     j += 1
-                out.extend(self._thd_group([(it[1], it[2]) for it in items[i:j]]))
+                out.extend(self._thd_group([it[:3] for it in items[i:j]]))
                 i = j
                 continue
             try:
@@ -164,42 +165,83 @@ class PgStore(SqliteStore):
             i += 1
         return out
 
-    def _thd_group(self, group: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[tuple[bool, Any]]:
-        """Writes in one transaction and one commit; with several, each in a savepoint."""
+    def _thd_group(self, group: list[tuple[str, Any, tuple[Any, ...]]]) -> list[tuple[bool, Any]]:
+        """Writes in one transaction and one commit. Consecutive ``record()`` calls merge into one
+        COPY and one UPDATE per kind; with more than one unit, each runs in a savepoint (a merged
+        one that fails is retried call by call, so only the failing call fails)."""
         import psycopg
+        n = len(group)
         if self.fenced is not None:
             err = StoreUnavailable(f"this server no longer holds the database ({self.fenced}); "
                                    f"nothing more is written")
-            return [(False, Failure(err))] * len(group)
-        out: list[tuple[bool, Any]] = []
+            return [(False, Failure(err))] * n
+        units: list[list[int]] = []
+        for k, (kind, _, _) in enumerate(group):
+            if kind == "rec" and units and group[units[-1][-1]][0] == "rec":
+                units[-1].append(k)
+            else:
+                units.append([k])
+        out: list[Any] = [None] * n
         try:
             c = self._conn()
             with c.raw.transaction():
-                if len(group) == 1:
-                    fn, args = group[0]
-                    if self.fault_hook is not None:
-                        self.fault_hook()
-                    out.append((True, fn(c, *args)))
+                if len(units) == 1 and n == 1:
+                    self._thd_unit(c, group, units[0], out)
                 else:
-                    for fn, args in group:
-                        try:
-                            with c.raw.transaction():   # a savepoint
-                                if self.fault_hook is not None:
-                                    self.fault_hook()
-                                out.append((True, fn(c, *args)))
-                        except psycopg.Error as e:
-                            out.append((False, Failure(self._pg_translate(e))))
-                        except Exception:
-                            out.append((False, Failure()))
+                    for u in units:
+                        self._thd_saved(c, group, u, out)
         except psycopg.Error as e:   # the commit (or the one write) failed: nothing of it stands
-            return [(False, Failure(self._pg_translate(e)))] * len(group)
+            return [(False, Failure(self._pg_translate(e)))] * n
         except Exception:
-            return [(False, Failure())]
+            return [(False, Failure())] * n
         self.groups += 1
         if any(ok for ok, _ in out):
             self.writable = True
             self.last_error = None
         return out
+
+    def _thd_unit(self, c: Any, group: list[Any], idxs: list[int], out: list[Any]) -> None:
+        if self.fault_hook is not None:
+            self.fault_hook()
+        kind, fn, args = group[idxs[0]]
+        if kind != "rec":
+            out[idxs[0]] = (True, fn(c, *args))
+            return
+        running: list[RunningJob] = []
+        finished: list[FinishedJob] = []
+        new: list[NewJob] = []
+        for k in idxs:
+            r, f, nw = group[k][2]
+            running += r
+            finished += f
+            new += nw
+        if new:
+            self._thd_insert(c, new)
+        if running:
+            self._thd_running(c, running)
+        if finished:
+            self._thd_finished(c, finished)
+        for k in idxs:
+            out[k] = (True, None)
+
+    def _thd_saved(self, c: Any, group: list[Any], idxs: list[int], out: list[Any]) -> None:
+        import psycopg
+        try:
+            with c.raw.transaction():   # a savepoint
+                self._thd_unit(c, group, idxs, out)
+        except Exception as e:
+            if len(idxs) > 1:
+                for k in idxs:
+                    self._thd_saved(c, group, [k], out)
+            elif isinstance(e, psycopg.Error):
+                out[idxs[0]] = (False, Failure(self._pg_translate(e)))
+            else:
+                out[idxs[0]] = (False, Failure())
+
+    def record(self, running: list[RunningJob], finished: list[FinishedJob],
+               new: list[NewJob] | None = None) -> Deferred:
+        """As the SQLite store's; queued calls merge into one batch per kind (see _thd_group)."""
+        return self._enqueue("rec", None, (running, finished, new or []))
 
     # ------------------------------------------------------------------ plumbing
     def _conn(self) -> PgConn:  # type: ignore[override]
@@ -221,7 +263,7 @@ class PgStore(SqliteStore):
 
     def _thd_write(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         """``fn(conn, *args)`` in one transaction: committed whole or rolled back whole."""
-        ok, value = self._thd_group([(fn, args)])[0]
+        ok, value = self._thd_group([("w", fn, args)])[0]
         if not ok:
             value.raiseException()
         return value

@@ -597,3 +597,24 @@ def test_pg_thread_runner_is_fifo(pg_url):
     s.finish_jobs([done(i) for i in range(1, 11)])
     assert r.drain_until(s.count_by_status(None)) == {"running": 990, "completed": 10}
     r.drain_until(s.close())
+
+
+def test_pg_group_commit_merges_calls_and_isolates_a_failing_one(pg_url):
+    """Calls that queue while a group runs go in the next group, in one transaction and one commit:
+    record() calls merge, and a failing one (a duplicate id) fails alone; the others are stored."""
+    from dsage_core.store.postgres import PgStore
+    r = FakeReactor()
+    s = PgStore(pg_url, ThreadRunner(r))
+    r.drain_until(s.open())
+    first = s.insert_jobs([new(1)])          # runs at once; the next three queue behind it
+    a = s.record([], [], [new(2)])
+    b = s.record([], [done(9)], [new(1)])    # job 1 exists: rejected, with its result
+    c = s.record([RunningJob(2, 1, "w", 2.0)], [], [new(3)])
+    assert r.drain_until(first) is None
+    groups = s.groups
+    assert r.drain_until(a) is None
+    assert "database write rejected" in str(r.drain_until(b).value)
+    assert r.drain_until(c) is None
+    assert s.groups == groups + 1            # a, b and c: one commit
+    assert r.drain_until(s.count_by_status(None)) == {"queued": 2, "running": 1}
+    r.drain_until(s.close())
