@@ -9,6 +9,9 @@ W5  cold ``start_all`` to first result, in a fresh interpreter (s)
 
 Figures are printed as one table; the ratio column is dsage / baseline (higher is better for
 rates, lower is better for times).
+
+``--store postgresql://...`` adds W1 on that (empty) PostgreSQL database, measured in the same run
+as W1 on SQLite (the server gets the URL through ``DSAGE_STORE``); ``--w1-only`` skips the rest.
 """
 from __future__ import annotations
 
@@ -58,6 +61,34 @@ def baseline() -> dict[str, float]:
         total = sum(len(b) for b in pool.map(bj.mib, range(N4), chunksize=1))
         r["W4"] = total / 2**20 / (time.perf_counter() - t)
     return r
+
+
+def w1_only(home: Path, store: str | None = None) -> float:
+    """Median W1 of a fresh start_all whose server keeps its jobs in *store* (None: SQLite)."""
+    import dsage_core as dsage
+    old = os.environ.get("DSAGE_STORE")
+    if store:
+        os.environ["DSAGE_STORE"] = store
+    try:
+        D = dsage.start_all(workers=2, home=home)
+    finally:
+        if old is None:
+            os.environ.pop("DSAGE_STORE", None)
+        else:
+            os.environ["DSAGE_STORE"] = old
+    try:
+        D.map(bj.noop, range(200))[-1].wait(60)  # warm the pipeline once
+        w1 = []
+        for _ in range(ROUNDS):
+            t = time.perf_counter()
+            jobs = D.map(bj.noop, range(N1))
+            for j in dsage.as_completed(jobs):
+                pass
+            w1.append(N1 / (time.perf_counter() - t))
+            assert all(j.status == "completed" for j in jobs)
+        return statistics.median(w1)
+    finally:
+        D.shutdown()
 
 
 def dsage_figures(home: Path) -> dict[str, float]:
@@ -117,13 +148,29 @@ def _pct(xs: list[float], p: float) -> float:
 
 
 def main() -> int:
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--store", help="also measure W1 on this empty PostgreSQL database (postgresql://...)")
+    ap.add_argument("--w1-only", action="store_true", help="W1 only (SQLite, and --store if given)")
+    opts = ap.parse_args()
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    base = baseline()
-    with tempfile.TemporaryDirectory(prefix="dsage-bench-") as tmp:
-        ours = dsage_figures(Path(tmp) / "home")
-        cold_start(Path(tmp) / "cold")  # first run creates keys and certificates
-        ours["W5"] = min(cold_start(Path(tmp) / "cold") for _ in range(2))
-    rows = [("W1  10k no-op jobs", "jobs/s", "W1", True), ("W1e executor().map", "jobs/s", "W1e", True),
+    if opts.w1_only:
+        base = {}
+        with tempfile.TemporaryDirectory(prefix="dsage-bench-") as tmp:
+            ours = {"W1": w1_only(Path(tmp) / "home")}
+            if opts.store:
+                ours["W1pg"] = w1_only(Path(tmp) / "pg", opts.store)
+    else:
+        base = baseline()
+        with tempfile.TemporaryDirectory(prefix="dsage-bench-") as tmp:
+            ours = dsage_figures(Path(tmp) / "home")
+            cold_start(Path(tmp) / "cold")  # first run creates keys and certificates
+            ours["W5"] = min(cold_start(Path(tmp) / "cold") for _ in range(2))
+            if opts.store:
+                ours["W1pg"] = w1_only(Path(tmp) / "pg", opts.store)
+    rows = [("W1  10k no-op jobs", "jobs/s", "W1", True),
+            ("W1  on PostgreSQL (--store)", "jobs/s", "W1pg", True),
+            ("W1e executor().map", "jobs/s", "W1e", True),
             ("W2  round trip p50", "ms", "W2p50", False), ("W2  round trip p99", "ms", "W2p99", False),
             ("W3  20 ms CPU jobs", "% eff.", "W3", True), ("W4  1 MiB results", "MiB/s", "W4", True),
             ("W5  cold start to 1st result", "s", "W5", False)]
@@ -131,9 +178,11 @@ def main() -> int:
     for label, unit, key, _ in rows:
         if key not in ours:
             continue
-        b = base.get("W1" if key == "W1e" else key)
+        b = base.get("W1" if key in ("W1e", "W1pg") else key)
         ratio = ours[key] / b if b else float("nan")
-        print(f"{label:<30} {unit:<7} {ours[key]:>10.2f} {b:>11.2f} {ratio:>7.3f}")
+        print(f"{label:<30} {unit:<7} {ours[key]:>10.2f} {b or float('nan'):>11.2f} {ratio:>7.3f}")
+    if opts.w1_only:
+        return 0
     Path("bench/results").mkdir(parents=True, exist_ok=True)
     Path("bench/results/latest.json").write_text(json.dumps({"dsage": ours, "baseline": base}, indent=1))
     gui = Path(__file__).with_name("gui_lag.py")

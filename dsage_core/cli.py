@@ -111,6 +111,9 @@ def cmd_server(args: argparse.Namespace) -> int:
         check_replicas(args.anonymous_replicas)
     except ValueError as e:
         return _fail(f"--anonymous-replicas: {e}")
+    why = _check_store(args.store)
+    if why:
+        return _fail(why)
     from dsage_core.home import secure_home
     fixed = secure_home(_home(args))
     if fixed:
@@ -119,17 +122,47 @@ def cmd_server(args: argparse.Namespace) -> int:
                        allow_anonymous=args.allow_anonymous, lease_timeout=args.lease_timeout,
                        anonymous_packages=args.anonymous_packages,
                        max_failures=args.max_failures, limits=limits,
-                       local_socket=not args.no_local_socket, anonymous_replicas=args.anonymous_replicas)
+                       local_socket=not args.no_local_socket, anonymous_replicas=args.anonymous_replicas,
+                       store=None if args.store in (None, "sqlite") else args.store)
     if not args.quiet:
         _log_to_stderr()
     holder: dict[str, Any] = {}
+    status = {"code": 0}
 
     def start(reactor: Any) -> Any:
         svc = create_server(cfg, reactor)
         holder["svc"] = svc
+
+        def lost(reason: str) -> None:
+            print(f"dsage server: error: {reason}; stopped serving (a standby may serve now)",
+                  file=sys.stderr, flush=True)
+            status["code"] = 1
+            stop_reactor(reactor)
+        svc.on_fatal = lost
+        svc.on_standby = lambda who: print(f"dsage server: standby: the database is served by {who}; "
+                                           f"this server takes over when it stops", file=sys.stderr, flush=True)
         d = svc.start().addCallback(lambda furl: _print_furl(furl, svc, args.quiet))
         return d.addCallback(lambda _: freeze_startup_objects())
-    return _run_reactor(start, lambda: holder["svc"].stop() if "svc" in holder else None)
+    code = _run_reactor(start, lambda: holder["svc"].stop() if "svc" in holder else None)
+    return code or status["code"]
+
+
+def _check_store(spec: str | None) -> str | None:
+    """Why ``--store`` cannot be used (one line), or None."""
+    from dsage_core.store import pg_schema
+    if spec in (None, "sqlite"):
+        return None
+    if not pg_schema.is_url(spec):
+        return f"unknown --store {spec!r}: give a postgresql://... URL (or 'sqlite', the default)"
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return "the PostgreSQL store needs psycopg: pip install 'dsage[postgresql]'"
+    try:
+        pg_schema.conninfo(spec, "dsage-server")
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 def _print_furl(furl: str, svc: Any, quiet: bool) -> None:
@@ -688,6 +721,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run each job that may go to anonymous workers (not --trusted-only) on K distinct "
                    "workers and accept its result when a majority agree (a job's replicas= option wins; "
                    "default: %(default)s)")
+    s.add_argument("--store", default=os.environ.get("DSAGE_STORE") or None, metavar="URL",
+                   help="postgresql://USER:PASSWORD@HOST/DB (or postgresql:///DB?host=/socket/dir): keep jobs "
+                   "in PostgreSQL; a second server on the same database waits as a standby and takes "
+                   "over (default: $DSAGE_STORE, else SQLite in the home)")
     s.add_argument("--quiet", action="store_true", help="no log on stderr (the furl is still printed)")
 
     s = cmd("worker", cmd_worker, "run a worker with N slots (child processes)")

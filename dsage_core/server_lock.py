@@ -71,6 +71,30 @@ def release(f: IO[bytes]) -> None:
     f.close()
 
 
+GROUP_NAME = "server.group"
+
+
+def mark_group(home: Path, group: bool) -> None:
+    """Record whether the server of *home* is one of a group sharing a database (PostgreSQL): its
+    peers then reach the group over TCP whenever no live server holds the home, instead of
+    waiting for this home's server to come back (another host may serve for good)."""
+    p = Path(home) / GROUP_NAME
+    if group:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        os.write(fd, b"postgresql\n")
+        os.close(fd)
+    else:
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def is_group(home: Path) -> bool:
+    """True if the last server of *home* was one of a group (see :func:`mark_group`)."""
+    return (Path(home) / GROUP_NAME).exists()
+
+
 def announce(home: Path, pid: int) -> None:
     """Written by ``start_all`` for the server it just spawned (which rewrites the same note)."""
     (Path(home) / LOCK_NAME).write_bytes(note(pid, socket_path(home) is not None))

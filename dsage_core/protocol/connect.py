@@ -7,6 +7,13 @@ reconnect logs in again and replays state through ``on_session``. Clients and wo
 A peer whose home holds the server's local socket (:mod:`dsage_core.protocol.localwire`) first
 checks that the server behind it is the one its furl names, then logs in over the socket instead;
 it reconnects there while the socket file exists, and falls back to Foolscap when it does not.
+
+Servers sharing a PostgreSQL database (one serves, the others wait as standbys) have one Tub id
+and one furl naming all of them; ``get_version`` tells it (``"furl"``). A connection adopts that
+furl (only for the same Tub id: a server can only point at itself), asks again every
+:data:`GROUP_REFRESH` seconds, and reconnects with the newest one after a loss: peers follow a
+takeover by themselves. A peer on the local socket of a group server goes to Foolscap as soon as
+no live server holds its home (the one that served may be gone for good; another host serves).
 """
 from __future__ import annotations
 
@@ -28,6 +35,10 @@ log = Logger(namespace="dsage.connect")
 MAX_LOCAL_FAILURES = 8
 #: first delay between local reconnect attempts when no live server announces the socket
 LOCAL_RETRY_START = 0.05
+#: seconds between two ``get_version`` calls of a peer of a server group (learns new standbys)
+GROUP_REFRESH = 10.0
+#: the longest group furl a peer accepts
+MAX_FURL = 8192
 
 
 def read_furl(server: str | Path) -> str:
@@ -87,6 +98,13 @@ class ServerConnection:
         self._local_retry: Any = None
         self._local_delay = LOCAL_RETRY_START
         self._local_failures = 0   # local attempts in a row that did not reach a session
+        #: the server is one of a group sharing a database (its home says so, or it told us)
+        self.group = local_socket is not None and server_lock.is_group(local_socket.parent)
+        self.group_refresh = GROUP_REFRESH
+        self.on_furl: Callable[[str], Any] = lambda furl: None   #: a newer group furl was adopted
+        self._rc_furl: str | None = None   # the furl the running Reconnector uses
+        self._refresh: Any = None
+        self._login: Any = None
 
     @property
     def tub(self) -> Any:
@@ -108,6 +126,8 @@ class ServerConnection:
         if p is None:
             return False
         kind = server_lock.announced(p.parent)
+        if kind is None and self.group:
+            return False   # the group's other servers are reached over Foolscap
         return kind == "local" if kind is not None else p.exists()
 
     # ------------------------------------------------------------------ local socket
@@ -135,6 +155,7 @@ class ServerConnection:
                 return None
             self._local_delay = LOCAL_RETRY_START
             self.transport = "local"
+            self._adopt(version)
             return self._got_login(login)
 
         def failed(f: Any) -> None:
@@ -169,6 +190,7 @@ class ServerConnection:
         if self._stopped or self._rc is not None:
             return
         self.transport = "foolscap"
+        self._rc_furl = self.furl
         self._rc = self.tub.connectTo(self.furl, self._got_login)
         # Foolscap's backoff starts at 1 s and grows by e: far too slow for a server that is
         # starting at the same moment (start_all) or restarting after a crash. The first
@@ -181,6 +203,7 @@ class ServerConnection:
     def stop(self) -> None:
         """Stop reconnecting; a live connection stays until :meth:`close` (or the Tub stops)."""
         self._stopped = True
+        self._stop_refresh()
         if self._rc is not None:
             self._rc.stopConnecting()
             self._rc = None
@@ -218,6 +241,11 @@ class ServerConnection:
             self._try_local()
             return
         login.notifyOnDisconnect(self._lost)
+        self._login = login
+        if self.transport == "foolscap":
+            self._ask_version(login)
+        else:
+            self._schedule_refresh()   # the local path asked already
         try:
             if self.anonymous:
                 session = yield login.callRemote("login_anonymous", self.role)
@@ -245,20 +273,65 @@ class ServerConnection:
             log.failure("dsage.connect.on_session_failed")
             self.on_error(e)
 
+    # ------------------------------------------------------------------ server groups
+    def _ask_version(self, login: Any) -> None:
+        d = login.callRemote("get_version")
+        d.addCallbacks(self._adopt, lambda f: None)
+        d.addBoth(lambda _: self._schedule_refresh())
+
+    def _adopt(self, version: Any) -> None:
+        """Take the group furl a server told (same Tub id only), for the next reconnect."""
+        furl = version.get("furl") if isinstance(version, dict) else None
+        if not isinstance(furl, str) or len(furl) > MAX_FURL or not furl.startswith("pb://"):
+            return
+        try:
+            if tub_id_of(furl) != self.server_id or not furl.endswith("/login"):
+                return
+        except ValueError:
+            return
+        self.group = True
+        if furl != self.furl:
+            self.furl = furl
+            log.info("dsage.connect.group_furl", furl=furl)
+            self.on_furl(furl)
+
+    def _schedule_refresh(self) -> None:
+        from twisted.internet import reactor
+        if not self.group or self._stopped or self._login is None or self._refresh is not None:
+            return
+        self._refresh = reactor.callLater(self.group_refresh, self._refresh_now)
+
+    def _refresh_now(self) -> None:
+        self._refresh = None
+        if self._login is not None:
+            self._ask_version(self._login)
+
+    def _stop_refresh(self) -> None:
+        if self._refresh is not None and self._refresh.active():
+            self._refresh.cancel()
+        self._refresh = None
+
     def _lost(self) -> None:
         was = self.connected
         self.connected = False
         self.session = None
+        self._login = None
+        self._stop_refresh()
         if was:
             self.on_lost()
         if self.transport == "local":
             self._local = None
             if not was:
                 self._local_failures += 1   # dropped before a session: e.g. refused by the server
-            if self._local_failures < MAX_LOCAL_FAILURES:
+            if self._local_failures < MAX_LOCAL_FAILURES and (not self.group or self._local_expected()):
                 self._retry_local()
             else:
                 self._start_foolscap()
+        elif self._rc is not None and self._rc_furl != self.furl and not self._stopped:
+            # reconnect with the newest group furl (it names the standbys that joined since)
+            self._rc.stopConnecting()
+            self._rc = None
+            self._start_foolscap()
 
 
 def redeem_invite(tub: Any, furl: str, invite: str, pubkey: str, session: str | None = None) -> Deferred:

@@ -162,6 +162,9 @@ class JobServer(ReplicaServer):
         self.file_reader: Any = None
         self.local_token: str | None = None  #: see dsage_core.local_results
         self._results: ResultsDir | None = None   #: results/ of the home, for the file reader
+        #: the furl of every server of a shared (PostgreSQL) database, told to peers so they follow
+        #: a takeover (None: a server of its own)
+        self.furl: str | None = None
         #: set when the server itself stops: the workers it drops are not to blame for the jobs
         #: they held, which stay "running" in the store until the next start requeues them
         self.closing = False

@@ -431,8 +431,11 @@ class Login(Guarded):
             s.connection_lost()
 
     def remote_get_version(self) -> dict[str, Any]:
-        return {"version": __version__, "server_id": self.core.server_id,
-                "allow_anonymous": self.auth.allow_anonymous}
+        v = {"version": __version__, "server_id": self.core.server_id,
+             "allow_anonymous": self.auth.allow_anonymous}
+        if self.core.furl is not None:
+            v["furl"] = self.core.furl   # every server of the group: peers follow a takeover
+        return v
 
     def remote_challenge(self) -> bytes:
         return self.gate.challenge() if self.gate is not None else self.auth.challenge()

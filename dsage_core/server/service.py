@@ -20,7 +20,8 @@ from dsage_core.scheduler import Scheduler
 from dsage_core.server.auth import Authenticator
 from dsage_core.server.core import JobServer
 from dsage_core.server.remote import Login, RunSender
-from dsage_core.store import SqliteStore, ThreadRunner
+from dsage_core.store import SqliteStore, ThreadRunner, pg_schema
+from dsage_core.store.postgres import PgStore
 
 log = Logger(namespace="dsage.server")
 
@@ -43,6 +44,8 @@ class ServerConfig:
     #: copies of each job that may run on anonymous workers (not trusted_only) and does not set
     #: its own ``replicas`` (dsage_core.model.replicas)
     anonymous_replicas: int = 1
+    #: None: SQLite in the home; a ``postgresql://`` URL: that database, shared with standbys
+    store: str | None = None
 
 
 class ServerService(MultiService):
@@ -60,6 +63,11 @@ class ServerService(MultiService):
         self._loops: list[LoopingCall] = []
         self._last_workers_key = ""
         self._local: Any = None
+        self.holder: Any = None      #: the serving lock of a PostgreSQL store (store/pg_holder.py)
+        #: a PostgreSQL standby waits: called with who holds the database
+        self.on_standby: Any = lambda holder: log.info("dsage.server.standby", holder=holder)
+        #: the server stopped serving by itself (it lost its database lock): called with why
+        self.on_fatal: Any = lambda reason: None
 
     @inlineCallbacks
     def start(self) -> Any:
@@ -67,13 +75,28 @@ class ServerService(MultiService):
         fixed = homes.secure_home(self.home)
         if fixed:
             log.warn("dsage.server.home_was_open", fixed=fixed)
-        _private_file(self.home / homes.DATABASE)   # SQLite gives -wal and -shm the same mode
+        pg = pg_schema.is_url(cfg.store)
+        if not pg:
+            _private_file(self.home / homes.DATABASE)   # SQLite gives -wal and -shm the same mode
         local = cfg.local_socket and server_lock.socket_path(self.home) is not None
-        self._lock = _take_lock(self.home, local)
+        # a standby announces no socket: peers of this home use the serving server meanwhile
+        self._lock = _take_lock(self.home, local and not pg)
+        server_lock.mark_group(self.home, pg)
+        port = self.port = pick_port(self.home, cfg.port)
+        self.hosts = hints.advertised_hosts(cfg.listen, cfg.location)
+        if pg:
+            yield self._share_identity(cfg.store, port)
         tub = tubs.server_tub(self.home / homes.SERVER_CERT)
         self.tub = tub
         server_id = tub.getTubID()
-        store = SqliteStore(self.home / homes.DATABASE, ThreadRunner(self.reactor))
+        if pg:
+            yield self._wait_to_serve(server_id)
+            if local:
+                server_lock.rewrite(self._lock, True)
+            store: Any = PgStore(cfg.store, ThreadRunner(self.reactor))
+            self.holder.on_lost_now = store.fence   # on the holder's thread: no write after the loss
+        else:
+            store = SqliteStore(self.home / homes.DATABASE, ThreadRunner(self.reactor))
         scheduler = Scheduler(max_failures=cfg.max_failures, lease_timeout=cfg.lease_timeout)
         core = JobServer(store, self.reactor, limits=cfg.limits, scheduler=scheduler,
                          server_id=server_id,
@@ -84,7 +107,8 @@ class ServerService(MultiService):
         core.anonymous_packages = cfg.anonymous_packages
         core.file_reader = ThreadRunner(self.reactor, name="dsage-files")  # result files, off the reactor
         core.file_reader.start()
-        core.local_token = local_results.write_token(self.home)
+        # results through files in the home only where no other host may serve them next
+        core.local_token = None if pg else local_results.write_token(self.home)
         yield core.restore()
         swept = yield store.sweep_result_files()   # before any worker can write a new one
         if swept:
@@ -92,14 +116,14 @@ class ServerService(MultiService):
         yield ensure_owner(store, self.home)
         yield ensure_local_worker(store, self.home)
         self.auth = Authenticator(store, self.reactor, server_id, allow_anonymous=cfg.allow_anonymous)
-        port = self.port = pick_port(self.home, cfg.port)
         tub.listenOn(hints.listen_endpoint(cfg.listen, port))
-        self.hosts = hints.advertised_hosts(cfg.listen, cfg.location)
         tub.setLocation(hints.location(self.hosts, port))
         core.listen = cfg.listen
         tub.setServiceParent(self)
         login = Login(core, self.auth)
         self.furl = tub.registerReference(login, "login")
+        if pg:
+            self.furl = core.furl = self._group_furl()
         if local:
             try:
                 self._local = localwire.listen(self.reactor, self.home, login)
@@ -108,16 +132,71 @@ class ServerService(MultiService):
                 server_lock.rewrite(self._lock, False)
         else:
             localwire.remove_stale(self.home)   # a crashed server's socket must not lure peers
-        furl_file = self.home / homes.SERVER_FURL
-        tmp = furl_file.with_suffix(".tmp")
-        tmp.write_text(self.furl + "\n")
-        tmp.replace(furl_file)
+        self._write_furl(self.furl)
         self._every(1.0, core.tick)
         self._every(cfg.stats_interval, self._push_stats)
         if not self.running:
             self.startService()
         log.info("dsage.server.listening", furl=self.furl)
         return self.furl
+
+    def _write_furl(self, furl: str) -> None:
+        furl_file = self.home / homes.SERVER_FURL
+        tmp = furl_file.with_suffix(".tmp")
+        tmp.write_text(furl + "\n")
+        tmp.replace(furl_file)
+
+    # ------------------------------------------------------------------ PostgreSQL: one of a group
+    @inlineCallbacks
+    def _share_identity(self, url: str, port: int) -> Any:
+        """Take the database's server certificate (or give it ours): every server of the database
+        has one Tub id, so one furl reaches whichever serves."""
+        from dsage_core.store.pg_holder import Holder
+        cert_file = self.home / homes.SERVER_CERT
+        try:
+            mine = cert_file.read_bytes()
+        except FileNotFoundError:
+            from foolscap.api import Tub
+            mine = Tub().getCertData()
+        self.holder = Holder(url, self.reactor, hints.location(self.hosts, port))
+        cert, self.members = yield self.holder.prepare(mine)
+        if cert != mine:
+            from dsage_core.fileio import write_private
+            write_private(cert_file, cert)
+            log.info("dsage.server.identity_from_database", cert=str(cert_file))
+
+    @inlineCallbacks
+    def _wait_to_serve(self, server_id: str) -> Any:
+        """Write the group's furl, then wait (a standby) until this server holds the database."""
+        self.server_id = server_id
+        self.furl = self._group_furl()
+        self._write_furl(self.furl)
+        self.holder.on_waiting = self.on_standby
+        self.holder.on_members = self._members_changed
+        self.holder.on_lost = self._lost_database
+        yield self.holder.acquired
+
+    def _group_furl(self) -> str:
+        """One furl with every server's hints, this one's first (Foolscap tries them all)."""
+        members = self.holder.members if self.holder is not None else []
+        seen: list[str] = []
+        for m in members:
+            for h in m.split(","):
+                if h and h not in seen:
+                    seen.append(h)
+        return f"pb://{self.server_id}@{','.join(seen)}/login"
+
+    def _members_changed(self, members: list[str]) -> None:
+        if self.core is None or self.core.closing:
+            return
+        self.furl = self.core.furl = self._group_furl()
+        self._write_furl(self.furl)
+        log.info("dsage.server.group_changed", furl=self.furl)
+
+    def _lost_database(self, reason: str) -> None:
+        """Stop serving at once: a standby may be serving from the same database now."""
+        log.error("dsage.server.lost_database", reason=reason)
+        self.stop().addBoth(lambda _: self.on_fatal(reason))
 
     def _every(self, interval: float, fn: Any) -> None:
         lc = LoopingCall(fn)
@@ -167,6 +246,9 @@ class ServerService(MultiService):
             yield self.core.store.close()
             if self.core.file_reader is not None:
                 self.core.file_reader.stop()
+        if self.holder is not None:
+            self.holder.stop()   # after the last write: a standby takes over from here
+            self.holder = None
         lock = getattr(self, "_lock", None)
         if lock is not None:
             server_lock.release(lock)

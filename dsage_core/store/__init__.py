@@ -1,4 +1,4 @@
-"""The durable job store (SQLite, one dedicated thread)."""
+"""The durable job store (SQLite, one dedicated thread; PostgreSQL in :mod:`.postgres`)."""
 from dsage_core.store.errors import InviteError, StoreError, StoreUnavailable
 from dsage_core.store.runner import InlineRunner, ThreadRunner
 from dsage_core.store.sqlite import FinishedJob, NewJob, RunningJob, Snapshot, SqliteStore

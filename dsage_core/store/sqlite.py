@@ -100,6 +100,9 @@ class SqliteStore:
     disk full, I/O error) and True again after the next successful write; ``last_error`` says why.
     """
 
+    #: results above this many bytes go to files beside the database (see _thd_write_result)
+    large_result: float = LARGE_RESULT
+
     def __init__(self, path: str | Path, runner: Runner) -> None:
         self.path = Path(path)
         self.runner = runner
@@ -189,6 +192,11 @@ class SqliteStore:
             migrate(c)
         except sqlite3.OperationalError as e:
             raise self._thd_translate(e) from None
+        return self._thd_snapshot(c)
+
+    @staticmethod
+    def _thd_snapshot(c: Any) -> Snapshot:
+        """The id counter's seed and every queued or running job."""
         max_id = c.execute("SELECT COALESCE(MAX(id), 0) FROM jobs").fetchone()[0]
         cur = c.execute("SELECT id, owner, name, kind, status, priority, trusted_only, needs, payload, blob_id, "
                         "timeout, limits, code, created, attempts, failures, ext FROM jobs "
@@ -227,7 +235,7 @@ class SqliteStore:
         params, refused = [], []
         for r in rows:
             result, result_file, status, error = r.result, r.result_file, r.status, r.error
-            if result is not None and len(result) > LARGE_RESULT:
+            if result is not None and len(result) > self.large_result:
                 result_file = self._thd_write_result(r.id, result)
                 result = None
             elif result_file is not None and r.verify_size is not None:
@@ -472,12 +480,15 @@ class SqliteStore:
     def add_user(self, name: str, pubkey: str, role: str) -> Deferred:
         """Add a user; :class:`StoreError` if the name or the key is taken."""
         def thd(c: sqlite3.Connection) -> None:
+            # looked up first: a failed INSERT ends a PostgreSQL transaction (no query after it)
+            taken = c.execute("SELECT name FROM users WHERE name=? OR pubkey=?", (name, pubkey)).fetchone()
+            if taken is not None:
+                raise StoreError(f"a user with that name or key already exists ({taken[0]})")
             try:
                 c.execute("INSERT INTO users (name, pubkey, role, created) VALUES (?,?,?,?)",
                           (name, pubkey, role, time.time()))
             except sqlite3.IntegrityError:
-                taken = c.execute("SELECT name FROM users WHERE name=? OR pubkey=?", (name, pubkey)).fetchone()
-                raise StoreError(f"a user with that name or key already exists ({taken[0] if taken else name})")
+                raise StoreError(f"a user with that name or key already exists ({name})") from None
         return self._write(thd)
 
     def remove_user(self, name: str) -> Deferred:
@@ -578,14 +589,14 @@ class SqliteStore:
     def audit(self, event: str, user: str, address: str, detail: str) -> Deferred:
         """Append an audit record (time is now)."""
         def thd(c: sqlite3.Connection) -> None:
-            c.execute("INSERT INTO audit (time, event, user, address, detail) VALUES (?,?,?,?,?)",
+            c.execute('INSERT INTO audit (time, event, "user", address, detail) VALUES (?,?,?,?,?)',
                       (time.time(), event, user, address, detail))
         return self._write(thd)
 
     def recent_audit(self, limit: int = 100) -> Deferred:
         """Fires with the newest audit records, newest first."""
         def thd(c: sqlite3.Connection) -> list[dict[str, Any]]:
-            cur = c.execute("SELECT time, event, user, address, detail FROM audit ORDER BY id DESC LIMIT ?",
+            cur = c.execute('SELECT time, event, "user", address, detail FROM audit ORDER BY id DESC LIMIT ?',
                             (limit,))
             return [_row(cur, r) for r in cur.fetchall()]
         return self._read(thd)

@@ -1,5 +1,6 @@
-"""The SQLite store on a real file: schema and migrations, durability across reopen, every method,
-owner filtering, invites, storage trouble, and FIFO on the dedicated thread."""
+"""The SQLite store on a real file, and the PostgreSQL store on a real server (the same tests, the
+``Pg*`` classes): schema and migrations, durability across reopen, every method, owner filtering,
+invites, storage trouble, and FIFO on the dedicated thread."""
 import queue
 import sqlite3
 import tempfile
@@ -31,8 +32,15 @@ def done(i, status="completed", result=b"P\x04", **kw):
 class StoreCase(SynchronousTestCase):
     def setUp(self):
         self.path = Path(tempfile.mkdtemp()) / "db.sqlite"
-        self.store = SqliteStore(self.path, InlineRunner())
+        self.store = self.make_store()
         self.snap = self.successResultOf(self.store.open())
+
+    def make_store(self):
+        return SqliteStore(self.path, InlineRunner())
+
+    def disk_full(self):
+        """The exception this backend raises when its disk is full."""
+        return sqlite3.OperationalError("database or disk is full")
 
     def tearDown(self):
         self.successResultOf(self.store.close())
@@ -42,7 +50,7 @@ class StoreCase(SynchronousTestCase):
 
     def reopen(self):
         self.ok(self.store.close())
-        self.store = SqliteStore(self.path, InlineRunner())
+        self.store = self.make_store()
         return self.ok(self.store.open())
 
 
@@ -284,13 +292,15 @@ class UnwritableTests(StoreCase):
         s = self.store
         self.ok(s.insert_jobs([new(1)]))
 
+        err = self.disk_full()
+
         def disk_full():
-            raise sqlite3.OperationalError("database or disk is full")
+            raise err
         s.fault_hook = disk_full
         f = self.failureResultOf(s.insert_jobs([new(2)]), StoreUnavailable)
         self.assertIn("database", str(f.value))
-        self.assertIn("cannot be written (database or disk is full)", str(f.value))
-        self.assertEqual((s.writable, s.last_error), (False, "database or disk is full"))
+        self.assertIn(f"cannot be written ({err})", str(f.value))
+        self.assertEqual((s.writable, s.last_error), (False, str(err)))
         self.assertEqual(self.ok(s.get_job(1))["id"], 1)
         self.assertIsNone(self.ok(s.get_job(2)))
         s.fault_hook = None
@@ -313,10 +323,15 @@ class UnwritableTests(StoreCase):
         self.ok(s.finish_jobs([done(1)]))
         self.assertTrue(s.writable)
 
+    def no_such_column(self):
+        return sqlite3.OperationalError("no such column: nope")
+
     def test_other_operational_error_is_store_error_not_unavailable(self):
         """An error that is not about writing (a bug) is a StoreError and leaves ``writable`` alone."""
+        bad = self.no_such_column()
+
         def bug():
-            raise sqlite3.OperationalError("no such column: nope")
+            raise bad
         self.store.fault_hook = bug
         f = self.failureResultOf(self.store.insert_jobs([new(1)]), StoreError)
         self.assertNotIsInstance(f.value, StoreUnavailable)
@@ -429,3 +444,177 @@ class CheckpointCase(StoreCase):
         assert cp.ran.wait(10), "no checkpoint after every_commits commits"
         assert cp.checkpoints >= 1
         assert len(self.ok(self.store.list_jobs("alice", False, {}))) == cp.every_commits
+
+
+# ---------------------------------------------------------------------- the same on PostgreSQL
+class PgBackend:
+    """Mixed into a StoreCase: the PostgreSQL store on a fresh database of the session's server."""
+
+    @pytest.fixture(autouse=True)
+    def _database(self, pg_url):
+        self.url = pg_url
+
+    def make_store(self):
+        from dsage_core.store.postgres import PgStore
+        return PgStore(self.url, InlineRunner())
+
+    def disk_full(self):
+        import psycopg.errors
+        return psycopg.errors.DiskFull("could not extend file: No space left on device")
+
+    def no_such_column(self):
+        import psycopg.errors
+        return psycopg.errors.UndefinedColumn('column "nope" does not exist')
+
+
+class PgJobTests(PgBackend, JobTests):
+    def test_large_results_live_in_files(self):
+        """On PostgreSQL a large result lives in the database (a standby on another host reads it)."""
+        s = self.store
+        big = b"P" + bytes(range(256)) * 4096
+        self.ok(s.insert_jobs([new(1)]))
+        self.ok(s.finish_jobs([done(1, result=big)]))
+        self.assertFalse((self.path.parent / "results").exists())
+        self.reopen()
+        self.assertEqual(self.ok(self.store.get_job(1))["result"], big)
+
+    def test_sweep_removes_only_result_files_no_row_names(self):
+        """There are no result files to sweep on PostgreSQL."""
+        self.assertEqual(self.ok(self.store.sweep_result_files()), 0)
+
+
+class PgListingTests(PgBackend, ListingTests):
+    pass
+
+
+class PgBlobUserAuditTests(PgBackend, BlobUserAuditTests):
+    pass
+
+
+class PgInviteTests(PgBackend, InviteTests):
+    pass
+
+
+class PgUnwritableTests(PgBackend, UnwritableTests):
+    def test_readonly_database_rolls_back_and_keeps_reads(self):
+        """A read-only PostgreSQL session fails every kind of write cleanly; reads work; it recovers."""
+        s = self.store
+        self.ok(s.insert_jobs([new(1)]))
+        s._conn().raw.execute("SET default_transaction_read_only = on")
+        f = self.failureResultOf(s.insert_jobs([new(5)]), StoreUnavailable)
+        self.assertIn("read-only", str(f.value))
+        self.failureResultOf(s.finish_jobs([done(1)]), StoreUnavailable)
+        self.failureResultOf(s.add_user("a", "k", "admin"), StoreUnavailable)
+        self.assertFalse(s.writable)
+        self.assertEqual(self.ok(s.get_job(1))["status"], "queued")
+        s._conn().raw.execute("SET default_transaction_read_only = off")
+        self.ok(s.finish_jobs([done(1)]))
+        self.assertTrue(s.writable)
+
+    def test_fenced_store_refuses_writes_and_keeps_reads(self):
+        """A store whose server lost the database lock writes nothing more, and says why."""
+        s = self.store
+        self.ok(s.insert_jobs([new(1)]))
+        s.fence("the lock connection was lost")
+        f = self.failureResultOf(s.finish_jobs([done(1)]), StoreUnavailable)
+        self.assertIn("no longer holds the database (the lock connection was lost)", str(f.value))
+        self.assertEqual(self.ok(s.get_job(1))["status"], "queued")
+
+    def test_lost_connection_is_unavailable_then_reconnects(self):
+        """A store connection the database drops fails that write as unavailable; the next one reconnects."""
+        s = self.store
+        self.ok(s.insert_jobs([new(1)]))
+        pid = s._conn().raw.info.backend_pid
+        import psycopg
+        with psycopg.connect(self.url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        self.failureResultOf(s.insert_jobs([new(2)]), StoreUnavailable)
+        self.ok(s.insert_jobs([new(2)]))
+        self.assertEqual([r["id"] for r in self.ok(s.list_jobs())], [1, 2])
+
+
+class PgSchemaTests(PgBackend, StoreCase):
+    def test_open_fresh_creates_the_sqlite_schema(self):
+        """A new database gets the SQLite schema's tables, columns and version (REAL as 8 bytes)."""
+        from dsage_core.store.schema import connect as sqlite_connect
+        c = self.store._conn()
+        cols = {(t, col): typ for t, col, typ in c.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema='public'").fetchall()}
+        sq = sqlite_connect(str(self.path))
+        migrate(sq)
+        expected = {(t, r[1]) for t in ("jobs", "blobs", "users", "invites", "audit")
+                    for r in sq.execute(f"PRAGMA table_info({t})")}
+        self.assertEqual({k for k in cols if k[0] != "dsage_schema"}, expected)
+        self.assertEqual((cols["jobs", "created"], cols["jobs", "payload"], cols["audit", "user"]),
+                         ("double precision", "bytea", "text"))
+        self.assertEqual(c.execute("SELECT version FROM dsage_schema").fetchone()[0], len(MIGRATIONS))
+        self.assertEqual(self.snap, (0, []))
+
+    def test_open_old_version_migrates_and_keeps_rows(self):
+        """A database at schema version 1 is brought up to date without losing its jobs."""
+        from dsage_core.store import pg_schema
+        self.ok(self.store.close())
+        import psycopg
+        with psycopg.connect(self.url, autocommit=True) as c:
+            c.execute("DROP TABLE jobs, blobs, users, invites, audit, dsage_schema")
+            pg_schema.migrate(c, pg_schema.migrations()[:1])
+            c.execute("INSERT INTO jobs (id, owner, status) VALUES (7, 'a', 'queued')")
+        snap = self.reopen()
+        self.assertEqual((snap.max_job_id, [r["id"] for r in snap.active]), (7, [7]))
+        self.assertEqual(self.ok(self.store.get_job(7))["ext"], None)
+
+    def test_open_newer_schema_refused(self):
+        """A database written by a newer dsage is refused with a clear error instead of being damaged."""
+        self.store._conn().execute("UPDATE dsage_schema SET version=?", (len(MIGRATIONS) + 1,))
+        s = self.make_store()
+        f = self.failureResultOf(s.open(), StoreError)
+        self.assertIn("newer than this dsage", str(f.value))
+        self.ok(s.close())
+
+    def test_unreachable_database_is_one_clear_line(self):
+        """A database that does not exist, or a server that does not answer, fails open() in one line."""
+        from dsage_core.store.postgres import PgStore
+        for url in (self.url.replace("///", "///nosuchdb_"), "postgresql://u:secret@127.0.0.1:9/db"):
+            s = PgStore(url, InlineRunner())
+            f = self.failureResultOf(s.open(), StoreError)
+            msg = str(f.value)
+            self.assertIn("cannot open the PostgreSQL store", msg)
+            self.assertNotIn("\n", msg)
+            self.assertNotIn("secret", msg)
+            self.ok(s.close())
+
+
+def test_pg_thread_runner_is_fifo(pg_url):
+    """The PostgreSQL store on its dedicated thread: each UPDATE right after its INSERT sees the rows."""
+    from dsage_core.store.postgres import PgStore
+    r = FakeReactor()
+    s = PgStore(pg_url, ThreadRunner(r))
+    r.drain_until(s.open())
+    for b in range(4):
+        s.insert_jobs([new(i) for i in range(b * 250 + 1, b * 250 + 251)])
+        s.mark_running([RunningJob(i, 1, "w", 2.0) for i in range(b * 250 + 1, b * 250 + 251)])
+    s.finish_jobs([done(i) for i in range(1, 11)])
+    assert r.drain_until(s.count_by_status(None)) == {"running": 990, "completed": 10}
+    r.drain_until(s.close())
+
+
+def test_pg_group_commit_merges_calls_and_isolates_a_failing_one(pg_url):
+    """Calls that queue while a group runs go in the next group, in one transaction and one commit:
+    record() calls merge, and a failing one (a duplicate id) fails alone; the others are stored."""
+    from dsage_core.store.postgres import PgStore
+    r = FakeReactor()
+    s = PgStore(pg_url, ThreadRunner(r))
+    r.drain_until(s.open())
+    first = s.insert_jobs([new(1)])          # runs at once; the next three queue behind it
+    a = s.record([], [], [new(2)])
+    b = s.record([], [done(9)], [new(1)])    # job 1 exists: rejected, with its result
+    c = s.record([RunningJob(2, 1, "w", 2.0)], [], [new(3)])
+    assert r.drain_until(first) is None
+    groups = s.groups
+    assert r.drain_until(a) is None
+    assert "database write rejected" in str(r.drain_until(b).value)
+    assert r.drain_until(c) is None
+    assert s.groups == groups + 1            # a, b and c: one commit
+    assert r.drain_until(s.count_by_status(None)) == {"queued": 2, "running": 1}
+    r.drain_until(s.close())
