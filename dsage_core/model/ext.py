@@ -82,3 +82,12 @@ def encode(ext: dict[str, Any] | None) -> str | None:
 def decode(text: str | None) -> dict[str, Any] | None:
     """The map :func:`encode` wrote (``None`` for an empty column)."""
     return json.loads(text) if text else None
+
+
+# --- retries (issue 17): a job that raises runs again (dsage_core.model.retry)
+from dsage_core.model import retry as _retry  # noqa: E402
+
+register(ExtOption("retries", _retry.check_retries,
+                   doc="run a job that raises up to N more times (see retry_on)"))
+register(ExtOption("retry_on", _retry.check_retry_on,
+                   doc="retry only these exception types (names or classes)"))

@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 FIELDS = ("id", "status", "worker", "started", "finished", "result", "result_preview", "error",
-          "progress", "progress_message", "attempts", "name", "created", "priority", "kind")
+          "progress", "progress_message", "attempts", "name", "created", "priority", "kind", "exc")
+#: ``exc`` (only on a failed job that raised; absent otherwise): see dsage_core.model.exc_info
 INDEX = {name: i for i, name in enumerate(FIELDS)}
 
 

@@ -22,6 +22,7 @@ from dsage_core.limits import Limits
 from dsage_core.model.job import HELD, TERMINAL
 from dsage_core.protocol.errors import BadRequest, NotFound, QuotaExceeded, ServerUnavailable
 from dsage_core.scheduler import Scheduler, SchedJob, events as ev, actions as act
+from dsage_core.model import exc_info
 from dsage_core.model.ext import decode as ext_decode, encode as ext_encode, worker_view
 from dsage_core.server.jobs import ActiveJob, parse_submission
 from dsage_core.store import NewJob, RunningJob, FinishedJob, StoreUnavailable
@@ -152,6 +153,9 @@ class JobServer:
         #: set when the server itself stops: the workers it drops are not to blame for the jobs
         #: they held, which stay "running" in the store until the next start requeues them
         self.closing = False
+        #: the server owner's user name (set by the service): a local worker (one that shares the
+        #: home, so holds the owner's key anyway) counts as the owner's own for exception pickles
+        self.owner_user: str | None = None
 
     # ------------------------------------------------------------------ start-up
     @inlineCallbacks
@@ -170,6 +174,10 @@ class JobServer:
                             timeout=row["timeout"], limits=_unpack_limits(row["limits"]),
                             created=row["created"], attempt=row["attempts"] or 0,
                             failures=row["failures"] or 0, ext=ext_decode(row["ext"]))
+            if job.ext and job.ext.get("retries"):
+                # runs that were neither worker deaths nor the current one count as retries used
+                # (a hand-back at a worker's shutdown too: never more than `retries` extra runs)
+                job.retried = max(0, job.attempt - job.failures - (row["status"] == "running"))
             if row["status"] == "running":
                 requeue.append((job.id, job.failures))
             self.jobs[job.id] = job
@@ -304,6 +312,8 @@ class JobServer:
         row = dict(row)
         row.pop("payload", None)
         row["needs"] = sorted(row.get("needs") or ())
+        if not isinstance(row.get("exc"), (dict, type(None))):
+            row["exc"] = _unpack_exc(row["exc"])
         if not with_result:
             row.pop("result", None)
         return row
@@ -579,12 +589,19 @@ class JobServer:
         self._notify([job])
 
     def _on_done(self, w: Worker, dones: list[list[Any]]) -> None:
-        # ["done", job_id, attempt, status, result, preview, error, started, finished, cpu]
+        # ["done", job_id, attempt, status, result, preview, error, started, finished, cpu(, extra)]
         by_id = {}
+        retry = []
         for d in dones:
             if len(d) < 10:
                 raise BadRequest("malformed done event")
-            by_id[d[1]] = d
+            if d[3] == "failed" and self._retries_left(w, d):
+                retry.append(d)
+            else:
+                by_id[d[1]] = d
+        if retry:
+            self._retry(w, retry)
+            dones = [d for d in dones if d[1] in by_id]
         results = [(d[1], d[2], _duration(d)) for d in dones]
         actions = self.scheduler.handle(ev.JobsFinished(w.id, results))
         self._warn_foreign(w, actions, set(by_id))
@@ -601,10 +618,44 @@ class JobServer:
                     self._drop_result_file(w, d)
         self._apply([a for a in actions if not isinstance(a, act.Accepted)])
 
+    def _retries_left(self, w: Worker, d: list[Any]) -> bool:
+        """True if the failed done *d* (from its holder) raised an exception its job retries on."""
+        job = self.jobs.get(d[1])
+        if job is None or not job.ext or job.kill_requested:
+            return False
+        if job.retried >= (job.ext.get("retries") or 0):
+            return False
+        if self.scheduler.job_location(job.id) != (w.id, d[2]):
+            return False   # a stale or foreign report: the scheduler discards it as usual
+        return exc_info.matches(exc_info.clean(_exc_of(d), False), job.ext.get("retry_on"))
+
+    def _retry(self, w: Worker, dones: list[list[Any]]) -> None:
+        """Jobs that raised and have retries left go back to the queue (not a worker failure)."""
+        for d in dones:
+            job = self.jobs[d[1]]
+            job.retried += 1
+            w.jobs_done += 1
+            error = d[6] if isinstance(d[6], str) else ""
+            job.error = (f"attempt {d[2]} raised; retry {job.retried} of {job.ext['retries']}\n"
+                         + error)[: self.limits.max_error]
+            log.info("dsage.server.retry", job=job.id, attempt=d[2], retried=job.retried)
+        self._apply(self.scheduler.handle(ev.JobsHandedBack(w.id, [(d[1], d[2], False) for d in dones])))
+
+    def may_pickle_for(self, w: Worker, owner: str) -> bool:
+        """Whether a pickle *w* made may reach *owner*'s client: only from a keyed worker of that
+        same user (the server's local worker counts as its owner's)."""
+        if w.anonymous:
+            return False
+        return w.user == owner or (w.local and self.owner_user is not None and owner == self.owner_user)
+
     def _finish_from_worker(self, w: Worker, job: ActiveJob, d: list[Any]) -> None:
         _, _, _, status, result, preview, error, started, finished, _cpu = d[:10]
         if status not in ("completed", "failed", "timed_out", "killed"):
             status, error = "failed", f"worker reported an unknown status {status!r}"
+        if status == "failed" and not job.kill_requested:
+            raw = _exc_of(d)
+            if raw is not None:
+                job.exc = exc_info.clean(raw, self.may_pickle_for(w, job.owner))
         rfile = _result_file_of(d)
         if rfile is not None and status == "completed":
             why = self._check_result_file(w, job, rfile)
@@ -684,7 +735,8 @@ class JobServer:
         self._count_queued(job.owner, -1)
         self._finished_rows.append((FinishedJob(job.id, status, job.result, job.result_preview, job.error,
                                                 job.output_text() or None, job.started, job.finished,
-                                                job.worker, job.result_file), job))
+                                                job.worker, job.result_file,
+                                                _pack_exc(job.exc) if job.exc else None), job))
         self._schedule_flush()
 
     # ------------------------------------------------------------------ applying actions
@@ -945,7 +997,27 @@ def clean_worker_info(info: Any) -> dict[str, Any]:
 
 def _result_file_of(d: list[Any]) -> dict[str, Any] | None:
     """The ``{"file", "size"}`` a local worker put after a done event's ten fields, if any."""
-    return d[10] if len(d) > 10 and isinstance(d[10], dict) else None
+    return d[10] if len(d) > 10 and isinstance(d[10], dict) and "file" in d[10] else None
+
+
+def _exc_of(d: list[Any]) -> Any:
+    """The ``{"exc": ...}`` a worker put after a failed done event's ten fields (unchecked)."""
+    return d[10].get("exc") if len(d) > 10 and isinstance(d[10], dict) else None
+
+
+def _pack_exc(info: dict[str, Any]) -> bytes:
+    from dsage_core.protocol.envelope import pack
+    return pack(info)
+
+
+def _unpack_exc(data: Any) -> dict[str, Any] | None:
+    """A stored exception map (opaque to the server: never unpickled here)."""
+    from dsage_core.protocol.envelope import unpack
+    try:
+        v = unpack(data) if isinstance(data, bytes) else None
+    except Exception:  # noqa: BLE001 - a damaged row: no exception, the traceback text remains
+        return None
+    return v if isinstance(v, dict) else None
 
 
 def _duration(d: list[Any]) -> float:
@@ -980,14 +1052,18 @@ def _job_record(job: ActiveJob) -> dict[str, Any]:
             "attempts": job.attempt, "failures": job.failures, "result": job.result,
             "result_preview": job.result_preview, "error": job.error, "output": job.output_text(),
             "progress": job.progress, "progress_message": job.progress_message, "code": job.code,
-            "timeout": job.timeout, "blob_id": job.blob_id}
+            "timeout": job.timeout, "blob_id": job.blob_id, "exc": job.exc}
 
 
 def _row_update(row: dict[str, Any]) -> list[Any]:
-    return [row["id"], row["status"], row["worker"], row["started"], row["finished"], row.get("result"),
-            row.get("result_preview"), row.get("error"), row.get("progress"), row.get("progress_message") or "",
-            row.get("attempts") or 0, row.get("name") or "", row.get("created"), row.get("priority") or 0,
-            row.get("kind")]
+    u = [row["id"], row["status"], row["worker"], row["started"], row["finished"], row.get("result"),
+         row.get("result_preview"), row.get("error"), row.get("progress"), row.get("progress_message") or "",
+         row.get("attempts") or 0, row.get("name") or "", row.get("created"), row.get("priority") or 0,
+         row.get("kind")]
+    exc = _unpack_exc(row.get("exc"))
+    if exc is not None:
+        u.append(exc)
+    return u
 
 
 def _log_failure(f: Any) -> None:

@@ -51,6 +51,9 @@ class ActiveJob:
     result_size: int = 0
     #: its terminal state was committed (or its commit failed): only then may pushes carry it
     announced: bool = False
+    #: the exception it raised (model/exc_info.py, as the server keeps it), once failed
+    exc: dict[str, Any] | None = None
+    retried: int = 0   #: runs that raised and were retried (the ``retries`` option)
 
     def add_output(self, text: str, limit: int) -> None:
         """Append captured output, keeping at most *limit* characters and marking the cut."""
@@ -73,9 +76,12 @@ class ActiveJob:
         result: Any = self.result
         if result is None and self.result_file is not None:
             result = {"file": self.result_file, "size": self.result_size}  # see local_results
-        return [self.id, self.status, self.worker, self.started, self.finished, result,
-                self.result_preview, self.error, self.progress, self.progress_message,
-                self.attempt, self.name, self.created, self.priority, self.kind]
+        u = [self.id, self.status, self.worker, self.started, self.finished, result,
+             self.result_preview, self.error, self.progress, self.progress_message,
+             self.attempt, self.name, self.created, self.priority, self.kind]
+        if self.exc is not None:
+            u.append(self.exc)
+        return u
 
 
 def _str(v: Any, what: str, limit: int, *, optional: bool = False) -> str | None:

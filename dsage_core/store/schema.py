@@ -33,6 +33,9 @@ MIGRATIONS = [
     "ALTER TABLE jobs ADD COLUMN result_file TEXT",
     # extra job options (dsage_core.model.ext), JSON
     "ALTER TABLE jobs ADD COLUMN ext TEXT",
+    # the exception a failed job raised (dsage_core.model.exc_info, msgpack; never unpickled here)
+    "CREATE TABLE job_exceptions (id INTEGER PRIMARY KEY, data BLOB)",   # no foreign key: a withdrawn
+    # job's late result must not fail the batch it rides in
 ]
 
 

@@ -75,6 +75,7 @@ class FinishedJob(NamedTuple):
     finished: float
     worker: str | None
     result_file: str | None = None   #: a large result a local worker already wrote (relative name)
+    exc: bytes | None = None   #: the exception a failed job raised (msgpack, see model/exc_info.py)
 
 
 class Snapshot(NamedTuple):
@@ -231,6 +232,9 @@ class SqliteStore:
                       "started=COALESCE(?, started), finished=?, worker=COALESCE(?, worker), "
                       "progress=CASE WHEN ?='completed' THEN 1.0 ELSE progress END, payload=NULL "
                       "WHERE id=?", params)
+        excs = [(r.id, r.exc) for r in rows if r.exc is not None]
+        if excs:
+            c.executemany("INSERT OR REPLACE INTO job_exceptions (id, data) VALUES (?, ?)", excs)
 
     def _thd_write_result(self, job_id: int, data: bytes) -> str:
         """A large result goes to a file beside the database (5-10x faster than a BLOB); written
@@ -349,6 +353,8 @@ class SqliteStore:
                 return None
             row = _row(cur, r)
             self._thd_read_result(row)
+            exc = c.execute("SELECT data FROM job_exceptions WHERE id=?", (job_id,)).fetchone()
+            row["exc"] = exc[0] if exc else None
             return row
         return self._read(thd)
 

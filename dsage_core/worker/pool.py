@@ -353,8 +353,9 @@ class ChildPool:
     def _on_done(self, child: ChildProcess, a: Assigned, entry: list[Any]) -> None:
         _, status, result, error, preview, cpu, wall = entry[:7]
         in_file = entry[7] if len(entry) > 7 and isinstance(entry[7], int) else None
+        exc = entry[9] if len(entry) > 9 and status == "failed" else None   # see model/exc_info.py
         if a.kill_reason == "killed":
-            status, result, error = "killed", None, "killed by its owner"
+            status, result, error, exc = "killed", None, "killed by its owner", None
         if in_file is not None and status != "completed":
             self._drop_result_file(a, child)
             in_file = None
@@ -367,7 +368,7 @@ class ChildPool:
         hold = report_hold(wall, ahead)
         if hold and ended is not None:  # read late (lazy reading): the hold counts from its end
             hold = max(0.0, hold - max(0.0, self.reactor.seconds() - ended))
-        self._report_done(a, status, result, preview, error, cpu, wall, hold, in_file, ended)
+        self._report_done(a, status, result, preview, error, cpu, wall, hold, in_file, ended, exc)
 
     def _adopt_result_file(self, child: ChildProcess, a: Assigned, size: int) -> str | None:
         """Move the large result the child wrote in its own scratch directory (the only place it
@@ -419,9 +420,10 @@ class ChildPool:
 
     def _report_done(self, a: Assigned, status: str, result: Any, preview: Any, error: Any,
                      cpu: float, wall: float, hold: float = 0.0, in_file: int | None = None,
-                     ended: float | None = None) -> None:
+                     ended: float | None = None, exc: Any = None) -> None:
         """*in_file*: the child wrote the result (that many bytes) to the file the server expects;
-        *ended*: when the child says the job ended (it may have been read a little later)."""
+        *ended*: when the child says the job ended (it may have been read a little later); *exc*:
+        the exception the job raised, as its child described it (the done event's ``{"exc"}``)."""
         now = ended if ended is not None else self.reactor.seconds()
         self.jobs_done += 1
         self._unmarked.pop(a.job_id, None)
@@ -437,6 +439,10 @@ class ChildPool:
                 self._drop_result_file(a)
                 in_file = None
         event = ["done", a.job_id, a.attempt, status, result, preview, error, started, now, cpu]
+        if exc is not None and status == "failed":
+            event.append({"exc": exc})
+            self.report([event], hold)
+            return
         if in_file is not None:
             event[4] = None
             event.append({"file": local_results.result_name(a.job_id, a.attempt), "size": in_file})
