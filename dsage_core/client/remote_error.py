@@ -72,7 +72,7 @@ def _make_class(type_name: str, mro: tuple[str, ...]) -> type:
         if base is Exception:
             break
         try:
-            return type(bare, (RemoteError, base), dict(ns))
+            return type(bare, (base, RemoteError), dict(ns))   # the builtin first: its __init__, __str__
         except TypeError:  # an incompatible layout (OSError...): RemoteError alone
             break
     return type(bare, (RemoteError,), ns)
