@@ -200,9 +200,8 @@ class DsageExecutor(cf.Executor):
             futs = [f for f in futs if not f.cancelled()]
             mapped = [s for s in mapped if not s.done and s.status not in CANCELLABLE]
         if wait:
-            for f in futs:
-                f.dsage_job.wait()
             self._client._check_not_reactor_thread("Executor.shutdown")
+            cf.wait(futs)   # the futures themselves: they are settled just after their jobs end
             for s in mapped:
                 s.event.wait()
 
