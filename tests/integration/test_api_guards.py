@@ -71,11 +71,11 @@ def test_start_all_calls_after_shutdown_raise(tmp_path):
 
 @pytest.mark.parametrize("call", [
     lambda D: D.submit(square, 2, dsage_options={"timout": 5}),
-    lambda D: D("1", retries=3),
+    lambda D: D("1", retrys=3),
     lambda D: D.eval("DSAGE_RESULT = 1", resources={"gpu": 1}),
     lambda D: D.map(square, [1], timout=5),
     lambda D: D.executor(timout=5),
-    lambda D: D.scatter(square, [], retries=2),
+    lambda D: D.scatter(square, [], replicas=2),
 ], ids=["submit-dsage_options", "call-retries", "eval-resources", "map", "executor", "scatter"])
 def test_unknown_job_options_are_refused_with_the_valid_ones(cluster, call):
     """A misspelt or unsupported job option is refused before anything is sent, naming the
@@ -84,7 +84,9 @@ def test_unknown_job_options_are_refused_with_the_valid_ones(cluster, call):
     with pytest.raises(UnknownOption) as e:
         call(cluster.client)
     msg = str(e.value)
-    assert "valid job options: cpu_limit, mem_limit, name, priority, timeout, trusted_only" in msg
+    valid = msg.split("valid job options: ", 1)[1].split(", ")
+    assert {"cpu_limit", "mem_limit", "name", "priority", "timeout", "trusted_only", "retries"} <= set(valid)
+    assert valid == sorted(valid)
     if "timout" in msg:
         assert "did you mean 'timeout'?" in msg
     assert isinstance(e.value, TypeError) and isinstance(e.value, ValueError)
@@ -105,8 +107,10 @@ def test_raw_submit_with_unknown_limit_is_refused(cluster):
     base = ["raw", "expr", 0, False, [], payload, None, None, None, "1"]
     with pytest.raises(BadRequest, match=r"unknown job limit 'retries'; valid: mem, cpu, out"):
         _raw_submit(D, base[:8] + [{"retries": 3}] + base[9:])
-    with pytest.raises(BadRequest, match=r"each job must be a list of 10 fields"):
-        _raw_submit(D, base + [{"retries": 3}])
+    with pytest.raises(BadRequest, match=r"unknown ext job option 'retrys'"):
+        _raw_submit(D, base + [{"retrys": 3}])
+    with pytest.raises(BadRequest, match=r"each job must be a list of 10 or 11 fields"):
+        _raw_submit(D, base + [{"retries": 3}, None])
     assert _raw_submit(D, base)  # the same record without them is accepted
 
 
