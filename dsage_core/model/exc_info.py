@@ -37,20 +37,23 @@ def describe(exc: BaseException) -> dict[str, Any]:
     """The wire map for *exc* (in the child; never raises)."""
     from dsage_core import codec
     t = type(exc)
-    out: dict[str, Any] = {"type": type_name(t),
-                           "mro": [type_name(c) for c in t.__mro__ if c is not object][:MAX_MRO]}
+    try:
+        out: dict[str, Any] = {"type": type_name(t),
+                               "mro": [type_name(c) for c in t.__mro__ if c is not object][:MAX_MRO]}
+    except BaseException:  # noqa: BLE001 - a class with odd names (a metaclass): the bare minimum
+        return {"type": "BaseException", "mro": []}
     try:
         args = codec.encode_value(tuple(exc.args))
         if codec.is_plain(args) and len(args) <= MAX_ARGS_BYTES:
             out["args"] = args
-    except Exception:  # noqa: BLE001 - an odd exception's args are simply not sent
+    except BaseException:  # noqa: BLE001 - an odd exception's args are simply not sent
         pass
     try:
         import cloudpickle
         data = cloudpickle.dumps(exc)
         if len(data) <= MAX_PICKLE:
             out["pickle"] = data
-    except Exception:  # noqa: BLE001 - unpicklable (a lock, a socket...): names and args only
+    except BaseException:  # noqa: BLE001 - unpicklable (a lock, a socket, a hostile __reduce__)
         pass
     return out
 
@@ -76,6 +79,14 @@ def clean(raw: Any, keep_pickle: bool) -> dict[str, Any] | None:
     if keep_pickle and isinstance(pickled, bytes) and len(pickled) <= MAX_PICKLE:
         out["pickle"] = pickled
     return out
+
+
+def for_viewer(info: dict[str, Any] | None, owner: str, viewer: str | None) -> dict[str, Any] | None:
+    """*info* as *viewer* may see it: the pickle goes to the job's *owner* only (an admin looking
+    at another user's job gets the names and args); *viewer* None: unfiltered (internal use)."""
+    if info is None or viewer is None or viewer == owner or "pickle" not in info:
+        return info
+    return {k: v for k, v in info.items() if k != "pickle"}
 
 
 def names_of(info: dict[str, Any]) -> set[str]:

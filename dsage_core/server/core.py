@@ -282,12 +282,12 @@ class JobServer:
             if job is not None:
                 if self._visible(owner, admin, job.owner):
                     self.watchers.setdefault(jid, set()).add(watcher)
-                    out.append(job.update())
+                    out.append(_viewed(job.update(), job.owner, owner))
                 continue
             self._settle()
             row = yield self.store.get_job(jid)
             if row is not None and self._visible(owner, admin, row["owner"]):
-                out.append(_row_update(row))
+                out.append(_viewed(_row_update(row), row["owner"], owner))
         return out
 
     @inlineCallbacks
@@ -314,6 +314,7 @@ class JobServer:
         row["needs"] = sorted(row.get("needs") or ())
         if not isinstance(row.get("exc"), (dict, type(None))):
             row["exc"] = _unpack_exc(row["exc"])
+        row["exc"] = exc_info.for_viewer(row.get("exc"), row["owner"], owner)
         if not with_result:
             row.pop("result", None)
         return row
@@ -1008,6 +1009,13 @@ def _exc_of(d: list[Any]) -> Any:
 def _pack_exc(info: dict[str, Any]) -> bytes:
     from dsage_core.protocol.envelope import pack
     return pack(info)
+
+
+def _viewed(u: list[Any], job_owner: str, viewer: str) -> list[Any]:
+    """An update as *viewer* may see it (another user's exception pickle stays on the server)."""
+    if len(u) > 15:
+        u[15] = exc_info.for_viewer(u[15], job_owner, viewer)
+    return u
 
 
 def _unpack_exc(data: Any) -> dict[str, Any] | None:

@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dsage_core import __version__
+from dsage_core.model import exc_info
 from dsage_core.model.job import TERMINAL
 from dsage_core.protocol import envelope
 from dsage_core.protocol.batcher import PIGGYBACK, Batcher
@@ -53,8 +54,9 @@ class KeyedPusher:
     """
 
     def __init__(self, rref: Any, clock: Any = None, max_items: int = 2000, lazy_delay: float = 0.05,
-                 max_bytes: int = 1024 * 1024, materialize: Any = None) -> None:
+                 max_bytes: int = 1024 * 1024, materialize: Any = None, viewer: str | None = None) -> None:
         self.rref = rref
+        self.viewer = viewer   #: the session's user: another user's exception pickle is not pushed
         self.materialize = materialize
         self.max_bytes = max_bytes
         self.clock = clock
@@ -98,7 +100,10 @@ class KeyedPusher:
             if updates and size + n > self.max_bytes:
                 break
             del self.pending[jid]
-            updates.append(job.update())
+            u = job.update()
+            if len(u) > 15:   # an exception: its pickle goes to the job's owner only
+                u[15] = exc_info.for_viewer(u[15], job.owner, self.viewer)
+            updates.append(u)
             size += n
         if not updates:
             return
@@ -272,7 +277,8 @@ class ClientSession(Guarded):
 
     def remote_subscribe(self, listener: Any) -> None:
         self.rref = listener
-        self.listener = KeyedPusher(listener, self.core.clock, materialize=self.materialize)
+        self.listener = KeyedPusher(listener, self.core.clock, materialize=self.materialize,
+                                    viewer=self.who.name)
         self.address = self.address or _peer(listener)
         listener.notifyOnDisconnect(self._gone)
         self.core.clients.add(self)

@@ -288,3 +288,35 @@ def test_a_pickle_that_does_not_unpickle_falls_back():
         ValueError("v"))["args"], "pickle": b"\x80\x04cnowhere\nGone\n."}
     e = rebuild(info, "tb", "s")
     assert isinstance(e, RemoteError) and isinstance(e, ValueError) and e.args == ("v",)
+
+
+def test_an_admin_sees_another_users_exception_without_its_pickle(core):
+    """The pickle goes to the job's owner only: an admin's watch, get_job and pushes lack it."""
+    from dsage_core.server.remote import KeyedPusher
+    jid = _submit(core)
+    w, _ = _join(core)
+    job = core.jobs[jid]
+
+    class Rref:
+        sent = []
+
+        def callRemote(self, name, data):
+            from twisted.internet.defer import succeed
+            from dsage_core.protocol import envelope
+            self.sent.extend(envelope.unpack(data))
+            return succeed(None)
+
+        def isConnected(self):
+            return True
+    pushers = {who: KeyedPusher(Rref(), None, viewer=who) for who in ("alice", "root")}
+    _raise(core, w, jid)
+    for p in pushers.values():
+        p.push_jobs([job])
+    got = [u for u in Rref.sent if u[0] == jid and len(u) > 15]
+    assert sorted("pickle" in u[15] for u in got) == [False, True]
+    watched = []
+    core.watch("root", True, [jid], object()).addCallback(watched.extend)
+    assert watched[0][15]["type"] == "ValueError" and "pickle" not in watched[0][15]
+    rec = []
+    core.get_job("root", True, jid, False).addCallback(rec.append)
+    assert "pickle" not in rec[0]["exc"] and "pickle" in _record(core, jid)["exc"]
