@@ -112,7 +112,9 @@ def test_cancel_futures(cluster):
     others = [f for f in fs if not f.cancelled()]
     assert len(cancelled) > 10 and others
     assert all(f.done() and f.exception() is None for f in others)
-    assert {D.get_job(f.dsage_job.id).status for f in cancelled} == {"killed"}
+    # killed on the server (one handed to a worker ahead of time may just have finished first)
+    ended = [f.dsage_job.wait(30).status for f in cancelled]
+    assert set(ended) <= {"killed", "completed"} and ended.count("killed") > 10
     with pytest.raises(RuntimeError, match="after shutdown"):
         ex.submit(pow, 2, 2)
 
