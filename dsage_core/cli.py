@@ -108,6 +108,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         print(f"dsage: {fixed}", file=sys.stderr, flush=True)
     cfg = ServerConfig(home=_home(args), port=args.port, listen=args.listen, location=args.location,
                        allow_anonymous=args.allow_anonymous, lease_timeout=args.lease_timeout,
+                       anonymous_packages=args.anonymous_packages,
                        max_failures=args.max_failures, limits=limits,
                        local_socket=not args.no_local_socket)
     if not args.quiet:
@@ -347,7 +348,10 @@ def cmd_job(args: argparse.Namespace) -> int:
             print("---- output ----\n" + safe.block(rec["output"]).rstrip())
         if rec.get("status") == "completed" and rec.get("result") is not None:
             try:
-                print("---- result ----\n" + safe.block(repr(codec.decode_value(rec["result"]))))
+                data = rec["result"]
+                text = codec.text_form(data)   # a Sage object: its string form, as at the sage: prompt
+                shown = codec.decode_value(text) if text is not None else repr(codec.decode_value(data))
+                print("---- result ----\n" + safe.block(shown))
             except Exception as e:
                 print(f"---- result ----\n(not decodable here: {safe.line(e)}) "
                       f"{safe.line(rec.get('result_preview'))}")
@@ -568,6 +572,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--listen", default="127.0.0.1", help="interface (0.0.0.0 for workers on other hosts)")
     s.add_argument("--location", help="host name other machines use to reach this server")
     s.add_argument("--allow-anonymous", action="store_true", help="accept anonymous workers")
+    s.add_argument("--anonymous-packages", action="store_true",
+                   help="let jobs with packages= run on anonymous workers (by default they run on keyed "
+                        "workers only)")
     s.add_argument("--no-local-socket", action="store_true",
                    help="serve peers on this machine over TCP too (no UNIX socket in the home)")
     s.add_argument("--lease-timeout", type=float, default=15.0, help="seconds before a silent worker's "
@@ -687,8 +694,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in ("gui", "tray") and not {"-h", "--help"} & set(argv[:2]):
-        # the desktop commands parse their own options (argparse cannot forward "--x" reliably)
+    if argv and argv[0] in ("gui", "tray"):
+        # the desktop commands parse their own options and print their own --help (argparse
+        # cannot forward "--x" reliably)
         return _desktop(argv[0], argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)

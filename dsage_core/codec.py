@@ -1,5 +1,9 @@
 """Result encoding: plain data travels as safe msgpack (tag ``P``), anything else as cloudpickle
 (tag ``C``), which only a client decodes — never the server, and never for an anonymous worker.
+
+A Sage object (tag ``S``) travels as msgpack ``[text, pickle]``: its string form, which the GUI, the
+CLI and clients without Sage show, and its pickle, which a client with Sage decodes. The server can
+take the text out without unpickling (:func:`text_form`).
 """
 from __future__ import annotations
 
@@ -8,7 +12,9 @@ from typing import Any
 
 import msgpack
 
-PLAIN, PICKLED = b"P", b"C"
+PLAIN, PICKLED, SAGE = b"P", b"C", b"S"
+#: the string form of a Sage result is cut here
+MAX_TEXT = 1 << 20
 _TUPLE, _SET, _FROZENSET, _COMPLEX, _BIGINT = 1, 2, 3, 4, 5
 _MAX = 1 << 31
 
@@ -19,6 +25,37 @@ class UnsafeResult(ValueError):
 
 class _NotPlain(TypeError):
     pass
+
+
+class SageValue:
+    """A Sage object a job returned (see the module docstring for how it travels)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def encode(self) -> bytes:
+        try:
+            text = str(self.obj)
+        except Exception as e:  # a broken __str__ must not fail the job
+            text = f"<{type(self.obj).__name__} (str failed: {e})>"
+        if len(text) > MAX_TEXT:
+            text = text[:MAX_TEXT] + f"... ({len(text)} chars)"
+        try:
+            import cloudpickle
+            data = cloudpickle.dumps(self.obj)
+        except Exception:
+            return PLAIN + _pack(text)
+        return SAGE + _pack([text, data])
+
+
+def _sage_importable() -> bool:
+    import importlib.util
+    try:
+        return importlib.util.find_spec("sage") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _default(obj: Any) -> Any:
@@ -80,6 +117,8 @@ def _unpack(data: bytes) -> Any:
 
 def encode_value(value: Any) -> bytes:
     """Encode a result; plain data safely, anything else with cloudpickle."""
+    if type(value) is SageValue:
+        return value.encode()
     try:
         return PLAIN + _pack(value)
     except (_NotPlain, ValueError, RecursionError, TypeError):
@@ -92,11 +131,32 @@ def is_plain(data: bytes) -> bool:
     return data[:1] == PLAIN
 
 
+def text_form(data: bytes) -> bytes | None:
+    """A Sage result reduced to its string form (plain data), without unpickling; ``None`` if
+    *data* is not a well-formed Sage result."""
+    if data[:1] != SAGE:
+        return None
+    try:
+        text, _ = _unpack(memoryview(data)[1:])
+    except Exception:
+        return None
+    return PLAIN + _pack(text) if isinstance(text, str) else None
+
+
 def decode_value(data: bytes, *, allow_pickle: bool = True) -> Any:
     tag = data[:1]
     if tag == PLAIN:
         with memoryview(data) as view:  # no copy of a large result before decoding it
             return _unpack(view[1:])
+    if tag == SAGE:
+        text, pickled = _unpack(memoryview(data)[1:])
+        if allow_pickle and _sage_importable():
+            import cloudpickle
+            try:
+                return cloudpickle.loads(pickled)
+            except Exception:
+                pass  # a Sage without the module this object needs: its string form
+        return text
     if tag == PICKLED:
         if not allow_pickle:
             raise UnsafeResult("this result was pickled by an untrusted (anonymous) worker and is not unpickled")

@@ -374,8 +374,13 @@ class AsyncClient:
 
     @inlineCallbacks
     def close(self) -> Any:
-        """Close the connection; every later call fails at once with :class:`ClientClosed`."""
+        """Close the connection; every later call fails at once with :class:`ClientClosed`, and
+        threads blocked in ``Job.wait()`` raise it."""
         self.closed = True
+        for jid in self.states.unfinished():
+            s = self.states.get(jid)
+            if s is not None:
+                s.wake()
         if self.conn is not None:
             yield self.conn.close()
         if self.tub is not None:

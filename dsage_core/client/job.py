@@ -65,6 +65,14 @@ class JobState:
                     self._event = ev
         return ev
 
+    def wake(self) -> None:
+        """The client closed: wake threads blocked in ``wait()`` (the job stays unfinished, and
+        they raise :class:`ClientClosed`)."""
+        with _EVENT_LOCK:
+            ev = self._event
+        if ev is not None:
+            ev.set()
+
     def add_callback(self, fn: Callable[["JobState"], None]) -> None:
         """Run *fn(self)* when the job finishes (reactor thread only)."""
         if self.status in TERMINAL:
@@ -271,6 +279,9 @@ class Job:
             wait_printing_output(self, timeout)
         elif not self._s.done and not self._s.event.wait(timeout):
             raise TimeoutError(f"job {self.id} still {self.status} after {timeout} s")
+        if not self._s.done:   # woken by shutdown(): nothing will ever finish it here
+            from dsage_core.protocol.errors import ClientClosed
+            raise ClientClosed(f"job {self.id}: waiting on a job")
         return self
 
     def kill(self) -> bool:

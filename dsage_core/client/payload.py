@@ -23,7 +23,7 @@ class UnknownOption(SubmitError, TypeError):
 
 
 #: the options every job takes (``Options`` fields)
-OPTION_NAMES = ("name", "timeout", "priority", "trusted_only", "mem_limit", "cpu_limit")
+OPTION_NAMES = ("name", "timeout", "priority", "trusted_only", "mem_limit", "cpu_limit", "files")
 
 
 def all_option_names() -> tuple[str, ...]:
@@ -56,6 +56,8 @@ class Options:
     trusted_only: bool = False
     mem_limit: int | None = None      #: bytes (RLIMIT_AS) for this job
     cpu_limit: float | None = None    #: CPU seconds for this job
+    #: local files whose contents travel with the job, into its working directory (by base name)
+    files: list[str | os.PathLike[str]] | None = None
     #: the extra options (``dsage_core.model.ext``), checked, by name
     ext: dict[str, Any] = field(default_factory=dict)
 
@@ -90,6 +92,10 @@ class Options:
             raise SubmitError(f"priority must be an int, not {self.priority!r}")
         if self.name is not None and not isinstance(self.name, str):
             raise SubmitError("name must be a string")
+        if self.files is not None:
+            if isinstance(self.files, (str, bytes, os.PathLike)) or not isinstance(self.files, (list, tuple)):
+                raise SubmitError("files must be a list of paths, e.g. files=['data.csv']")
+            self.files = list(self.files)
         try:
             self.ext = ext_options.check_ext(self.ext) or {}
         except ValueError as e:
@@ -166,7 +172,7 @@ def code_job(code: str, mode: str, options: Options, *, user_vars: dict[str, Any
         if not isinstance(user_vars, dict):
             raise SubmitError("user_vars must be a dict")
         d["vars"] = _pickle(user_vars, "user_vars")
-    files = [[Path(p).name, _read(p)] for p in load_files]
+    files = _files([*load_files, *(options.files or ())])
     if files:
         d["files"] = files
     if sage:
@@ -213,7 +219,11 @@ def func_job(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], options: Op
     if not callable(fn):
         raise SubmitError(f"{fn!r} is not callable")
     blob_id, data = blob or function_blob(fn)
-    payload = _pack({"k": "func", "args": _pickle((args, kwargs), "the arguments")})
+    d: dict[str, Any] = {"k": "func", "args": _pickle((args, kwargs), "the arguments")}
+    files = _files(options.files or ())
+    if files:
+        d["files"] = files
+    payload = _pack(d)
     name = options.name or getattr(fn, "__name__", "function")
     return Submission("func", payload, name, None, options, blob_id=blob_id, blob=data)
 
@@ -222,6 +232,18 @@ def function_blob(fn: Any) -> tuple[str, bytes]:
     """Pickle a function once; its id is the sha256 of the bytes."""
     data = _pickle(fn, f"function {getattr(fn, '__name__', fn)!r}")
     return hashlib.sha256(data).hexdigest(), data
+
+
+def _files(paths: Iterable[str | os.PathLike[str]]) -> list[list[Any]]:
+    """``[[base name, bytes], ...]``; two files of the same base name would overwrite each other."""
+    out, seen = [], set()
+    for p in paths:
+        name = Path(p).name
+        if name in seen:
+            raise SubmitError(f"two files named {name!r}: a job's files land in one directory")
+        seen.add(name)
+        out.append([name, _read(p)])
+    return out
 
 
 def _read(p: str | os.PathLike[str]) -> bytes:

@@ -5,12 +5,12 @@ import importlib.util
 
 from dsage_core.client.payload import SubmitError
 
-EXTRA_HINT = "Sage mode needs the optional extra: pip install 'dsage[sage]' (passagemath-pari + passagemath-repl)"
+EXTRA_HINT = "Sage mode needs the optional extra: pip install 'dsage[sage]' (passagemath-standard)"
 
 
 def sage_available() -> bool:
     try:
-        return importlib.util.find_spec("sage.all__sagemath_pari") is not None
+        return any(importlib.util.find_spec(m) is not None for m in ("sage.all", "sage.all__sagemath_pari"))
     except (ImportError, ValueError):
         return False
 

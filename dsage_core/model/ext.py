@@ -84,6 +84,13 @@ def decode(text: str | None) -> dict[str, Any] | None:
     return json.loads(text) if text else None
 
 
+# ---------------------------------------------------------------------- the options
+from dsage_core.model.requirements import check_packages  # noqa: E402
+
+register(ExtOption("packages", check_packages, to_worker=True,
+                   doc="requirements installed on the worker before the job runs"))
+
+
 # --- retries (issue 17): a job that raises runs again (dsage_core.model.retry)
 from dsage_core.model import retry as _retry  # noqa: E402
 

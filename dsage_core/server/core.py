@@ -153,6 +153,8 @@ class JobServer:
         #: set when the server itself stops: the workers it drops are not to blame for the jobs
         #: they held, which stay "running" in the store until the next start requeues them
         self.closing = False
+        #: jobs with packages= may go to anonymous workers (``dsage server --anonymous-packages``)
+        self.anonymous_packages = False
         #: the server owner's user name (set by the service): a local worker (one that shares the
         #: home, so holds the owner's key anyway) counts as the owner's own for exception pickles
         self.owner_user: str | None = None
@@ -201,6 +203,10 @@ class JobServer:
         if len(raw_jobs) > self.limits.max_batch_jobs:
             raise BadRequest(f"too many jobs in one call: {len(raw_jobs)} > {self.limits.max_batch_jobs}")
         specs = [parse_submission(r, self.limits) for r in raw_jobs]
+        if not self.anonymous_packages:
+            for s in specs:   # an anonymous worker is nobody's to install packages on
+                if s["ext"] and "packages" in s["ext"]:
+                    s["trusted_only"] = True
         for s in specs:
             if s["blob_id"] and s["blob_id"] not in self.blobs:
                 raise BadRequest(f"unknown function blob {s['blob_id']}: upload it first")
@@ -672,6 +678,8 @@ class JobServer:
             status, error = "failed", (f"result too large: {len(result)} bytes > limit "
                                        f"{self.limits.max_result}")
             result = None
+        if result is not None and w.anonymous and codec.text_form(result) is not None:
+            result = codec.text_form(result)  # a Sage object: only its string form is passed on
         if result is not None and w.anonymous and not codec.is_plain(result):
             status, result = "failed", None
             error = ("the job's result is not plain data, and results produced by an anonymous worker "

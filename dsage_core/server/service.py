@@ -34,6 +34,7 @@ class ServerConfig:
     listen: str = "127.0.0.1"          #: interface to listen on ("0.0.0.0" for other hosts)
     location: str | None = None        #: host names other machines use to reach this one (comma-separated)
     allow_anonymous: bool = False
+    anonymous_packages: bool = False   #: jobs with packages= may run on anonymous workers
     lease_timeout: float = 15.0
     max_failures: int = 3
     stats_interval: float = 1.0
@@ -76,6 +77,7 @@ class ServerService(MultiService):
                          make_dispatcher=lambda w: RunSender(w, clock=self.reactor))
         self.core = core
         core.home = self.home
+        core.anonymous_packages = cfg.anonymous_packages
         core.file_reader = ThreadRunner(self.reactor, name="dsage-files")  # result files, off the reactor
         core.file_reader.start()
         core.local_token = local_results.write_token(self.home)

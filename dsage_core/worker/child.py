@@ -161,6 +161,7 @@ class Child:
         threading.Thread(target=self._done_flusher, name="dsage-done", daemon=True).start()
         self.sage_ns: dict[str, Any] | None = None
         self._mem_hard: int | None = None   #: the hard RLIMIT_AS a past job left (never raised)
+        self.recycle_after = False   #: a job changed this process for good (its packages): exit after it
 
     # ------------------------------------------------------------------ the loop
     def serve(self, q: Inbox) -> None:
@@ -178,6 +179,10 @@ class Child:
             try:
                 wall = self.run_one(entry)
             except NeedsFreshChild:
+                self.flush_done()
+                self.chan.send(["recycle"])
+                return
+            if self.recycle_after:
                 self.flush_done()
                 self.chan.send(["recycle"])
                 return
@@ -241,7 +246,12 @@ class Child:
         """Run one job and queue its done entry; returns its wall time."""
         job_id, payload_bytes, blob_id, blob, limits = entry[:5]
         result_path = entry[5] if len(entry) > 5 else None   # where a large result goes (local server)
-        extra = entry[6] if len(entry) > 6 else None         # dsage_core.model.ext options  # noqa: F841
+        extra = entry[6] if len(entry) > 6 else None         # dsage_core.model.ext options
+        if extra and extra.get("env_path"):   # the job's packages (worker/envs.py), first on the path
+            import importlib
+            sys.path.insert(0, extra["env_path"])
+            importlib.invalidate_caches()
+            self.recycle_after = True   # its modules stay imported: the next job gets a fresh child
         limits = limits or {}
         restore = self._apply_limits(limits)   # may raise NeedsFreshChild: nothing started yet
         if self.pending_done:
@@ -258,7 +268,7 @@ class Child:
             restore = _nothing
             try:
                 result = codec.encode_value(value)
-                preview = codec.preview(value)
+                preview = codec.preview(value.obj if isinstance(value, codec.SageValue) else value)
             except Exception as e:
                 status, error = "failed", f"the job's result could not be serialised: {type(e).__name__}: {e}"
         except MemoryError as e:
@@ -315,6 +325,8 @@ class Child:
         kind = p.get("k")
         if kind == "func":
             import cloudpickle
+            for name, data in p.get("files") or []:   # files= of a function job: its working dir
+                (scratch / Path(name).name).write_bytes(data)
             fn = self._function(blob_id, blob)
             args, kwargs = cloudpickle.loads(p["args"])
             return fn(*args, **kwargs)
@@ -330,8 +342,10 @@ class Child:
             code = self._preparse(code)
         value = self._run_code(code, kind or "exec", ns, fname, sage)
         if sage:
-            from dsage_core.worker.sage_mode import to_plain
-            value = to_plain(value)
+            from dsage_core.worker.sage_mode import result
+            value, is_object = result(value)
+            if is_object:
+                return codec.SageValue(value)
         return value
 
     def _function(self, blob_id: str | None, blob: bytes | None) -> Any:

@@ -22,6 +22,7 @@ from twisted.logger import Logger
 
 from dsage_core import local_results
 from dsage_core.memory import tuned_env
+from dsage_core.worker.envs import EnvCache, on_ready
 from dsage_core.worker.reaping import ensure_reaper
 from dsage_core.worker.children import Assigned, ChildEvents, ChildProcess, describe_exit, done_time
 
@@ -90,8 +91,11 @@ class ChildPool:
 
     def __init__(self, reactor: Any, slots: int, report: Report, *, scratch: Path,
                  env: dict[str, str] | None = None, default_limits: dict[str, Any] | None = None,
-                 nice: int = 10, contain: dict[str, Any] | None = None) -> None:
+                 nice: int = 10, contain: dict[str, Any] | None = None, env_cache: Path | None = None) -> None:
         self.reactor = reactor
+        #: the packages jobs ask for (worker/envs.py), and the jobs waiting for their install
+        self.envs = EnvCache(reactor, env_cache)
+        self.installing: list[Assigned] = []
         self.report = report
         self.scratch = scratch
         #: the containment policy each child gets (worker/contain.py): paths to hide, process limit
@@ -189,10 +193,38 @@ class ChildPool:
             lim = dict(self.default_limits)
             lim.update(limits or {})
             extra = entry[6] if len(entry) > 6 else None
-            self.queue.append(Assigned(jid, attempt, payload, blob_id, timeout, lim or None, extra=extra))
+            a = Assigned(jid, attempt, payload, blob_id, timeout, lim or None, extra=extra)
+            if extra and extra.get("packages"):
+                self._with_packages(a, extra["packages"])
+            else:
+                self.queue.append(a)
         self._pump()
 
+    def _with_packages(self, a: Assigned, requirements: list[str]) -> None:
+        """Queue *a* once its packages are installed (at once when cached); an install that fails
+        fails the job with the installer's message."""
+        self.installing.append(a)
+
+        def ok(path: Path) -> None:
+            if a not in self.installing:   # killed or handed back meanwhile
+                return
+            self.installing.remove(a)
+            a.extra = {**(a.extra or {}), "env_path": str(path)}
+            self.queue.appendleft(a)
+            self._pump()
+
+        def failed(message: str) -> None:
+            if a in self.installing:
+                self.installing.remove(a)
+                self._report_done(a, "failed", None, None, message, 0.0, 0.0)
+        on_ready(self.envs.ensure(requirements), ok, failed)
+
     def kill(self, job_id: int, attempt: int) -> None:
+        for a in self.installing:
+            if a.job_id == job_id and a.attempt == attempt:
+                self.installing.remove(a)
+                self._report_done(a, "killed", None, None, "killed by its owner", 0.0, 0.0)
+                return
         for a in self.queue:
             if a.job_id == job_id and a.attempt == attempt:
                 self.queue.remove(a)
@@ -243,6 +275,9 @@ class ChildPool:
 
     def hand_back_queued(self, reason: str) -> None:
         """Return jobs not yet started to the server (e.g. before a long pause or on quit)."""
+        while self.installing:
+            a = self.installing.pop()
+            self.report([["back", a.job_id, a.attempt, False, reason]])
         while self.queue:
             a = self.queue.popleft()
             self.report([["back", a.job_id, a.attempt, False, reason]])

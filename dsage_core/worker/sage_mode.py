@@ -1,7 +1,9 @@
-"""Sage mode inside a child: import Sage once, preparse job code, convert results to plain data.
+"""Sage mode inside a child: import Sage once, preparse job code, turn results into data.
 
-Needs the optional extra ``dsage[sage]`` (passagemath-pari + passagemath-repl). Sage must run in the
-main thread of its own process; the monitor sets TMPDIR, DOT_SAGE and CYSIGNALS_CRASH_NDEBUG.
+Needs the optional extra ``dsage[sage]`` (passagemath-standard: the namespace of ``from sage.all
+import *``); with only the PARI subset installed (passagemath-pari + passagemath-repl) jobs get that
+subset. Sage must run in the main thread of its own process; the monitor sets TMPDIR, DOT_SAGE and
+CYSIGNALS_CRASH_NDEBUG.
 """
 from __future__ import annotations
 
@@ -9,12 +11,22 @@ from typing import Any
 
 EXTRA_HINT = "Sage mode needs the optional extra: pip install 'dsage[sage]'"
 
+#: the namespaces tried in order: the whole of sage.all, then the PARI subset
+NAMESPACES = ("sage.all", "sage.all__sagemath_pari")
+
 
 def base_namespace() -> dict[str, Any]:
-    try:
-        import sage.all__sagemath_pari as sall
-    except ImportError as e:
-        raise RuntimeError(f"{EXTRA_HINT} ({e})") from None
+    """The names a Sage job sees (as after ``from sage.all import *``)."""
+    import importlib
+    sall, errors = None, []
+    for name in NAMESPACES:
+        try:
+            sall = importlib.import_module(name)
+            break
+        except ImportError as e:
+            errors.append(f"{name}: {e}")
+    if sall is None:
+        raise RuntimeError(f"{EXTRA_HINT} ({'; '.join(errors)})")
     ns = {k: getattr(sall, k) for k in dir(sall) if not k.startswith("__")}
     import builtins
     ns["__builtins__"] = builtins
@@ -36,24 +48,31 @@ def preparse(code: str) -> str:
     return preparse_file(code)
 
 
+class NotPlain(Exception):
+    """The value holds a Sage object that has no exact plain-data form."""
+
+
 def to_plain(x: Any, depth: int = 0) -> Any:
-    """Sage values as plain data: integers as int, reals as float, containers recursively, else str."""
+    """*x* as plain data when that loses nothing: Sage integers as int, containers recursively;
+    raises :class:`NotPlain` for anything else (a rational, a real number, a matrix...)."""
     if x is None or isinstance(x, (bool, str, bytes, float, complex)) or type(x) is int:
         return x
     if depth > 50:
-        return str(x)
-    if isinstance(x, (list, tuple, set, frozenset)):
-        items = [to_plain(i, depth + 1) for i in x]
-        return items if isinstance(x, list) else tuple(items) if isinstance(x, tuple) else \
-            set(items) if isinstance(x, set) else frozenset(items)
-    if isinstance(x, dict):
+        raise NotPlain
+    t = type(x)
+    if t in (list, tuple, set, frozenset):
+        return t(to_plain(i, depth + 1) for i in x)
+    if t is dict:
         return {to_plain(k, depth + 1): to_plain(v, depth + 1) for k, v in x.items()}
-    tname = type(x).__name__
+    if t.__name__ == "Integer" and t.__module__.startswith("sage."):
+        return int(x)
+    raise NotPlain
+
+
+def result(value: Any) -> tuple[Any, bool]:
+    """``(value, is_sage_object)``: plain data when the value is plain, else the Sage object itself
+    (sent pickled to its owner, with its string form for the GUI, the CLI and clients without Sage)."""
     try:
-        if tname == "Integer" or (hasattr(x, "is_integer") and tname.startswith("Integer")):
-            return int(x)
-        if tname.startswith("RealNumber") or tname.startswith("RealDoubleElement"):
-            return float(x)
-    except Exception:
-        pass
-    return str(x)
+        return to_plain(value), False
+    except NotPlain:
+        return value, True

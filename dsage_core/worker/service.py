@@ -48,6 +48,7 @@ class WorkerConfig:
     hide: list[Path] = field(default_factory=list)   #: more paths jobs must not reach (key files)
     max_procs: int | None = None     #: processes + threads per job; None: the default, 0: no limit
     contain: bool = True             #: contain children (worker/contain.py); off only for tests
+    env_cache: Path | None = None    #: where packages= sets are installed (worker/envs.py default)
 
 
 @implementer(RIWorkerRunner)
@@ -120,7 +121,8 @@ class WorkerService:
             limits["cpu"] = float(config.cpu_limit)
         self.pool = ChildPool(reactor, config.slots, self.reports.add_many, scratch=scratch,
                               default_limits=limits, nice=config.nice,
-                              contain=containment_policy(config) if config.contain else None)
+                              contain=containment_policy(config) if config.contain else None,
+                              env_cache=config.env_cache)
         self.runner = Runner(self)
         self._heartbeat: LoopingCall | None = None
         self.conn: ServerConnection | None = None

@@ -231,3 +231,14 @@ def _option(parser, command, option):
 
 def _help(parser, command):
     return dict(_subparsers(parser))[command].format_help()
+
+
+@pytest.mark.parametrize("command, option", [("gui", "--screenshot"), ("tray", "--invite")])
+def test_desktop_commands_print_their_own_options_for_help(command, option):
+    """`dsage gui --help` and `dsage tray --help` show the app's options, not a forwarding stub."""
+    import subprocess
+    import sys
+    p = subprocess.run([sys.executable, "-m", "dsage_core", command, "--help"], capture_output=True,
+                       text=True, timeout=60, env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert p.returncode == 0, p.stderr
+    assert f"usage: dsage {command}" in p.stdout and option in p.stdout
