@@ -272,6 +272,12 @@ class WorkerService:
 
 
 def _event_size(e: list[Any]) -> int:
+    if e and e[0] == "done" and len(e) > 10:   # a failure's traceback text and exception count too
+        extra = e[10].get("exc") if isinstance(e[10], dict) else None
+        n = len(e[6]) if isinstance(e[6], str) else 0
+        if isinstance(extra, dict):
+            n += sum(len(v) for v in (extra.get("pickle"), extra.get("args")) if isinstance(v, bytes))
+        return n + 300
     if e and e[0] == "done" and isinstance(e[4], bytes):
         return len(e[4]) + 100
     if e and e[0] == "out":

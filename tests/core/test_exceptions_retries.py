@@ -320,3 +320,12 @@ def test_an_admin_sees_another_users_exception_without_its_pickle(core):
     rec = []
     core.get_job("root", True, jid, False).addCallback(rec.append)
     assert "pickle" not in rec[0]["exc"] and "pickle" in _record(core, jid)["exc"]
+
+
+def test_a_workers_report_batches_count_exception_pickles():
+    """Many failures with large pickles never make a report the server must refuse: each counts
+    its pickle and traceback in the report batch's size."""
+    from dsage_core.worker.service import _event_size
+    info = {"type": "E", "mro": [], "pickle": b"p" * exc_info.MAX_PICKLE, "args": b"P" + b"a" * 100}
+    e = ["done", 1, 1, "failed", None, None, "t" * 1000, 1.0, 2.0, 0.1, {"exc": info}]
+    assert _event_size(e) >= exc_info.MAX_PICKLE + 1100
