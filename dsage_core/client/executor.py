@@ -26,13 +26,14 @@ def _apply_chunk(fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[A
 
 
 class JobFuture(cf.Future):
-    """The Future of one dsage job (``dsage_job``). ``cancel()`` kills the job on the server while
-    no child runs it yet (queued, or assigned to a worker ahead of time); a running job's future
-    cannot be cancelled, as with any Executor."""
+    """The Future of one dsage job (``dsage_job``). ``cancel()`` cancels the job on the server while
+    no child runs it yet (queued, or assigned to a worker ahead of time: the worker spares a job
+    it already started); a running job's future cannot be cancelled, as with any Executor."""
 
     def __init__(self, job: Job) -> None:
         super().__init__()
         self.dsage_job = job
+        self.cancel_sent = False   #: a cancel went to the server: "killed" means cancelled
 
     def running(self) -> bool:
         return not self.done() and self.dsage_job.status in _RUNNING
@@ -40,8 +41,9 @@ class JobFuture(cf.Future):
     def cancel(self) -> bool:
         if not self._cancel_here():
             return self.cancelled()
+        j = self.dsage_job
         try:
-            self.dsage_job.kill()
+            j._client._sync(j._client.aclient.kill_many, [j.id], True)
         except Exception:  # noqa: BLE001 - closed or unreachable: the future is cancelled anyway
             pass
         return True
@@ -57,6 +59,9 @@ class JobFuture(cf.Future):
 def _settle(fut: cf.Future, j: Job) -> None:
     if fut.done():
         return   # cancelled: its job was killed
+    if j.status == "killed" and getattr(fut, "cancel_sent", False) and Future_cancel(fut):
+        fut.set_running_or_notify_cancel()   # shutdown(cancel_futures=True) cancelled its job
+        return
     try:
         if j.status == "completed":
             try:
@@ -69,6 +74,9 @@ def _settle(fut: cf.Future, j: Job) -> None:
             fut.set_exception(j._exception())   # the job's own exception when it raised one
     except cf.InvalidStateError:
         pass   # cancelled in between, from another thread
+
+
+Future_cancel = cf.Future.cancel   #: the plain Future's cancel (no server call)
 
 
 def _futures_for(jobs: list[Job]) -> list[cf.Future]:
@@ -179,12 +187,13 @@ class DsageExecutor(cf.Executor):
         return [s for s in map(states.get, ids) if s is not None and not s.done]
 
     def _kill(self, states: list[Any]) -> None:
+        """Cancel these jobs on the server (a worker spares those it already runs)."""
         if not states:
             return
         ids = [s.id for s in states]
         try:
             for k in range(0, len(ids), 1000):   # the server's bound on one kill call
-                self._client._sync(self._client.aclient.kill_many, ids[k:k + 1000])
+                self._client._sync(self._client.aclient.kill_many, ids[k:k + 1000], True)
         except Exception:  # noqa: BLE001 - closed or unreachable: nothing more to cancel
             pass
 
@@ -195,10 +204,12 @@ class DsageExecutor(cf.Executor):
             mapped = self._live(self._map_ids)
             self._map_ids, self._map_pruned = [], 0
         if cancel_futures:
-            cancelled = [f for f in futs if f._cancel_here()]
-            self._kill([f.dsage_job._s for f in cancelled] + [s for s in mapped if s.status in CANCELLABLE])
-            futs = [f for f in futs if not f.cancelled()]
-            mapped = [s for s in mapped if not s.done and s.status not in CANCELLABLE]
+            # queued jobs and those a worker holds but has not started are cancelled on the
+            # server; a future is cancelled when its job ends killed (see _settle)
+            targets = [f for f in futs if not f.done() and f.dsage_job.status in CANCELLABLE]
+            for f in targets:
+                f.cancel_sent = True
+            self._kill([f.dsage_job._s for f in targets] + [s for s in mapped if s.status in CANCELLABLE])
         if wait:
             self._client._check_not_reactor_thread("Executor.shutdown")
             cf.wait(futs)   # the futures themselves: they are settled just after their jobs end

@@ -369,8 +369,10 @@ class JobServer:
                            progress_message=job.progress_message, attempts=job.attempt)
         return rows
 
-    def kill(self, owner: str, admin: bool, job_ids: list[int], address: str = "") -> list[bool]:
-        """Kill queued or running jobs the caller owns; False for unknown, foreign or finished ones."""
+    def kill(self, owner: str, admin: bool, job_ids: list[int], address: str = "",
+             unstarted_only: bool = False) -> list[bool]:
+        """Kill queued or running jobs the caller owns; False for unknown, foreign or finished ones.
+        *unstarted_only* (an Executor's cancel): the worker spares a job it already runs."""
         ok, targets = [], []
         for jid in job_ids:
             job = self.jobs.get(jid)
@@ -378,6 +380,8 @@ class JobServer:
                 ok.append(False)
                 continue
             job.kill_requested = True
+            job.cancel_only = unstarted_only and not job.kill_requested_hard
+            job.kill_requested_hard = job.kill_requested_hard or not unstarted_only
             targets.append(jid)
             ok.append(True)
         if targets:
@@ -659,7 +663,8 @@ class JobServer:
         _, _, _, status, result, preview, error, started, finished, _cpu = d[:10]
         if status not in ("completed", "failed", "timed_out", "killed"):
             status, error = "failed", f"worker reported an unknown status {status!r}"
-        if status == "failed" and not job.kill_requested:
+        hard_kill = job.kill_requested and not job.cancel_only   # a spared cancel ends as it ends
+        if status == "failed" and not hard_kill:
             raw = _exc_of(d)
             if raw is not None:
                 job.exc = exc_info.clean(raw, self.may_pickle_for(w, job.owner))
@@ -685,7 +690,7 @@ class JobServer:
             error = ("the job's result is not plain data, and results produced by an anonymous worker "
                      "are never unpickled; return plain data (numbers, strings, lists, dicts...) or "
                      "submit with trusted_only=True")
-        if job.kill_requested and status != "completed":
+        if hard_kill and status != "completed":
             status = "killed"
         w.jobs_done += 1
         job.result = result
@@ -769,7 +774,9 @@ class JobServer:
             elif isinstance(a, act.KillOnWorker):
                 w = self.workers.get(a.worker_id)
                 if w is not None:
-                    w.link.kill([[a.job_id, a.attempt]]).addErrback(_log_failure)
+                    job = self.jobs.get(a.job_id)
+                    item = [a.job_id, a.attempt] + ([1] if job is not None and job.cancel_only else [])
+                    w.link.kill([item]).addErrback(_log_failure)
             elif isinstance(a, act.WorkerExpired):
                 w = self.workers.pop(a.worker_id, None)
                 self._workers_dirty = True

@@ -54,6 +54,8 @@ class ActiveJob:
     #: the exception it raised (model/exc_info.py, as the server keeps it), once failed
     exc: dict[str, Any] | None = None
     retried: int = 0   #: runs that raised and were retried (the ``retries`` option)
+    cancel_only: bool = False         #: its kill is a cancel: a worker spares it once running
+    kill_requested_hard: bool = False  #: a plain kill was asked for (it wins over a cancel)
 
     def add_output(self, text: str, limit: int) -> None:
         """Append captured output, keeping at most *limit* characters and marking the cut."""

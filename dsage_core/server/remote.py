@@ -327,8 +327,12 @@ class ClientSession(Guarded):
         return self.core.get_output(self.who.name, self.who.admin, job_id)
 
     def remote_kill(self, job_ids: bytes) -> bytes:
-        ids = _int_list(job_ids, "job ids", self.core.limits.max_list)
-        return envelope.pack(self.core.kill(self.who.name, self.who.admin, ids, self.address))
+        """A list of job ids (kill), or ``{"cancel": [ids]}`` (kill unless already running)."""
+        raw = envelope.unpack(job_ids, what="job ids")
+        cancel = isinstance(raw, dict)
+        ids = _ints(raw.get("cancel") if cancel else raw, "job ids", self.core.limits.max_list)
+        return envelope.pack(self.core.kill(self.who.name, self.who.admin, ids, self.address,
+                                            unstarted_only=cancel))
 
     def remote_workers(self) -> bytes:
         return envelope.pack(self.core.describe_workers())
@@ -461,7 +465,11 @@ class Login(Guarded):
 
 
 def _int_list(data: bytes, what: str, max_items: int) -> list[int]:
-    ids = envelope.expect_list(envelope.unpack(data, what=what), what, max_items)
+    return _ints(envelope.unpack(data, what=what), what, max_items)
+
+
+def _ints(obj: Any, what: str, max_items: int) -> list[int]:
+    ids = envelope.expect_list(obj, what, max_items)
     if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
         raise BadRequest(f"{what} must be integers")
     return ids

@@ -219,7 +219,8 @@ class ChildPool:
                 self._report_done(a, "failed", None, None, message, 0.0, 0.0)
         on_ready(self.envs.ensure(requirements), ok, failed)
 
-    def kill(self, job_id: int, attempt: int) -> None:
+    def kill(self, job_id: int, attempt: int, unstarted_only: bool = False) -> None:
+        """Kill a job this worker holds; *unstarted_only* (a cancel): only if it has not started."""
         for a in self.installing:
             if a.job_id == job_id and a.attempt == attempt:
                 self.installing.remove(a)
@@ -231,7 +232,7 @@ class ChildPool:
                 self._report_done(a, "killed", None, None, "killed by its owner", 0.0, 0.0)
                 return
         for c in self.children:
-            if c.kill_job(job_id, "killed"):
+            if c.kill_job(job_id, "killed", unstarted_only):
                 return
 
     def pause(self, paused: bool) -> None:

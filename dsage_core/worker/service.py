@@ -63,8 +63,9 @@ class Runner(Referenceable):
         self.service.pool.add_jobs(b["jobs"], b.get("blobs") or {})
 
     def remote_kill(self, job_ids: bytes) -> None:
-        for jid, attempt in envelope.unpack(job_ids, what="kill list"):
-            self.service.pool.kill(jid, attempt)
+        # [job_id, attempt] or [job_id, attempt, 1]: a cancel, which spares a job already running
+        for item in envelope.unpack(job_ids, what="kill list"):
+            self.service.pool.kill(item[0], item[1], unstarted_only=len(item) > 2 and bool(item[2]))
 
     def remote_ping(self) -> None:
         return None

@@ -329,3 +329,22 @@ def test_a_workers_report_batches_count_exception_pickles():
     info = {"type": "E", "mro": [], "pickle": b"p" * exc_info.MAX_PICKLE, "args": b"P" + b"a" * 100}
     e = ["done", 1, 1, "failed", None, None, "t" * 1000, 1.0, 2.0, 0.1, {"exc": info}]
     assert _event_size(e) >= exc_info.MAX_PICKLE + 1100
+
+
+def test_a_cancel_asks_the_worker_to_spare_a_running_job(core):
+    """An Executor's cancel reaches the worker flagged (it spares a job it already runs); a plain
+    kill does not, and wins over an earlier cancel; a spared job that raises stays failed."""
+    jid = _submit(core)
+    w, link = _join(core)
+    kills = []
+    link.kill = lambda items: kills.extend(items) or __import__("twisted.internet.defer").internet.defer.succeed(None)
+    attempt = _attempt_of(core, jid)
+    assert core.kill("alice", False, [jid], unstarted_only=True) == [True]
+    assert kills == [[jid, attempt, 1]]
+    _raise(core, w, jid)
+    assert _record(core, jid)["status"] == "failed"
+    jid = _submit(core)
+    attempt = _attempt_of(core, jid)
+    core.kill("alice", False, [jid], unstarted_only=True)
+    core.kill("alice", False, [jid])
+    assert kills[-1] == [jid, attempt]
