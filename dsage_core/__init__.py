@@ -13,7 +13,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 __all__ = ["start_all", "connect", "as_completed", "wait", "progress", "Client", "Job", "JobList",
-           "DistributedFunction", "TaskQueue", "batch_progress", "ClientClosed",
+           "DistributedFunction", "TaskQueue", "batch_progress", "ClientClosed", "JobFailed",
+           "RemoteError", "RemoteTraceback",
            "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED", "__version__"]
 
 from dsage_core._progress import progress
@@ -37,6 +38,9 @@ def __getattr__(name: str) -> Any:  # lazy: importing dsage_core must not import
     if name == "ClientClosed":
         from dsage_core.protocol.errors import ClientClosed
         return ClientClosed
+    if name in ("JobFailed", "RemoteError", "RemoteTraceback"):
+        from dsage_core.client import remote_error
+        return getattr(remote_error, name)
     if name == "TaskQueue":
         from dsage_core.client.taskqueue import TaskQueue
         return TaskQueue

@@ -125,14 +125,15 @@ class Client:
         return args, kwargs
 
     def gather(self, jobs: Iterable[Any], timeout: float | None = None) -> list[Any]:
-        """The values of *jobs* in input order; raises the first failure seen (as ``job.get`` does)
-        as soon as it happens, without waiting for the rest; TimeoutError after *timeout* seconds."""
+        """The values of *jobs* in input order; raises the first failure seen (as ``job.get`` does:
+        the exception the job raised, else :class:`JobFailed`) as soon as it happens, without
+        waiting for the rest; TimeoutError after *timeout* seconds."""
         from dsage_core.waiting import as_completed
         self._check_not_reactor_thread("gather()")
         jobs = list(jobs)
         for j in as_completed(jobs, timeout=timeout):
             if j.status != "completed":
-                j.get()  # raises JobFailed with the job's error
+                j.get()  # raises the job's exception (or JobFailed)
         return [j.result for j in jobs]
 
     # ------------------------------------------------------------------ standard interfaces

@@ -365,6 +365,12 @@ class AsyncClient:
     def kill(self, job_id: int) -> Deferred:
         return self._call("kill", envelope.pack([job_id])).addCallback(lambda r: envelope.unpack(r)[0])
 
+    def kill_many(self, job_ids: list[int], cancel: bool = False) -> Deferred:
+        """Kill several jobs in one call; fires with one bool per id (False: finished or unknown).
+        *cancel*: a worker spares those it already runs (an Executor's cancel)."""
+        ids = list(job_ids)
+        return self._call("kill", envelope.pack({"cancel": ids} if cancel else ids)).addCallback(envelope.unpack)
+
     def list_jobs(self, *, status: str | None = None, limit: int = 1000, after_id: int = 0,
                   text: str | None = None, newest_first: bool = False, all_users: bool = False) -> Deferred:
         q = {"status": status, "limit": limit, "after_id": after_id, "text": text,

@@ -5,6 +5,7 @@ import threading
 from typing import Any, Callable
 
 from dsage_core import codec
+from dsage_core.client.remote_error import JobFailed, rebuild
 from dsage_core.model.job import TERMINAL, JobInfo
 
 _NO_RESULT = object()
@@ -21,7 +22,7 @@ class JobState:
 
     __slots__ = ("id", "name", "kind", "status", "worker", "created", "started", "finished", "result_bytes",
                  "result_preview", "error", "progress", "progress_message", "attempts", "priority",
-                 "_event", "_callbacks", "_value", "code", "extra", "__weakref__")
+                 "_event", "_callbacks", "_value", "code", "extra", "exc", "exc_obj", "__weakref__")
 
     def __init__(self, job_id: int, name: str = "", kind: str = "", created: float = 0.0) -> None:
         self.id = job_id
@@ -41,6 +42,8 @@ class JobState:
         self.priority = 0
         self.code: str | None = None
         self.extra: dict[str, Any] | None = None   #: the update's optional 16th field (replicas)
+        self.exc: dict[str, Any] | None = None   #: the exception map of a job that raised (exc_info)
+        self.exc_obj: BaseException | None = None   #: that exception, rebuilt once (Job.exception)
         self._event: threading.Event | None = None
         self._callbacks: list[Callable[["JobState"], None]] | None = None
         self._value: Any = _NO_RESULT
@@ -96,6 +99,8 @@ class JobState:
             self.kind = u[14] or self.kind
             if len(u) > 15 and isinstance(u[15], dict):
                 self.extra = u[15]
+            if len(u) > 16:
+                self.exc = u[16] if isinstance(u[16], dict) else None
         self.status = status   # last: readers on other threads check it without a lock
         if status in TERMINAL:
             with _EVENT_LOCK:
@@ -178,10 +183,6 @@ class ResultUnavailable(RuntimeError):
     """A result stored in a shared file could not be read."""
 
 
-class JobFailed(RuntimeError):
-    """Raised by ``Job.get()`` when the job did not complete."""
-
-
 class Job:
     """A handle on one job.
 
@@ -259,11 +260,30 @@ class Job:
         return self._s.error
 
     def get(self, timeout: float | None = None) -> Any:
-        """Wait and return the result; raise :class:`JobFailed` with the error if it did not complete."""
+        """Wait and return the result. A job that raised raises its exception here (see
+        :meth:`exception`); one that ended otherwise (killed, timed out, lost, crashed) raises
+        :class:`JobFailed` with the error."""
         self.wait(timeout)
         if self.status != "completed":
-            raise JobFailed(f"job {self.id} {self.status}: {self.error or ''}".rstrip(": "))
+            raise self._exception()
         return self.result
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Wait, then: None if the job completed; the exception it raised if it raised one (the
+        original, when it came from a keyed worker of yours and unpickles here, else a
+        :class:`~dsage_core.RemoteError` subclass named after the remote type), with the remote
+        traceback text as ``__cause__``; otherwise a :class:`JobFailed` naming what happened."""
+        self.wait(timeout)
+        return None if self.status == "completed" else self._exception()
+
+    def _exception(self) -> BaseException:
+        s = self._s
+        summary = f"job {self.id} {self.status}: {self.error or ''}".rstrip(": ")
+        exc = s.exc_obj
+        if exc is None:
+            exc = (rebuild(s.exc, s.error, summary) if s.status == "failed" else None) or JobFailed(summary)
+            s.exc_obj = exc   # one object per job, as a Future keeps its exception
+        return exc
 
     @property
     def output(self) -> str:

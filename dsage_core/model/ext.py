@@ -103,3 +103,11 @@ register(ExtOption("packages", check_packages, to_worker=True,
 
 # options declared in their own modules (imported last: they register into REGISTRY)
 from dsage_core.model import inputs as _inputs, resources as _resources  # noqa: E402,F401
+
+# --- retries (issue 17): a job that raises runs again (dsage_core.model.retry)
+from dsage_core.model import retry as _retry  # noqa: E402
+
+register(ExtOption("retries", _retry.check_retries,
+                   doc="run a job that raises up to N more times (see retry_on)"))
+register(ExtOption("retry_on", _retry.check_retry_on,
+                   doc="retry only these exception types (names or classes)"))

@@ -7,8 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 FIELDS = ("id", "status", "worker", "started", "finished", "result", "result_preview", "error",
-          "progress", "progress_message", "attempts", "name", "created", "priority", "kind", "extra")
-#: ``extra`` (optional, last): a small map of what only some jobs have, e.g. ``{"replicas": "2/2 agree"}``
+          "progress", "progress_message", "attempts", "name", "created", "priority", "kind", "extra", "exc")
+#: ``extra`` (optional): a small map of what only some jobs have, e.g. ``{"replicas": "2/2 agree"}``
+#: (None when only ``exc`` follows); ``exc`` (only on a failed job that raised; absent otherwise):
+#: see dsage_core.model.exc_info
 INDEX = {name: i for i, name in enumerate(FIELDS)}
 
 

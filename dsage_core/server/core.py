@@ -24,6 +24,7 @@ from dsage_core.model.job import HELD, TERMINAL
 from dsage_core.result_files import ResultFileError, ResultsDir
 from dsage_core.protocol.errors import BadRequest, NotFound, QuotaExceeded, ServerUnavailable, UnknownBlob
 from dsage_core.scheduler import Scheduler, SchedJob, events as ev, actions as act
+from dsage_core.model import exc_info
 from dsage_core.model.ext import decode as ext_decode, encode as ext_encode, worker_view
 from dsage_core.server.blobs import BlobTable
 from dsage_core.model.resources import request_of
@@ -174,6 +175,9 @@ class JobServer(ReplicaServer):
         #: jobs with packages= may go to anonymous workers (``dsage server --anonymous-packages``)
         self.anonymous_packages = False
         self.deps = InputLinks(self)   #: jobs as arguments: who waits for whom (server/deps.py)
+        #: the server owner's user name (set by the service): a local worker (one that shares the
+        #: home, so holds the owner's key anyway) counts as the owner's own for exception pickles
+        self.owner_user: str | None = None
 
     # ------------------------------------------------------------------ start-up
     @inlineCallbacks
@@ -192,6 +196,10 @@ class JobServer(ReplicaServer):
                             timeout=row["timeout"], limits=_unpack_limits(row["limits"]),
                             created=row["created"], attempt=row["attempts"] or 0,
                             failures=row["failures"] or 0, ext=ext_decode(row["ext"]))
+            if job.ext and job.ext.get("retries"):
+                # runs that were neither worker deaths nor the current one count as retries used
+                # (a hand-back at a worker's shutdown too: never more than `retries` extra runs)
+                job.retried = max(0, job.attempt - job.failures - (row["status"] == "running"))
             if row["status"] == "running":
                 requeue.append((job.id, job.failures))
             self.jobs[job.id] = job
@@ -394,12 +402,12 @@ class JobServer(ReplicaServer):
             if job is not None:
                 if self._visible(owner, admin, job.owner):
                     self.watchers.setdefault(jid, set()).add(watcher)
-                    out.append(job.update())
+                    out.append(_viewed(job.update(), job.owner, owner))
                 continue
             self._settle()
             row = yield self.store.get_job(jid)
             if row is not None and self._visible(owner, admin, row["owner"]):
-                out.append(_row_update(row))
+                out.append(_viewed(_row_update(row), row["owner"], owner))
         return out
 
     @inlineCallbacks
@@ -427,6 +435,9 @@ class JobServer(ReplicaServer):
         row["needs"] = sorted(row.get("needs") or ())
         if "ext" in row:
             row["extra"] = rep.extra_of(row["ext"]) or {}
+        if not isinstance(row.get("exc"), (dict, type(None))):
+            row["exc"] = _unpack_exc(row["exc"])
+        row["exc"] = exc_info.for_viewer(row.get("exc"), row["owner"], owner)
         if not with_result:
             row.pop("result", None)
         return row
@@ -481,8 +492,10 @@ class JobServer(ReplicaServer):
                     row["extra"] = {"replicas": job.replicas.text()}
         return rows
 
-    def kill(self, owner: str, admin: bool, job_ids: list[int], address: str = "") -> list[bool]:
-        """Kill queued or running jobs the caller owns; False for unknown, foreign or finished ones."""
+    def kill(self, owner: str, admin: bool, job_ids: list[int], address: str = "",
+             unstarted_only: bool = False) -> list[bool]:
+        """Kill queued or running jobs the caller owns; False for unknown, foreign or finished ones.
+        *unstarted_only* (an Executor's cancel): the worker spares a job it already runs."""
         ok, targets, waiting = [], [], []
         for jid in job_ids:
             job = self.jobs.get(jid)
@@ -490,6 +503,8 @@ class JobServer(ReplicaServer):
                 ok.append(False)
                 continue
             job.kill_requested = True
+            job.cancel_only = unstarted_only and not job.kill_requested_hard
+            job.kill_requested_hard = job.kill_requested_hard or not unstarted_only
             (waiting if job.status == "waiting" else targets).append(jid)
             ok.append(True)
         for jid in waiting:  # not in the scheduler yet (see server/deps.py)
@@ -721,19 +736,24 @@ class JobServer(ReplicaServer):
         self._notify([job])
 
     def _on_done(self, w: Worker, dones: list[list[Any]]) -> None:
-        # ["done", job_id, attempt, status, result, preview, error, started, finished, cpu]
+        # ["done", job_id, attempt, status, result, preview, error, started, finished, cpu(, extra)]
         by_id = {}
-        copies = []
+        copies, retry = [], []
         for d in dones:
             if len(d) < 10:
                 raise BadRequest("malformed done event")
             job = self.jobs.get(d[1])
             if job is not None and job.replicas is not None:
                 copies.append(d)
+            elif d[3] == "failed" and self._retries_left(w, d):
+                retry.append(d)
             else:
                 by_id[d[1]] = d
         if copies:
             self._on_copies_done(w, copies)
+        if retry:
+            self._retry(w, retry)
+        if copies or retry:
             dones = [d for d in dones if d[1] in by_id]
             if not dones:
                 return
@@ -753,10 +773,45 @@ class JobServer(ReplicaServer):
                     self._drop_result_file(w, d)
         self._apply([a for a in actions if not isinstance(a, act.Accepted)])
 
+    def _retries_left(self, w: Worker, d: list[Any]) -> bool:
+        """True if the failed done *d* (from its holder) raised an exception its job retries on."""
+        job = self.jobs.get(d[1])
+        if job is None or not job.ext or job.kill_requested:
+            return False
+        if job.retried >= (job.ext.get("retries") or 0):
+            return False
+        if self.scheduler.job_location(job.id) != (w.id, d[2]):
+            return False   # a stale or foreign report: the scheduler discards it as usual
+        return exc_info.matches(exc_info.clean(_exc_of(d), False), job.ext.get("retry_on"))
+
+    def _retry(self, w: Worker, dones: list[list[Any]]) -> None:
+        """Jobs that raised and have retries left go back to the queue (not a worker failure)."""
+        for d in dones:
+            job = self.jobs[d[1]]
+            job.retried += 1
+            w.jobs_done += 1
+            error = d[6] if isinstance(d[6], str) else ""
+            job.error = (f"attempt {d[2]} raised; retry {job.retried} of {job.ext['retries']}\n"
+                         + error)[: self.limits.max_error]
+            log.info("dsage.server.retry", job=job.id, attempt=d[2], retried=job.retried)
+        self._apply(self.scheduler.handle(ev.JobsHandedBack(w.id, [(d[1], d[2], False) for d in dones])))
+
+    def may_pickle_for(self, w: Worker, owner: str) -> bool:
+        """Whether a pickle *w* made may reach *owner*'s client: only from a keyed worker of that
+        same user (the server's local worker counts as its owner's)."""
+        if w.anonymous:
+            return False
+        return w.user == owner or (w.local and self.owner_user is not None and owner == self.owner_user)
+
     def _finish_from_worker(self, w: Worker, job: ActiveJob, d: list[Any]) -> None:
         _, _, _, status, result, preview, error, started, finished, _cpu = d[:10]
         if status not in ("completed", "failed", "timed_out", "killed"):
             status, error = "failed", f"worker reported an unknown status {status!r}"
+        hard_kill = job.kill_requested and not job.cancel_only   # a spared cancel ends as it ends
+        if status == "failed" and not hard_kill:
+            raw = _exc_of(d)
+            if raw is not None:
+                job.exc = exc_info.clean(raw, self.may_pickle_for(w, job.owner))
         rfile = _result_file_of(d)
         if rfile is not None and status == "completed":
             why = self._check_result_file(w, job, rfile)
@@ -779,7 +834,7 @@ class JobServer(ReplicaServer):
             error = ("the job's result is not plain data, and results produced by an anonymous worker "
                      "are never unpickled; return plain data (numbers, strings, lists, dicts...) or "
                      "submit with trusted_only=True")
-        if job.kill_requested and status != "completed":
+        if hard_kill and status != "completed":
             status = "killed"
         w.jobs_done += 1
         job.result = result
@@ -850,7 +905,8 @@ class JobServer(ReplicaServer):
         self._finished_rows.append((FinishedJob(job.id, status, job.result, job.result_preview, job.error,
                                                 job.output_text() or None, job.started, job.finished,
                                                 job.worker, job.result_file,
-                                                job.result_size if job.result_file else None), job))
+                                                job.result_size if job.result_file else None,
+                                                _pack_exc(job.exc) if job.exc else None), job))
         self._schedule_flush()
 
     # ------------------------------------------------------------------ applying actions
@@ -874,7 +930,9 @@ class JobServer(ReplicaServer):
             elif isinstance(a, act.KillOnWorker):
                 w = self.workers.get(a.worker_id)
                 if w is not None:
-                    w.link.kill([[a.job_id, a.attempt]]).addErrback(_log_failure)
+                    job = self.jobs.get(a.job_id)
+                    item = [a.job_id, a.attempt] + ([1] if job is not None and job.cancel_only else [])
+                    w.link.kill([item]).addErrback(_log_failure)
             elif isinstance(a, act.WorkerExpired):
                 w = self.workers.pop(a.worker_id, None)
                 self._workers_dirty = True
@@ -1145,7 +1203,34 @@ def _sched_job(job: ActiveJob, replicas: int = 1) -> SchedJob:
 
 def _result_file_of(d: list[Any]) -> dict[str, Any] | None:
     """The ``{"file", "size"}`` a local worker put after a done event's ten fields, if any."""
-    return d[10] if len(d) > 10 and isinstance(d[10], dict) else None
+    return d[10] if len(d) > 10 and isinstance(d[10], dict) and "file" in d[10] else None
+
+
+def _exc_of(d: list[Any]) -> Any:
+    """The ``{"exc": ...}`` a worker put after a failed done event's ten fields (unchecked)."""
+    return d[10].get("exc") if len(d) > 10 and isinstance(d[10], dict) else None
+
+
+def _pack_exc(info: dict[str, Any]) -> bytes:
+    from dsage_core.protocol.envelope import pack
+    return pack(info)
+
+
+def _viewed(u: list[Any], job_owner: str, viewer: str) -> list[Any]:
+    """An update as *viewer* may see it (another user's exception pickle stays on the server)."""
+    if len(u) > 16:   # the exception (17th field): its pickle goes to the job's owner only
+        u[16] = exc_info.for_viewer(u[16], job_owner, viewer)
+    return u
+
+
+def _unpack_exc(data: Any) -> dict[str, Any] | None:
+    """A stored exception map (opaque to the server: never unpickled here)."""
+    from dsage_core.protocol.envelope import unpack
+    try:
+        v = unpack(data) if isinstance(data, bytes) else None
+    except Exception:  # noqa: BLE001 - a damaged row: no exception, the traceback text remains
+        return None
+    return v if isinstance(v, dict) else None
 
 
 def _duration(d: list[Any]) -> float:
@@ -1180,7 +1265,7 @@ def _job_record(job: ActiveJob) -> dict[str, Any]:
             "attempts": job.attempt, "failures": job.failures, "result": job.result,
             "result_preview": job.result_preview, "error": job.error, "output": job.output_text(),
             "progress": job.progress, "progress_message": job.progress_message, "code": job.code,
-            "timeout": job.timeout, "blob_id": job.blob_id,
+            "timeout": job.timeout, "blob_id": job.blob_id, "exc": job.exc,
             "extra": {"replicas": job.replicas.text()} if job.replicas is not None else {}}
 
 
@@ -1193,8 +1278,11 @@ def _row_update(row: dict[str, Any]) -> list[Any]:
          row.get("attempts") or 0, row.get("name") or "", row.get("created"), row.get("priority") or 0,
          row.get("kind")]
     extra = rep.extra_of(row.get("ext"))
-    if extra:
-        u.append(extra)
+    exc = _unpack_exc(row.get("exc"))
+    if extra or exc is not None:
+        u.append(extra or None)   # the optional 16th field
+    if exc is not None:
+        u.append(exc)             # the optional 17th
     return u
 
 

@@ -54,6 +54,11 @@ class ActiveJob:
     #: its terminal state was committed (or its commit failed): only then may pushes carry it
     announced: bool = False
     replicas: Any = None   #: a replicated job's copies and answers (server.replicas.Replicas)
+    #: the exception it raised (model/exc_info.py, as the server keeps it), once failed
+    exc: dict[str, Any] | None = None
+    retried: int = 0   #: runs that raised and were retried (the ``retries`` option)
+    cancel_only: bool = False         #: its kill is a cancel: a worker spares it once running
+    kill_requested_hard: bool = False  #: a plain kill was asked for (it wins over a cancel)
 
     def add_output(self, text: str, limit: int) -> None:
         """Append captured output, keeping at most *limit* characters and marking the cut."""
@@ -79,8 +84,11 @@ class ActiveJob:
         rec = [self.id, self.status, self.worker, self.started, self.finished, result,
                self.result_preview, self.error, self.progress, self.progress_message,
                self.attempt, self.name, self.created, self.priority, self.kind]
-        if self.replicas is not None:
-            rec.append({"replicas": self.replicas.text()})   # the optional 16th field: extra
+        extra = {"replicas": self.replicas.text()} if self.replicas is not None else None
+        if extra is not None or self.exc is not None:
+            rec.append(extra)   # the optional 16th field
+        if self.exc is not None:
+            rec.append(self.exc)   # the optional 17th
         return rec
 
 

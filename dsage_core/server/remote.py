@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dsage_core import __version__
+from dsage_core.model import exc_info
 from dsage_core.model.job import TERMINAL
 from dsage_core.protocol import envelope
 from dsage_core.protocol.batcher import PIGGYBACK, Batcher
@@ -53,8 +54,9 @@ class KeyedPusher:
     """
 
     def __init__(self, rref: Any, clock: Any = None, max_items: int = 2000, lazy_delay: float = 0.05,
-                 max_bytes: int = 1024 * 1024, materialize: Any = None) -> None:
+                 max_bytes: int = 1024 * 1024, materialize: Any = None, viewer: str | None = None) -> None:
         self.rref = rref
+        self.viewer = viewer   #: the session's user: another user's exception pickle is not pushed
         self.materialize = materialize
         self.max_bytes = max_bytes
         self.clock = clock
@@ -98,7 +100,10 @@ class KeyedPusher:
             if updates and size + n > self.max_bytes:
                 break
             del self.pending[jid]
-            updates.append(job.update())
+            u = job.update()
+            if len(u) > 16:   # an exception (17th field): its pickle goes to the job's owner only
+                u[16] = exc_info.for_viewer(u[16], job.owner, self.viewer)
+            updates.append(u)
             size += n
         if not updates:
             return
@@ -275,7 +280,8 @@ class ClientSession(Guarded):
 
     def remote_subscribe(self, listener: Any) -> None:
         self.rref = listener
-        self.listener = KeyedPusher(listener, self.core.clock, materialize=self.materialize)
+        self.listener = KeyedPusher(listener, self.core.clock, materialize=self.materialize,
+                                    viewer=self.who.name)
         self.address = self.address or _peer(listener)
         listener.notifyOnDisconnect(self._gone)
         self.core.clients.add(self)
@@ -332,8 +338,12 @@ class ClientSession(Guarded):
         return self.core.get_output(self.who.name, self.who.admin, job_id)
 
     def remote_kill(self, job_ids: bytes) -> bytes:
-        ids = _int_list(job_ids, "job ids", self.core.limits.max_list)
-        return envelope.pack(self.core.kill(self.who.name, self.who.admin, ids, self.address))
+        """A list of job ids (kill), or ``{"cancel": [ids]}`` (kill unless already running)."""
+        raw = envelope.unpack(job_ids, what="job ids")
+        cancel = isinstance(raw, dict)
+        ids = _ints(raw.get("cancel") if cancel else raw, "job ids", self.core.limits.max_list)
+        return envelope.pack(self.core.kill(self.who.name, self.who.admin, ids, self.address,
+                                            unstarted_only=cancel))
 
     def remote_workers(self) -> bytes:
         return envelope.pack(self.core.describe_workers())
@@ -478,7 +488,11 @@ class Login(Guarded):
 
 
 def _int_list(data: bytes, what: str, max_items: int) -> list[int]:
-    ids = envelope.expect_list(envelope.unpack(data, what=what), what, max_items)
+    return _ints(envelope.unpack(data, what=what), what, max_items)
+
+
+def _ints(obj: Any, what: str, max_items: int) -> list[int]:
+    ids = envelope.expect_list(obj, what, max_items)
     if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
         raise BadRequest(f"{what} must be integers")
     return ids

@@ -114,6 +114,7 @@ class ServerService(MultiService):
         if swept:
             log.info("dsage.server.orphan_results_removed", count=swept)
         yield ensure_owner(store, self.home)
+        core.owner_user = yield owner_name(store, self.home)
         yield ensure_local_worker(store, self.home)
         self.auth = Authenticator(store, self.reactor, server_id, allow_anonymous=cfg.allow_anonymous)
         tub.listenOn(hints.listen_endpoint(cfg.listen, port))
@@ -276,6 +277,16 @@ def ensure_owner(store: Any, home: Path) -> Any:
     name = _owner_name()
     yield store.add_user(name, pub, "admin")
     yield store.audit("user_add", name, "local", "server owner, first admin")
+
+
+@inlineCallbacks
+def owner_name(store: Any, home: Path) -> Any:
+    """The user name of the server owner's key (``dsage_key.pub``), or None."""
+    try:
+        row = yield store.user_by_pubkey(keys.load_public_key(str(home / homes.PUBKEY_FILE)))
+    except Exception:  # noqa: BLE001 - no owner key: no worker counts as the owner's
+        return None
+    return row["name"] if row else None
 
 
 @inlineCallbacks

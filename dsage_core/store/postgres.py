@@ -313,7 +313,7 @@ class PgStore(SqliteStore):
                       ([r.id for r in last], [r.attempt for r in last], [r.worker for r in last],
                        [_float(r.started) for r in last]))
 
-    def _thd_finished(self, c: Any, rows: list[FinishedJob]) -> None:
+    def _thd_finished(self, c: Any, rows: list[FinishedJob]) -> list[tuple[int, str]]:
         last = list({r.id: r for r in rows}.values())
         c.raw.execute("UPDATE jobs SET status=u.status, result=u.result, result_file=u.result_file, "
                       "result_preview=u.preview, error=u.error, output=u.output, "
@@ -328,6 +328,8 @@ class PgStore(SqliteStore):
                        [r.result_file for r in last], [r.result_preview for r in last],
                        [r.error for r in last], [r.output for r in last], [_float(r.started) for r in last],
                        [_float(r.finished) for r in last], [r.worker for r in last]))
+        self._thd_exceptions(c, last)
+        return []   # a PostgreSQL server has no local result files to refuse
 
     @staticmethod
     def _thd_insert(c: Any, rows: list[NewJob]) -> None:   # type: ignore[override]

@@ -37,6 +37,9 @@ MIGRATIONS = [
     """CREATE TABLE replica_answers (job_id INTEGER NOT NULL, attempt INTEGER NOT NULL, worker TEXT,
         user TEXT, anonymous INT, status TEXT, digest BLOB, result BLOB, preview TEXT, error TEXT,
         started REAL, finished REAL, PRIMARY KEY (job_id, attempt))""",
+    # the exception a failed job raised (dsage_core.model.exc_info, msgpack; never unpickled here)
+    "CREATE TABLE job_exceptions (id INTEGER PRIMARY KEY, data BLOB)",   # no foreign key: a withdrawn
+    # job's late result must not fail the batch it rides in
 ]
 
 

@@ -72,6 +72,7 @@ class FinishedJob(NamedTuple):
     #: the size a local worker reported for ``result_file``: the store checks the file (on its
     #: thread, see result_files) and records the job as failed if it is not that regular file
     verify_size: int | None = None
+    exc: bytes | None = None   #: the exception a failed job raised (msgpack, see model/exc_info.py)
 
 
 class Snapshot(NamedTuple):
@@ -249,7 +250,16 @@ class SqliteStore:
                       "started=COALESCE(?, started), finished=?, worker=COALESCE(?, worker), "
                       "progress=CASE WHEN ?='completed' THEN 1.0 ELSE progress END, payload=NULL "
                       "WHERE id=?", params)
+        self._thd_exceptions(c, rows)
         return refused
+
+    @staticmethod
+    def _thd_exceptions(c: Any, rows: list[FinishedJob]) -> None:
+        """Keep the exceptions failed jobs raised (portable SQL: the PostgreSQL store uses it too)."""
+        excs = [(r.id, r.exc) for r in rows if r.exc is not None]
+        if excs:
+            c.executemany("DELETE FROM job_exceptions WHERE id=?", [(i,) for i, _ in excs])
+            c.executemany("INSERT INTO job_exceptions (id, data) VALUES (?, ?)", excs)
 
     def _thd_check_result_file(self, rel: str, size: int) -> str | None:
         """Why a local worker's result file is refused (it is then removed), or None."""
@@ -341,7 +351,9 @@ class SqliteStore:
         """Keep copies' answers ``(job_id, attempt, worker, user, anonymous, status, digest, result,
         preview, error, started, finished)`` until their job is decided."""
         def thd(c: sqlite3.Connection) -> None:
-            c.executemany("INSERT OR REPLACE INTO replica_answers (job_id, attempt, worker, user, anonymous, "
+            # portable SQL (the PostgreSQL store runs it too): no INSERT OR REPLACE
+            c.executemany("DELETE FROM replica_answers WHERE job_id=? AND attempt=?", [r[:2] for r in rows])
+            c.executemany('INSERT INTO replica_answers (job_id, attempt, worker, "user", anonymous, '
                           "status, digest, result, preview, error, started, finished) "
                           "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
         return self._write(thd)
@@ -397,6 +409,8 @@ class SqliteStore:
                 return None
             row = _row(cur, r)
             self._thd_read_result(row)
+            exc = c.execute("SELECT data FROM job_exceptions WHERE id=?", (job_id,)).fetchone()
+            row["exc"] = exc[0] if exc else None
             return row
         return self._read(thd)
 

@@ -27,6 +27,7 @@ import msgpack
 
 from dsage_core import _progress as progress_mod, codec, local_results
 from dsage_core.model import inputs
+from dsage_core.model import exc_info
 from dsage_core.worker import contain
 from dsage_core.worker.capture import Capture
 from dsage_core.worker.framing import FrameDecoder, frame_parts
@@ -258,7 +259,7 @@ class Child:
             self.job_started.set()
         t0 = time.perf_counter()
         scratch = self.scratch
-        status, result, error, preview = "completed", None, None, None
+        status, result, error, preview, exc = "completed", None, None, None, None
         self.capture.begin(job_id, int(limits.get("out") or 1024 * 1024))
         progress_mod._set_sender(job_id, self.chan)
         try:
@@ -284,6 +285,7 @@ class Child:
             status, error = "failed", f"the job called sys.exit({e.code!r})"
         except BaseException as e:  # noqa: BLE001 - a job's failure is data
             status, error = "failed", self._process_limit_note(e) + _bounded_traceback(e)
+            exc = exc_info.describe(e)   # the exception itself, for its owner (model/exc_info.py)
         finally:
             restore()
             contain.end_of_job_sweep()   # one waitpid unless the job left processes running
@@ -294,6 +296,8 @@ class Child:
         # the end time lets a monitor that reads this later start the next job's timeout clock
         # (and date the job) when it really started
         entry = [job_id, status, result, error, preview, self._job_cpu(wall), wall, None, time.time()]
+        if exc is not None:
+            entry.append(exc)
         if result_path and result is not None and len(result) > local_results.LARGE:
             try:  # the server reads it there: the bytes never cross the pipe
                 local_results.write_result_at(Path(result_path), result)

@@ -242,11 +242,14 @@ class ChildProcess(protocol.ProcessProtocol):
         if self.messages is not None and not self._in_data:
             self.messages.read_available()
 
-    def kill_job(self, job_id: int, reason: str) -> bool:
-        """Kill the job if this child holds it: the whole child goes (it restarts)."""
+    def kill_job(self, job_id: int, reason: str, unstarted_only: bool = False) -> bool:
+        """Kill the job if this child holds it: the whole child goes (it restarts). With
+        *unstarted_only* (a cancel) the job that is running now is spared."""
         self.catch_up()  # the job that is current now, not the one current at the last read
         for a in self.inflight:
             if a.job_id == job_id:
+                if unstarted_only and a is self.inflight[0]:
+                    return True   # running: a cancel comes too late
                 a.kill_reason = reason
                 if a is self.inflight[0]:
                     self.signal("KILL")

@@ -220,7 +220,8 @@ class ChildPool:
                 self._report_done(a, "failed", None, None, message, 0.0, 0.0)
         on_ready(self.envs.ensure(requirements), ok, failed)
 
-    def kill(self, job_id: int, attempt: int) -> None:
+    def kill(self, job_id: int, attempt: int, unstarted_only: bool = False) -> None:
+        """Kill a job this worker holds; *unstarted_only* (a cancel): only if it has not started."""
         for a in self.installing:
             if a.job_id == job_id and a.attempt == attempt:
                 self.installing.remove(a)
@@ -232,7 +233,7 @@ class ChildPool:
                 self._report_done(a, "killed", None, None, "killed by its owner", 0.0, 0.0)
                 return
         for c in self.children:
-            if c.kill_job(job_id, "killed"):
+            if c.kill_job(job_id, "killed", unstarted_only):
                 return
 
     def pause(self, paused: bool) -> None:
@@ -389,8 +390,9 @@ class ChildPool:
     def _on_done(self, child: ChildProcess, a: Assigned, entry: list[Any]) -> None:
         _, status, result, error, preview, cpu, wall = entry[:7]
         in_file = entry[7] if len(entry) > 7 and isinstance(entry[7], int) else None
+        exc = entry[9] if len(entry) > 9 and status == "failed" else None   # see model/exc_info.py
         if a.kill_reason == "killed":
-            status, result, error = "killed", None, "killed by its owner"
+            status, result, error, exc = "killed", None, "killed by its owner", None
         if in_file is not None and status != "completed":
             self._drop_result_file(a, child)
             in_file = None
@@ -403,7 +405,7 @@ class ChildPool:
         hold = report_hold(wall, ahead)
         if hold and ended is not None:  # read late (lazy reading): the hold counts from its end
             hold = max(0.0, hold - max(0.0, self.reactor.seconds() - ended))
-        self._report_done(a, status, result, preview, error, cpu, wall, hold, in_file, ended)
+        self._report_done(a, status, result, preview, error, cpu, wall, hold, in_file, ended, exc)
 
     def _adopt_result_file(self, child: ChildProcess, a: Assigned, size: int) -> str | None:
         """Move the large result the child wrote in its own scratch directory (the only place it
@@ -457,9 +459,10 @@ class ChildPool:
 
     def _report_done(self, a: Assigned, status: str, result: Any, preview: Any, error: Any,
                      cpu: float, wall: float, hold: float = 0.0, in_file: int | None = None,
-                     ended: float | None = None) -> None:
+                     ended: float | None = None, exc: Any = None) -> None:
         """*in_file*: the child wrote the result (that many bytes) to the file the server expects;
-        *ended*: when the child says the job ended (it may have been read a little later)."""
+        *ended*: when the child says the job ended (it may have been read a little later); *exc*:
+        the exception the job raised, as its child described it (the done event's ``{"exc"}``)."""
         now = ended if ended is not None else self.reactor.seconds()
         self.jobs_done += 1
         self._unmarked.pop(a.job_id, None)
@@ -475,6 +478,10 @@ class ChildPool:
                 self._drop_result_file(a)
                 in_file = None
         event = ["done", a.job_id, a.attempt, status, result, preview, error, started, now, cpu]
+        if exc is not None and status == "failed":
+            event.append({"exc": exc})
+            self.report([event], hold)
+            return
         if in_file is not None:
             event[4] = None
             event.append({"file": local_results.result_name(a.job_id, a.attempt), "size": in_file})

@@ -65,8 +65,9 @@ class Runner(Referenceable):
         self.service.pool.add_jobs(b["jobs"], b.get("blobs") or {})
 
     def remote_kill(self, job_ids: bytes) -> None:
-        for jid, attempt in envelope.unpack(job_ids, what="kill list"):
-            self.service.pool.kill(jid, attempt)
+        # [job_id, attempt] or [job_id, attempt, 1]: a cancel, which spares a job already running
+        for item in envelope.unpack(job_ids, what="kill list"):
+            self.service.pool.kill(item[0], item[1], unstarted_only=len(item) > 2 and bool(item[2]))
 
     def remote_ping(self) -> None:
         return None
@@ -284,6 +285,12 @@ class WorkerService:
 
 
 def _event_size(e: list[Any]) -> int:
+    if e and e[0] == "done" and len(e) > 10:   # a failure's traceback text and exception count too
+        extra = e[10].get("exc") if isinstance(e[10], dict) else None
+        n = len(e[6]) if isinstance(e[6], str) else 0
+        if isinstance(extra, dict):
+            n += sum(len(v) for v in (extra.get("pickle"), extra.get("args")) if isinstance(v, bytes))
+        return n + 300
     if e and e[0] == "done" and isinstance(e[4], bytes):
         return len(e[4]) + 100
     if e and e[0] == "out":

@@ -183,7 +183,7 @@ def test_a_kill_reaches_every_copy_and_ends_the_job_once(tmp_path):
 def test_a_lost_copy_is_placed_again_on_another_worker(tmp_path):
     """A worker holding a copy disconnects: the copy goes to the next worker that joins."""
     core = server(tmp_path / "d.sqlite")
-    (w1, l1), (w2, l2) = join(core, "alice"), join(core, "bob")
+    (w1, l1), (w2, _) = join(core, "alice"), join(core, "bob")
     jid = submit(core, {"replicas": 2})
     core.worker_left(w2.id, "gone")
     w3, l3 = join(core, "carol")

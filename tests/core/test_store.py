@@ -59,7 +59,8 @@ class SchemaTests(StoreCase):
         """A new file gets every table, the latest user_version, WAL and the durability pragmas."""
         c = self.store._conn()
         tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        self.assertEqual(tables, {"jobs", "blobs", "users", "invites", "audit", "replica_answers"})
+        self.assertEqual(tables, {"jobs", "blobs", "users", "invites", "audit", "replica_answers",
+                                  "job_exceptions"})
         self.assertEqual(c.execute("PRAGMA user_version").fetchone()[0], len(MIGRATIONS))
         self.assertEqual(c.execute("PRAGMA journal_mode").fetchone()[0], "wal")
         self.assertEqual(c.execute("PRAGMA synchronous").fetchone()[0], 1)  # NORMAL

@@ -71,11 +71,11 @@ def test_start_all_calls_after_shutdown_raise(tmp_path):
 
 @pytest.mark.parametrize("call", [
     lambda D: D.submit(square, 2, dsage_options={"timout": 5}),
-    lambda D: D("1", retries=3),
+    lambda D: D("1", retrys=3),
     lambda D: D.eval("DSAGE_RESULT = 1", resources={"gpu": 1}),
     lambda D: D.map(square, [1], timout=5),
     lambda D: D.executor(timout=5),
-    lambda D: D.scatter(square, [], retries=2),
+    lambda D: D.scatter(square, [], replicas=2),
 ], ids=["submit-dsage_options", "call-retries", "eval-resources", "map", "executor", "scatter"])
 def test_unknown_job_options_are_refused_with_the_valid_ones(cluster, call):
     """A misspelt or unsupported job option is refused before anything is sent, naming the

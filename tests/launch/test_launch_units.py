@@ -56,7 +56,7 @@ def test_dry_run_prints_a_valid_script_that_submits_nothing(tmp_path):
     for line in ("#SBATCH --nodes=3", "#SBATCH --ntasks-per-node=1", "#SBATCH --cpus-per-task=8",
                  "#SBATCH --partition=short", "#SBATCH --time=2:00:00", "#SBATCH --account=lab"):
         assert line in out.splitlines(), out
-    assert f"worker --server \"$1\" --key \"$2\" --workers \"$3\"" in out and f" {furl} " in out
+    assert "worker --server \"$1\" --key \"$2\" --workers \"$3\"" in out and f" {furl} " in out
     assert subprocess.run(["sh", "-n"], input=out, text=True).returncode == 0
     assert not (home / "slurm").exists()
 
