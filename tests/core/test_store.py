@@ -544,7 +544,7 @@ class PgSchemaTests(PgBackend, StoreCase):
             "WHERE table_schema='public'").fetchall()}
         sq = sqlite_connect(str(self.path))
         migrate(sq)
-        expected = {(t, r[1]) for t in ("jobs", "blobs", "users", "invites", "audit", "replica_answers")
+        expected = {(t, r[1]) for t in ("jobs", "blobs", "users", "invites", "audit", "replica_answers", "job_exceptions")
                     for r in sq.execute(f"PRAGMA table_info({t})")}
         self.assertEqual({k for k in cols if k[0] != "dsage_schema"}, expected)
         self.assertEqual((cols["jobs", "created"], cols["jobs", "payload"], cols["audit", "user"]),
@@ -558,7 +558,7 @@ class PgSchemaTests(PgBackend, StoreCase):
         self.ok(self.store.close())
         import psycopg
         with psycopg.connect(self.url, autocommit=True) as c:
-            c.execute("DROP TABLE jobs, blobs, users, invites, audit, replica_answers, dsage_schema")
+            c.execute("DROP TABLE jobs, blobs, users, invites, audit, replica_answers, job_exceptions, dsage_schema")
             pg_schema.migrate(c, pg_schema.migrations()[:1])
             c.execute("INSERT INTO jobs (id, owner, status) VALUES (7, 'a', 'queued')")
         snap = self.reopen()

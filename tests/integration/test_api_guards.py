@@ -75,7 +75,7 @@ def test_start_all_calls_after_shutdown_raise(tmp_path):
     lambda D: D.eval("DSAGE_RESULT = 1", resources={"gpu": 1}),
     lambda D: D.map(square, [1], timout=5),
     lambda D: D.executor(timout=5),
-    lambda D: D.scatter(square, [], replicas=2),
+    lambda D: D.scatter(square, [], replicaz=2),
 ], ids=["submit-dsage_options", "call-retries", "eval-resources", "map", "executor", "scatter"])
 def test_unknown_job_options_are_refused_with_the_valid_ones(cluster, call):
     """A misspelt or unsupported job option is refused before anything is sent, naming the
