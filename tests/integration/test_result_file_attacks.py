@@ -70,10 +70,11 @@ def test_planted_result_file_fails_the_job_and_serves_nothing(cluster, remote, t
     outside = tmp_path / "outside-results"
     original = ChildPool._report_done
 
-    def hostile(self, a, status, result, preview, error, cpu, wall, hold=0.0, in_file=None, ended=None):
+    def hostile(self, a, status, result, preview, error, cpu, wall, hold=0.0, in_file=None, ended=None,
+                *more, **kw):
         if in_file is not None:
             in_file = _plant(kind, cluster.home / local_results.result_name(a.job_id, a.attempt), outside)
-        return original(self, a, status, result, preview, error, cpu, wall, hold, in_file, ended)
+        return original(self, a, status, result, preview, error, cpu, wall, hold, in_file, ended, *more, **kw)
     monkeypatch.setattr(ChildPool, "_report_done", hostile)
     j = remote.eval(BIG).wait(30)
     assert j.status == "failed", (j.status, j.error)
