@@ -38,6 +38,12 @@ def _cpython_tests():
     return mod
 
 
+if not _DEBIAN.exists() and sys.version_info[:2] == (3, 11):   # Debian 12: its 3.11 test package
+    from tests.launch.debian import Unavailable, ensure
+    try:
+        ensure(str(_DEBIAN), f"libpython{sys.version_info.major}.{sys.version_info.minor}-testsuite")
+    except Unavailable:
+        pass   # skipped below, saying what to install
 cft = _cpython_tests()
 _MIXINS = ("ExecutorMixin", "ExecutorTest", "ExecutorShutdownTest", "WaitTests", "AsCompletedTests")
 if cft is None or not all(hasattr(cft, name) for name in _MIXINS):   # 3.12 split it into a package
