@@ -2,7 +2,6 @@
 the running loop (never blocking it), and the tray's worker joins a real ``dsage server`` started
 in another home and runs a job there."""
 import os
-import signal
 import subprocess
 import sys
 
@@ -11,6 +10,7 @@ from PySide6.QtWidgets import QApplication
 from twisted.internet import reactor
 
 from dsage_gui.tray.__main__ import PASTE_BOX, launch, parse
+from tests.server_proc import serve
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -26,19 +26,7 @@ def dsage_cmd(home, *args, timeout=60):
 @pytest.fixture
 def server(tmp_path):
     """``dsage server`` as a subprocess in its own home; yields (home, furl)."""
-    home = tmp_path / "server-home"
-    dsage_cmd(home, "setup", "--yes")
-    p = subprocess.Popen([sys.executable, "-m", "dsage_core", "server", "--quiet"], text=True,
-                         stdout=subprocess.PIPE, env=dict(os.environ, DSAGE_HOME=str(home)))
-    furl = p.stdout.readline().strip()
-    assert furl.startswith("pb://"), furl
-    yield home, furl
-    p.send_signal(signal.SIGTERM)
-    try:
-        p.wait(20)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
+    yield from serve(tmp_path / "server-home")
 
 
 def paste_box():

@@ -15,17 +15,9 @@ import pytest
 
 import dsage_core as dsage
 from dsage_core import keys
+from tests.server_proc import dsage_cmd, serve
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def dsage_cmd(home, *args, timeout=60, check=True):
-    """Run ``dsage ARGS`` with DSAGE_HOME=home and wait for it."""
-    p = subprocess.run([sys.executable, "-m", "dsage_core", *args], capture_output=True, text=True,
-                       timeout=timeout, env=dict(os.environ, DSAGE_HOME=str(home)))
-    if check and p.returncode != 0:
-        raise AssertionError(f"dsage {' '.join(args)} -> {p.returncode}\n{p.stdout}\n{p.stderr}")
-    return p
 
 
 class Proc:
@@ -77,19 +69,7 @@ class Proc:
 @pytest.fixture
 def server(tmp_path):
     """``dsage server`` (a subprocess) in its own home; yields (home, furl)."""
-    home = tmp_path / "server-home"
-    dsage_cmd(home, "setup", "--yes")
-    p = subprocess.Popen([sys.executable, "-m", "dsage_core", "server", "--quiet"], text=True,
-                         stdout=subprocess.PIPE, env=dict(os.environ, DSAGE_HOME=str(home)))
-    furl = p.stdout.readline().strip()  # printed once it listens
-    assert furl.startswith("pb://"), furl
-    yield home, furl
-    p.send_signal(signal.SIGTERM)
-    try:
-        p.wait(20)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
+    yield from serve(tmp_path / "server-home")
 
 
 @pytest.fixture

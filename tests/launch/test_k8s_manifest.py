@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.launch.conftest import dsage_cmd
+from tests.server_proc import dsage_cmd
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -10,7 +10,7 @@ import sys
 import psutil
 import pytest
 
-from tests.launch.conftest import dsage_cmd
+from tests.server_proc import dsage_cmd
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.e2e]
 

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from dsage_core import __version__
-from tests.launch.conftest import dsage_cmd
+from tests.server_proc import dsage_cmd
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.e2e]
 

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from dsage_core.launch import slurm, ssh
-from tests.launch.conftest import dsage_cmd
+from tests.server_proc import dsage_cmd
 
 
 def probe(python=(3, 11, 7), dsage="1.0", error=None):
