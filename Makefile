@@ -22,9 +22,12 @@ run: $(STAMP)
 
 # two pytest processes: the GUI tests run Twisted on Qt's loop, the others on the default reactor,
 # and one process can hold only one reactor
+# then the behaviour tests again under the plain latency policy (dsage_core/latency.py: no holds,
+# lazy reads, coalescing or unanswered sends): behaviour must not depend on the timing tricks
 test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q --ignore=tests/gui
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q tests/gui
+	DSAGE_LATENCY=plain QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m "not slow" tests/core tests/integration
 
 # bench/multihost.py: W1/W2 across a 20 ms link beside loopback (network namespaces: root only;
 # otherwise it prints "skipped: needs root")

@@ -26,13 +26,14 @@ from typing import Any, Callable
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from dsage_core import latency
 from dsage_core.protocol.pacing import AnswerPacer, EarliestTimer
 
 Send = Callable[[list[Any]], Deferred]
 
 
 #: held items that arrive in this last fraction of a running hold end it at once
-PIGGYBACK = 0.5
+PIGGYBACK = latency.current().piggyback
 
 
 class Batcher:
@@ -46,7 +47,7 @@ class Batcher:
                  on_failure: Callable[[list[Any], Failure], None] | None = None,
                  size_of: Callable[[Any], int] | None = None, max_bytes: int = 32 * 1024 * 1024,
                  clock: Any = None, send_only: Callable[[list[Any]], None] | None = None,
-                 idle_gap: float = 0.001, max_unanswered: int = 8) -> None:
+                 idle_gap: float | None = None, max_unanswered: int | None = None) -> None:
         self._send = send
         self._queue: deque[Any] = deque()
         self._max_items = max_items

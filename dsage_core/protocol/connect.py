@@ -23,7 +23,7 @@ from typing import Any, Callable
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 
-from dsage_core import keys, server_lock
+from dsage_core import keys, latency, server_lock
 from dsage_core.protocol.errors import LoginFailed, remote_message
 from dsage_core.protocol.tubs import tub_id_of
 
@@ -32,11 +32,11 @@ log = Logger(namespace="dsage.connect")
 #: local connections in a row that the socket accepted but that reached no session, before a peer
 #: falls back to Foolscap (it tries the socket again after its next Foolscap session ends). Connects
 #: the socket refuses (a server still starting, or restarting) do not count.
-MAX_LOCAL_FAILURES = 8
+MAX_LOCAL_FAILURES = latency.current().max_local_failures
 #: first delay between local reconnect attempts when no live server announces the socket
-LOCAL_RETRY_START = 0.05
+LOCAL_RETRY_START = latency.current().local_retry_start
 #: seconds between two ``get_version`` calls of a peer of a server group (learns new standbys)
-GROUP_REFRESH = 10.0
+GROUP_REFRESH = latency.current().group_refresh
 #: the longest group furl a peer accepts
 MAX_FURL = 8192
 

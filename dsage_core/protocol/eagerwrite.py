@@ -11,10 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from dsage_core import latency
+
+#: False under the plain latency policy: every write goes through Twisted's buffer
+EAGER = latency.current().eager_write
+
 
 def write_now(fd: Any, data: bytes) -> None:
     """*fd*: a Twisted ``FileDescriptor`` (a socket connection, a process pipe writer)."""
-    if (fd.connected and not fd.disconnecting and not getattr(fd, "_writeDisconnected", False)
+    if (EAGER and fd.connected and not fd.disconnecting and not getattr(fd, "_writeDisconnected", False)
             and not fd._tempDataBuffer and fd.offset == len(fd.dataBuffer)):
         n = fd.writeSomeData(data)
         if isinstance(n, int) and n >= 0:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from heapq import heappop, heappush
 from typing import Any, Callable
 
+from dsage_core import latency
+
 
 def sleep_past_dead_timers(reactor: Any) -> None:
     """Let *reactor* sleep until its next live timer, not until a cancelled or postponed one.
@@ -17,7 +19,7 @@ def sleep_past_dead_timers(reactor: Any) -> None:
     Twisted's timer heap (``Clock``) is left as it is; installing twice is harmless. The server and
     worker CLIs and the client's reactor thread install it; the desktop app does not (yet).
     """
-    if getattr(reactor, "_dsage_live_timers", False):
+    if getattr(reactor, "_dsage_live_timers", False) or not latency.current().live_timers:
         return
     heap = getattr(reactor, "_pendingTimedCalls", None)
     insert = getattr(reactor, "_insertNewDelayedCalls", None)
@@ -53,10 +55,11 @@ class AnswerPacer:
     answer means everything sent before it was taken.
     """
 
-    def __init__(self, clock: Any, idle_gap: float = 0.001, max_unanswered: int = 8) -> None:
+    def __init__(self, clock: Any, idle_gap: float | None = None, max_unanswered: int | None = None) -> None:
         self.clock = clock
-        self.idle_gap = idle_gap
-        self.max_unanswered = max_unanswered
+        policy = latency.current()
+        self.idle_gap = policy.answer_idle_gap if idle_gap is None else idle_gap
+        self.max_unanswered = policy.max_unanswered if max_unanswered is None else max_unanswered
         self.unanswered = 0
         self._last_send = float("-inf")
 

@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from dsage_core import codec, local_results, textsafe
+from dsage_core import codec, latency, local_results, textsafe
 from dsage_core.limits import Limits
 from dsage_core.model.job import HELD, TERMINAL
 from dsage_core.result_files import ResultFileError, ResultsDir
@@ -1135,15 +1135,15 @@ class JobServer(ReplicaServer):
 #: their run time, at most PUSH_HOLD_MAX, before being pushed to clients, while their owner has
 #: more jobs queued or running (a batch's throughput is unchanged; each result of it arrives at
 #: most that much later). The same figures as the worker's report hold (worker/pool.py).
-PUSH_HOLD_MIN = 0.002
-PUSH_HOLD_FRACTION = 5.0
-PUSH_HOLD_MAX = 0.1
+PUSH_HOLD_MIN = latency.current().push_hold_min
+PUSH_HOLD_FRACTION = latency.current().push_hold_fraction
+PUSH_HOLD_MAX = latency.current().push_hold_max
 
 #: A submit whose jobs all went straight to workers is committed (and acknowledged) together with
 #: the first report that follows, or after COMMIT_DELAY seconds: a short job's INSERT and result
 #: then share one transaction, and its submitter gets its ids and its result in one reactor turn
 #: (a group commit, as PostgreSQL's ``commit_delay``). Submits that leave jobs queued commit at once.
-COMMIT_DELAY = 0.002
+COMMIT_DELAY = latency.current().commit_delay
 
 
 def push_hold(ran: float | None) -> float:

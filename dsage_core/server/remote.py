@@ -13,7 +13,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from dsage_core import __version__
+from dsage_core import __version__, latency
 from dsage_core.model import exc_info
 from dsage_core.model.job import TERMINAL
 from dsage_core.protocol import envelope
@@ -53,7 +53,7 @@ class KeyedPusher:
     halves the calls per job when jobs take milliseconds.
     """
 
-    def __init__(self, rref: Any, clock: Any = None, max_items: int = 2000, lazy_delay: float = 0.05,
+    def __init__(self, rref: Any, clock: Any = None, max_items: int = 2000, lazy_delay: float | None = None,
                  max_bytes: int = 1024 * 1024, materialize: Any = None, viewer: str | None = None) -> None:
         self.rref = rref
         self.viewer = viewer   #: the session's user: another user's exception pickle is not pushed
@@ -64,7 +64,7 @@ class KeyedPusher:
         self.in_flight = False
         self.max_items = max_items
         self.dead = False
-        self.lazy_delay = lazy_delay
+        self.lazy_delay = latency.current().push_lazy_delay if lazy_delay is None else lazy_delay
         self._timer = EarliestTimer(clock, self._pump) if clock is not None else None
         self._pacer = AnswerPacer(clock) if clock is not None else None
 
@@ -78,7 +78,7 @@ class KeyedPusher:
                     urgent = True
             elif hold > 0:
                 delay = min(delay, self.lazy_delay)
-        if urgent or (hold > 0 and self._timer.due_within(delay * PIGGYBACK)):
+        if urgent or delay <= 0 or (hold > 0 and self._timer.due_within(delay * PIGGYBACK)):
             self._pump()   # urgent, or a hold about to end: these go along, no timer wake-up
         else:
             self._timer.within(delay)

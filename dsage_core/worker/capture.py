@@ -12,8 +12,10 @@ import threading
 import time
 from typing import Any
 
-FLUSH_BYTES = 4096
-FLUSH_SECONDS = 0.2
+from dsage_core import latency
+
+FLUSH_BYTES = latency.current().flush_bytes
+FLUSH_SECONDS = latency.current().flush_seconds
 
 
 class _Stream(io.TextIOBase):

@@ -25,7 +25,7 @@ from typing import Any
 
 import msgpack
 
-from dsage_core import _progress as progress_mod, codec, local_results
+from dsage_core import _progress as progress_mod, codec, latency, local_results
 from dsage_core.model import inputs
 from dsage_core.model import exc_info
 from dsage_core.worker import contain
@@ -33,16 +33,16 @@ from dsage_core.worker.capture import Capture
 from dsage_core.worker.framing import FrameDecoder, frame_parts
 
 MAX_ERROR = 64 * 1024
-COALESCE_S = 0.002
+COALESCE_S = latency.current().child_coalesce
 #: jobs shorter than this report their wall time as CPU time: reading the process CPU clock is a
 #: system call (~10 µs on a VM, a quarter of a no-op job's cost here), so it is read only after
 #: longer jobs, and short ones in between are subtracted from that reading
-CPU_CLOCK_MIN_WALL = 0.0005
+CPU_CLOCK_MIN_WALL = latency.current().cpu_clock_min_wall
 #: the memory check (a read of /proc/self/statm) runs after every this-many jobs, or sooner once
 #: the jobs since the last check ran this long (a system call on cold caches after each 20 ms job
 #: was a measurable part of a child's overhead)
-RSS_EVERY = 16
-RSS_SECONDS = 0.1
+RSS_EVERY = latency.current().rss_every
+RSS_SECONDS = latency.current().rss_seconds
 
 
 class Channel:

@@ -17,6 +17,7 @@ from typing import Any, Callable
 from twisted.internet import abstract, protocol
 from twisted.logger import Logger
 
+from dsage_core import latency
 from dsage_core.protocol.eagerwrite import write_now
 from dsage_core.worker import contain
 from dsage_core.worker.framing import FrameDecoder, pack_frame
@@ -30,12 +31,13 @@ CHILD_ARGS = [sys.executable, "-m", "dsage_core.worker.child"]
 #: timer, when the child is predicted to be half-way through its second-to-last job (or whenever
 #: the monitor is awake anyway). On 2 cores every wake-up preempts a busy child and runs on cold
 #: caches; for 20 ms jobs this was the monitor's one wake per job.
-LAZY_MIN_WALL = 0.005   #: shorter jobs: read at once (the child coalesces their dones itself)
-LAZY_MAX_WALL = 0.1     #: longer jobs: read at once (they hold one job at a time anyway)
-LAZY_MAX_SLEEP = 0.15   #: never unread for longer (a pace just skewed by one long job)
-LAZY_SPAN = 0.05        #: a lazily-read child gets about this much extra work (in job time) ...
-LAZY_BATCH_MAX = 4      #: ... but never more than this many extra jobs
-LAZY_MIN_SLEEP = 0.002  #: a pause shorter than this is not worth two epoll_ctl calls
+LAZY_READ = latency.current().lazy_read            #: False (plain): every pipe is polled
+LAZY_MIN_WALL = latency.current().lazy_min_wall    #: shorter jobs: read at once (the child coalesces their dones itself)
+LAZY_MAX_WALL = latency.current().lazy_max_wall    #: longer jobs: read at once (they hold one job at a time anyway)
+LAZY_MAX_SLEEP = latency.current().lazy_max_sleep  #: never unread for longer (a pace just skewed by one long job)
+LAZY_SPAN = latency.current().lazy_span            #: a lazily-read child gets about this much extra work (in job time) ...
+LAZY_BATCH_MAX = latency.current().lazy_batch_max  #: ... but never more than this many extra jobs
+LAZY_MIN_SLEEP = latency.current().lazy_min_sleep  #: a pause shorter than this is not worth two epoll_ctl calls
 
 
 @dataclass(slots=True)
@@ -212,7 +214,7 @@ class ChildProcess(protocol.ProcessProtocol):
         if not self.ready or self.stopped or self.recycling or self.messages is None or self.messages.fd < 0:
             return None
         load, avg = len(self.inflight), self.avg_wall
-        if load < 3 or avg is None or not LAZY_MIN_WALL <= avg <= LAZY_MAX_WALL:
+        if not LAZY_READ or load < 3 or avg is None or not LAZY_MIN_WALL <= avg <= LAZY_MAX_WALL:
             return None
         current = self.inflight[0]
         s0 = current.started if current.started is not None else now

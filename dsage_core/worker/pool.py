@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from twisted.logger import Logger
 
-from dsage_core import local_results
+from dsage_core import latency, local_results
 from dsage_core.result_files import ResultFileError, ResultsDir
 from dsage_core.memory import tuned_env
 from dsage_core.worker.envs import EnvCache, on_ready
@@ -41,9 +41,9 @@ Report = Callable[..., None]   #: report(events, hold=0.0): see Batcher.add_many
 #: point at 5× / 100 ms once children were read lazily, and by about another point at 10× / 200 ms
 #: bounded by half the work ahead (server CPU per W3 job ~0.3 → ~0.2 ms). A batch's throughput is
 #: unchanged; each of its results is seen at most that much later.
-HOLD_FRACTION = 10.0
-HOLD_MIN_WALL = 0.002
-HOLD_MAX = 0.2
+HOLD_FRACTION = latency.current().report_hold_fraction
+HOLD_MIN_WALL = latency.current().report_hold_min_wall
+HOLD_MAX = latency.current().report_hold_max
 
 
 #: "start" marks (a job became current in its child: the server shows it running, not just
@@ -51,8 +51,8 @@ HOLD_MAX = 0.2
 #: every START_MARK_DELAY seconds (a job that ended meanwhile needs none: its done says when it
 #: started), held START_MARK_HOLD seconds so they ride with the next report. At most one small
 #: event per slot per delay, however many jobs per second run.
-START_MARK_DELAY = 0.1
-START_MARK_HOLD = 0.05
+START_MARK_DELAY = latency.current().start_mark_delay
+START_MARK_HOLD = latency.current().start_mark_hold
 
 
 def report_hold(wall: float | None, jobs_ahead: float) -> float:
