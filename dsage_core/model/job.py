@@ -1,39 +1,11 @@
-"""Job states and the job record clients see.
-
-A job moves ``queued -> assigned -> running -> (completed | failed | killed | timed_out)``:
-``assigned`` is handed to a worker ahead of time (its prefetch buffer), ``running`` has started in a
-child process. A job on a paused worker is ``paused`` (running or assigned before the pause; it goes
-back to that state on resume). A job whose worker died goes back to ``queued`` and, after
-``max_failures`` such deaths, ends ``lost``. A job that takes other jobs' values as arguments is
-``waiting`` until they completed (then ``queued``), and fails if one of them did not.
-"""
+"""The job record clients see. Its statuses and their life cycle: dsage_core.model.status."""
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field, asdict
 from typing import Any
 
-
-class JobState(str, enum.Enum):
-    WAITING = "waiting"      #: for its input jobs (jobs as arguments): not in the queue yet
-    QUEUED = "queued"
-    ASSIGNED = "assigned"
-    RUNNING = "running"
-    PAUSED = "paused"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    KILLED = "killed"
-    TIMED_OUT = "timed_out"
-    LOST = "lost"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-TERMINAL: frozenset[str] = frozenset({"completed", "failed", "killed", "timed_out", "lost"})
-ALL_STATES: tuple[str, ...] = tuple(s.value for s in JobState)
-#: a worker holds the job (what the store records as 'running': requeued if the server restarts)
-HELD: frozenset[str] = frozenset({"assigned", "running", "paused"})
+# the statuses live in model/status.py; these names stay importable from here
+from dsage_core.model.status import ALL_STATES, HELD, TERMINAL, JobStatus  # noqa: F401
 
 #: job kinds as the payload names them
 KINDS: frozenset[str] = frozenset({"expr", "exec", "func"})
@@ -47,7 +19,7 @@ class JobInfo:
     id: int
     name: str = ""
     kind: str = "expr"
-    status: str = "queued"
+    status: str = JobStatus.QUEUED.value
     owner: str = ""
     priority: int = 0
     trusted_only: bool = False
