@@ -84,7 +84,7 @@ def run_variant(variant: str) -> dict[str, float]:
     env["DSAGE_LATENCY"] = "plain" if variant == "plain" else "normal"
     if variant.startswith("-"):
         env["DSAGE_LATENCY_OFF"] = variant[1:]
-    out = subprocess.run([sys.executable, __file__, "--one", variant], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, __file__, f"--one={variant}"], env=env, capture_output=True,
                          text=True, timeout=900)
     if out.returncode:
         raise RuntimeError(f"{variant}: {out.stderr[-2000:]}")

@@ -122,6 +122,7 @@ def test_hold_ignored_when_other_items_already_wait():
     assert [c[0] for c in send.calls] == [[1], [2, 3]]
 
 
+@pytest.mark.normal_latency
 def test_report_hold_policy():
     """A result waits only if its job ran a while and its slot has work ahead: at most 10× its run
     time, 200 ms, or half the time that work takes (the server must hear in time to top it up)."""
@@ -135,6 +136,7 @@ def test_report_hold_policy():
     assert report_hold(0.02, 2.5) == pytest.approx(0.025)   # little left in the queue: report soon
 
 
+@pytest.mark.normal_latency
 def test_idle_batch_goes_without_answer_then_answers_pace_the_rest():
     """After a quiet spell a batch goes through send_only; batches soon after wait for answers."""
     from twisted.internet.task import Clock
@@ -153,6 +155,7 @@ def test_idle_batch_goes_without_answer_then_answers_pace_the_rest():
     assert only == [[1], [4]]
 
 
+@pytest.mark.normal_latency
 def test_a_slow_stream_is_still_paced_by_answers():
     """Lone batches spaced out in time go without answers, but at most 8 in a row: then one is
     answered, and until that answer comes items pile up (a slow receiver paces the sender)."""
@@ -167,6 +170,7 @@ def test_a_slow_stream_is_still_paced_by_answers():
     assert only[-1] == [9]                 # answered: unanswered sends allowed again
 
 
+@pytest.mark.normal_latency
 def test_reactor_sleeps_past_cancelled_and_postponed_timers():
     """Twisted sizes its sleep from the head of its timer heap, cancelled or postponed calls
     included; sleep_past_dead_timers makes it sleep until the next live one."""

@@ -164,6 +164,7 @@ def test_no_twisted_in_child(child):
     assert decoded(child.dones(1)[1]) == (False, False)
 
 
+@pytest.mark.normal_latency
 def test_many_jobs_coalesce_done_frames(child):
     """64 no-op jobs sent in one frame come back in a few done frames, not 64."""
     child.next("hello")
@@ -233,6 +234,7 @@ def test_monitor_paces_a_child_per_function():
     assert c.allowance("fast") == 1
 
 
+@pytest.mark.normal_latency
 def test_cpu_clock_is_read_only_after_longer_jobs(monkeypatch):
     """Short jobs report their wall time as CPU (no system call); the next longer job's reading
     subtracts them, so CPU time is neither lost nor counted twice."""
@@ -249,6 +251,7 @@ def test_cpu_clock_is_read_only_after_longer_jobs(monkeypatch):
     assert job_cpu(c, 0.6) == 0.5 and len(reads) == 2
 
 
+@pytest.mark.normal_latency
 def test_when_a_child_is_read_lazily():
     """A child is read lazily only with >= 3 jobs of its measured function and no kill pending;
     the read comes half-way through its second-to-last job, or when a queued job could time out."""

@@ -1,4 +1,5 @@
 """write_now: bytes leave at once when nothing is queued, and never overtake queued bytes."""
+import pytest
 from twisted.internet import main
 
 from dsage_core.protocol.eagerwrite import write_now
@@ -22,12 +23,14 @@ class FakeFD:
         self.buffered.append(bytes(data))
 
 
+@pytest.mark.normal_latency
 def test_empty_buffer_sends_at_once():
     fd = FakeFD()
     write_now(fd, b"hello")
     assert fd.sent == [b"hello"] and fd.buffered == []
 
 
+@pytest.mark.normal_latency
 def test_what_the_kernel_does_not_take_is_queued_in_order():
     fd = FakeFD(accept=2)
     write_now(fd, b"hello")

@@ -32,6 +32,7 @@ def job(jid, status):
                            update=lambda: [jid, status, None, None, None, None, None, None, None, "", 0])
 
 
+@pytest.mark.normal_latency
 def test_results_go_at_once_running_updates_wait():
     clock, ref = Clock(), FakeRef()
     p = KeyedPusher(ref, clock)
@@ -54,6 +55,7 @@ def test_held_results_share_one_call_and_never_wait_longer_than_the_hold():
     assert clock.getDelayedCalls() == []
 
 
+@pytest.mark.normal_latency
 def test_a_hold_may_outlast_the_running_updates_delay_but_not_a_running_update():
     """A held result waits its whole hold (longer than running updates' 50 ms), unless a running
     update is pending: then both go when that one is due."""
@@ -79,6 +81,7 @@ def test_results_late_in_a_hold_go_at_once_with_the_held_ones():
     assert clock.getDelayedCalls() == []
 
 
+@pytest.mark.normal_latency
 def test_a_lone_push_needs_no_answer_but_a_busy_stream_is_paced_by_answers():
     """After a quiet spell a push goes without an answer; pushes right after it wait for answers."""
     clock, ref = Clock(), FakeRef()
@@ -107,11 +110,13 @@ def test_an_urgent_result_takes_held_ones_along():
     assert clock.getDelayedCalls() == []
 
 
+@pytest.mark.normal_latency
 def test_push_hold_policy():
     assert push_hold(None) == 0.0 and push_hold(0.001) == 0.0
     assert push_hold(0.01) == pytest.approx(0.05) and push_hold(3.0) == 0.1
 
 
+@pytest.mark.normal_latency
 def test_a_slow_client_is_probed_every_eight_pushes():
     clock, ref = Clock(), FakeRef()
     p = KeyedPusher(ref, clock)
@@ -145,6 +150,7 @@ def test_pushes_wait_for_result_files_read_off_the_reactor_and_keep_their_order(
     assert [c[0] for c in ref.calls] == [[1], [2]]
 
 
+@pytest.mark.normal_latency
 def test_a_finished_job_is_pushed_only_once_its_commit_is_done():
     """A job pending as 'running' that finished in memory (commit in flight) is not sent from memory
     by an unrelated push: its result goes after its commit, once, never before the client's ids."""

@@ -53,6 +53,7 @@ def status(core, jid):
     return rows[0]["status"]
 
 
+@pytest.mark.normal_latency
 def test_a_submit_that_ran_at_once_commits_with_its_result(server):
     w = server.worker_joined(Link(), {"slots": 1}, "alice", False)
     log = []
@@ -69,6 +70,7 @@ def test_a_submit_that_ran_at_once_commits_with_its_result(server):
     assert server.commits == [(1, 1, 1)]            # the cancelled deadline wrote nothing more
 
 
+@pytest.mark.normal_latency
 def test_a_held_commit_is_made_after_commit_delay_without_a_report(server):
     server.worker_joined(Link(), {"slots": 1}, "alice", False)
     log = []
