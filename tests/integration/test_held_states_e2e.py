@@ -63,6 +63,7 @@ def test_assigned_running_and_paused_in_d_jobs_and_stats(cluster, tmp_path):
     assert [j.wait(30).result for j in jobs] == ["through"] * 4
 
 
+@pytest.mark.normal_latency
 def test_start_marks_are_few_for_many_short_jobs(cluster):
     """2,000 jobs of microseconds: the worker sends at most a few start marks per slot per
     START_MARK_DELAY, not one per job (the hot path stays as it was)."""

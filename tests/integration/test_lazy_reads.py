@@ -31,6 +31,7 @@ def runs(log):
     return out
 
 
+@pytest.mark.normal_latency
 def test_lazily_read_children_finish_everything(cluster):
     pool = cluster.workers[0].pool
     before = pool.lazy_reads
@@ -55,9 +56,11 @@ def test_timeout_of_a_job_behind_lazily_read_ones(cluster, tmp_path):
     started = runs(log)["long"][0]
     # never early; late only by reaping (a periodic sweep backs up SIGCHLD in some test orders)
     assert 0.3 - 0.005 <= long.finished - started < 0.3 + 0.6
+    assert all(j.status == "completed" for j in jobs if j is not long), [(j.status, j.error) for j in jobs]
     assert [j.result[0] for j in jobs if j is not long] == list(range(20))
 
 
+@pytest.mark.normal_latency
 def test_kills_in_lazily_read_children_hit_only_their_job(cluster, tmp_path):
     """A job killed while queued in a lazily-read child (behind the one it runs) ends killed; the
     job the child runs next is never killed in its place, and nothing runs twice."""
@@ -101,6 +104,7 @@ def test_a_lazily_read_child_that_dies_loses_nothing(cluster):
     assert [j.result[0] for j in jobs if j is not jobs[25]] == list(range(50))
 
 
+@pytest.mark.normal_latency
 def test_jobs_queued_in_a_recycled_child_run_elsewhere(tmp_path, monkeypatch):
     """A child that exits to be recycled (memory threshold) held jobs it never started: they run
     on its successor, not fail."""
