@@ -167,6 +167,9 @@ class LatencyPolicy:
 #: The controls give the noise floor: output_flush is never exercised and moved W1 and W3 by
 #: ~28 %; push_hold is not exercised by W1 or W2 (jobs under 2 ms) and moved W2 by 55 %. Plain
 #: against normal is clear in both batches (W1 0.4-0.6x, W2 2.1-2.2x slower, W3 -0.2).
+#: A third batch for push_hold alone: normal 0.333 / 10.9 / 1.475, plain 0.278 / 24.6 / 1.200,
+#: -push_hold 0.406 / 8.8 / 1.599: no trick's benefit is beyond that noise on its own; none
+#: was removed on these figures (re-run bench/latency.py on a quiet machine before removing one).
 TRICKS: dict[str, dict[str, object]] = {
     "push_hold": {"push_hold_max": 0.0},
     "push_lazy": {"push_lazy_delay": 0.0},
