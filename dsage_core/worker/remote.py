@@ -13,7 +13,7 @@ from foolscap.api import Referenceable
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from dsage_core.model.records import KillItem
+from dsage_core.model.records import KillItem, WorkerInfo
 from dsage_core.protocol import envelope
 from dsage_core.protocol.interfaces import RIWorkerRunner
 
@@ -46,9 +46,10 @@ class ServerLink:
     def __init__(self, session: Any) -> None:
         self.session = session
 
-    def register(self, runner: Runner, info: dict[str, Any]) -> Deferred:
+    def register(self, runner: Runner, info: WorkerInfo) -> Deferred:
         """Register *runner* with this machine's *info*; fires with the server's settings map."""
-        return self.session.callRemote("register", runner, envelope.pack(info)).addCallback(envelope.unpack)
+        d = self.session.callRemote("register", runner, envelope.pack(info.to_wire()))
+        return d.addCallback(envelope.unpack)
 
     def report(self, events: list[Any]) -> Deferred:
         """Send report events; fires once the server processed them."""

@@ -22,6 +22,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from dsage_core import __version__, local_results, server_lock
+from dsage_core.model.records import DONE, OUT, DoneEvent, OutEvent, WorkerInfo
 from dsage_core.protocol import tubs
 from dsage_core.protocol.batcher import Batcher
 from dsage_core.protocol.connect import ServerConnection
@@ -69,16 +70,16 @@ def containment_policy(config: WorkerConfig) -> dict[str, Any]:
     return {"hide": hide, "max_procs": max_procs}
 
 
-def host_inventory(slots: int, memory: int | None = None, gpus: int | None = None) -> dict[str, Any]:
+def host_inventory(slots: int, memory: int | None = None, gpus: int | None = None) -> WorkerInfo:
     """What the server shows about this machine, and the resources it offers: *slots* cpus (one
     job process each), *memory* bytes and *gpus* (None: what the machine has)."""
     from dsage_core.client.sage_check import sage_available
-    return {"host": socket.gethostname(), "pid": os.getpid(), "slots": slots,
-            "capabilities": ["sage"] if sage_available() else [],
-            "gpus": machine_gpus() if gpus is None else gpus,
-            "cpus": os.cpu_count() or 1, "memory": memory or psutil.virtual_memory().total,
-            "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
-            "version": __version__}
+    return WorkerInfo(host=socket.gethostname(), pid=os.getpid(), slots=slots,
+                      capabilities=["sage"] if sage_available() else [],
+                      gpus=machine_gpus() if gpus is None else gpus,
+                      cpus=os.cpu_count() or 1, memory=memory or psutil.virtual_memory().total,
+                      os=f"{platform.system()} {platform.release()}", python=platform.python_version(),
+                      version=__version__)
 
 
 def machine_gpus() -> int:
@@ -164,7 +165,7 @@ class WorkerService:
         info = host_inventory(self.pool.slots, self.config.memory, self.config.gpus)
         token = local_results.read_token(self.config.home)
         if token and not self.config.anonymous:
-            info["local_token"] = local_results.proof(token, local_results.server_id_of(self.config.furl))
+            info = info._replace(local_token=local_results.proof(token, local_results.server_id_of(self.config.furl)))
         settings = yield link.register(self.runner, info)
         self.pool.local_home = self.config.home if settings.get("local_results") else None
         if isinstance(settings.get("max_result"), int):
@@ -273,17 +274,26 @@ class WorkerService:
             pass  # gone: the server requeues what it did not hear about
 
 
-def _event_size(e: list[Any]) -> int:
-    if e and e[0] == "done" and len(e) > 10:   # a failure's traceback text and exception count too
-        extra = e[10].get("exc") if isinstance(e[10], dict) else None
-        n = len(e[6]) if isinstance(e[6], str) else 0
+#: where a report event's fields sit in its wire form (model/records.py; every event starts with
+#: its kind): the batcher sizes each event, so it reads them without building the record
+_RESULT, _ERROR, _EXTRA = (DoneEvent._fields.index(f) for f in ("result", "error", "extra"))
+_TEXT = OutEvent._fields.index("text")
+
+
+def _event_size(e: Any) -> int:
+    """About how many bytes report event *e* (a wire tuple of a records.py event) takes."""
+    kind = e[0] if e else None
+    if kind == DONE and len(e) > _EXTRA:   # a failure's traceback text and exception count too
+        x = e[_EXTRA]
+        extra = x.get("exc") if isinstance(x, dict) else None
+        n = len(e[_ERROR]) if isinstance(e[_ERROR], str) else 0
         if isinstance(extra, dict):
             n += sum(len(v) for v in (extra.get("pickle"), extra.get("args")) if isinstance(v, bytes))
         return n + 300
-    if e and e[0] == "done" and isinstance(e[4], bytes):
-        return len(e[4]) + 100
-    if e and e[0] == "out":
-        return len(e[3]) + 50
+    if kind == DONE and isinstance(e[_RESULT], bytes):
+        return len(e[_RESULT]) + 100
+    if kind == OUT:
+        return len(e[_TEXT]) + 50
     return 60
 
 
