@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from foolscap.api import DeadReferenceError, Referenceable
 from twisted.internet.defer import succeed
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, LoopingCall
 from zope.interface import implementer
 
 from dsage_core import codec, keys
@@ -49,7 +49,12 @@ class FakePool:
             self.given.append(r)
 
     def kill(self, job_id, attempt, unstarted_only=False):
+        """Record the kill; a job it holds ends killed, as a child pool reports it."""
         self.kills.append((job_id, attempt, unstarted_only))
+        for e in [e for e in self.queue if (e.job_id, e.attempt) == (job_id, attempt)]:
+            self.queue.remove(e)
+            self.report([DoneEvent.of(job_id, attempt, JobStatus.KILLED, None, None, "killed",
+                                      1.0, 1.5, 0.0).to_wire()])
 
     def finish(self, entry: RunEntry, value) -> None:
         if entry in self.queue:
@@ -83,6 +88,9 @@ class Cluster:
         self.core.restore()
         self.auth = Authenticator(self.store, self.clock, SERVER_ID, allow_anonymous=allow_anonymous)
         self.net = NullServer(Login(self.core, self.auth), self.clock)
+        ticks = LoopingCall(self.core.tick)   # as ServerService drives it
+        ticks.clock = self.clock
+        ticks.start(1.0, now=False)
 
     def user(self, name: str, role: str):
         home = self.tmp / name
@@ -205,6 +213,41 @@ def test_reports_wait_for_the_next_session_when_the_server_is_unreachable(cluste
     pool.finish(pool.queue[0], 3)
     run_until(cluster.clock, lambda: state.done)
     assert state.value == 3
+
+
+def test_a_kill_from_the_client_reaches_the_worker(cluster):
+    """The client kills its running job: the worker's pool is told to kill that attempt (not only
+    the unstarted), and the client sees it killed."""
+    w, pool = cluster.worker()
+    c = cluster.client()
+    jid = cluster.result(c.submit_code("sleep"))
+    run_until(cluster.clock, lambda: pool.queue)
+    attempt = pool.queue[0].attempt
+    state = c.job_state(jid)
+    assert cluster.result(c.kill_many([jid])) == [True]
+    run_until(cluster.clock, lambda: pool.kills)
+    assert pool.kills == [(jid, attempt, False)]
+    run_until(cluster.clock, lambda: state.done)
+    assert state.status == JobStatus.KILLED
+
+
+def test_a_hung_worker_loses_its_job_when_its_lease_expires(cluster):
+    """A worker whose connection hangs (every delivery held far longer than the lease) stops
+    heartbeating as far as the server knows: its lease expires on the server's tick and the job
+    goes to another worker."""
+    w1, pool1 = cluster.worker("w1")
+    c = cluster.client()
+    jid = cluster.result(c.submit_code("1"))
+    run_until(cluster.clock, lambda: pool1.queue)
+    w2, pool2 = cluster.worker("w2")
+    hung = [n for n in cluster.net.live() if "register" in n.calls][0]
+    hung.delay = 3600.0
+    run_until(cluster.clock, lambda: pool2.queue, limit=cluster.core.scheduler.lease_timeout * 3)
+    assert pool2.queue[0].job_id == jid
+    pool2.finish(pool2.queue[0], 1)
+    state = c.job_state(jid)
+    run_until(cluster.clock, lambda: state.done)
+    assert state.status == JobStatus.COMPLETED and state.worker == w2.worker_id
 
 
 # ------------------------------------------------------------------------------ attackers
