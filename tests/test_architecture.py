@@ -74,3 +74,17 @@ def test_no_twisted_spread_and_no_foolscap_outside_the_adapters():
             if m.group(2) == "twisted.spread" or not rel.startswith(FOOLSCAP_MODULES):
                 offenders.append(f"{rel}: {m.group(0).strip()}")
     assert offenders == []
+
+
+def test_no_call_remote_outside_the_adapters():
+    """Services and the GUI call the server through the adapters (worker/remote.py ServerLink,
+    client/remote.py ServerLink, server/remote.py), never ``callRemote`` themselves."""
+    offenders = []
+    for pkg in ("dsage_core", "dsage_gui"):
+        for p in sorted((ROOT / pkg).rglob("*.py")):
+            rel = p.relative_to(ROOT).as_posix()
+            if rel.startswith(FOOLSCAP_MODULES):
+                continue
+            offenders += [f"{rel}:{n}" for n, line in enumerate(p.read_text().splitlines(), 1)
+                          if "callRemote" in line]
+    assert offenders == []

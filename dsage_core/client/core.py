@@ -26,7 +26,7 @@ from dsage_core.client.states import StateTable
 from dsage_core.model.job import JobInfo
 from dsage_core.protocol import envelope, tubs
 from dsage_core.protocol.batcher import Batcher
-from dsage_core.client.remote import Listener, translate
+from dsage_core.client.remote import Listener, ServerLink, translate  # noqa: F401 (re-export)
 from dsage_core.protocol.connect import ServerConnection
 from dsage_core.protocol.errors import ClientClosed, ServerUnavailable, UnknownBlob
 
@@ -84,7 +84,7 @@ class AsyncClient:
         self.role = ""
         self.limits: dict[str, Any] = {}
         self.states = StateTable()   #: finished jobs stay only while something refers to them
-        self.session: Any = None
+        self.session: ServerLink | None = None
         self.connection_state = "connecting"
         self.follow_all = False   #: receive updates for all of this user's jobs (set before start)
         self._subscribers: list[Callable[[str, Any], None]] = []
@@ -134,28 +134,29 @@ class AsyncClient:
 
     @inlineCallbacks
     def _got_session(self, session: Any) -> Any:
-        version = yield session.callRemote("get_version")
+        link = ServerLink(session)
+        version = yield link.call("get_version")
         self.local_home = None
         token = local_results.read_token(self.home)
         if token:  # same home as the server: large results are read from its files
             try:
                 proof = local_results.proof(token, local_results.server_id_of(self.furl))
-                if (yield session.callRemote("prove_local", proof)):
+                if (yield link.call("prove_local", proof)):
                     self.local_home = self.home
             except Exception:
                 pass  # an older server: results come over the wire
-        yield session.callRemote("subscribe", self._listener)
+        yield link.call("subscribe", self._listener)
         self.user, self.role = version.get("user", ""), version.get("role", "")
         self.limits = version.get("limits", {})
         if self.follow_all:
-            yield session.callRemote("watch_all", True)
-        self.session = session
+            yield link.call("watch_all", True)
+        self.session = link
         self._uploaded.clear()
         # re-watch unfinished jobs after a reconnect so waits finish normally
         pending = self.states.unfinished()
         if pending:
             for i in range(0, len(pending), 10_000):
-                ans = yield session.callRemote("watch", envelope.pack(pending[i:i + 10_000]))
+                ans = yield link.call("watch", envelope.pack(pending[i:i + 10_000]))
                 self._on_updates(envelope.unpack(ans))
         self._submits.attach(self._send_submits)
         self._set_connection("connected")
@@ -197,7 +198,7 @@ class AsyncClient:
         if self.session is None:
             from twisted.internet.defer import fail
             return fail(ServerUnavailable("not connected to the server (reconnecting)"))
-        return self.session.callRemote(method, *args).addErrback(translate)
+        return self.session.call(method, *args)
 
     # ------------------------------------------------------------------ updates
     def _on_updates(self, updates: list[list[Any]]) -> None:
@@ -256,8 +257,8 @@ class AsyncClient:
 
     def _send_submits(self, items: list[tuple[Submission, "_SubmitGroup", int]]) -> Deferred:
         now = self.reactor.seconds()
-        d = self.session.callRemote("submit", envelope.pack([s.wire() for s, _, _ in items]))
-        d.addErrback(translate)
+        assert self.session is not None
+        d = self.session.call("submit", envelope.pack([s.wire() for s, _, _ in items]))
 
         def got(ids_packed: bytes) -> None:
             ids = envelope.unpack(ids_packed)

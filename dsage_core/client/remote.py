@@ -1,5 +1,6 @@
-"""The client's Foolscap adapters: the listener the server pushes to (:class:`Listener`), and
-:func:`translate`, which turns a remote failure into the matching dsage exception.
+"""The client's Foolscap adapters: the listener the server pushes to (:class:`Listener`), the
+client's calls to the server (:class:`ServerLink`), and :func:`translate`, which turns a remote
+failure into the matching dsage exception.
 
 :class:`dsage_core.client.core.AsyncClient` holds no Foolscap: it gets plain callbacks from the
 listener and plain dsage exceptions from every call (Foolscap, the local socket and the in-process
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from foolscap.api import DeadReferenceError, Referenceable, RemoteException
+from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from dsage_core.protocol import envelope
@@ -37,6 +39,18 @@ def translate(f: Any) -> Any:
     if isinstance(exc, DeadReferenceError):
         raise ServerUnavailable("connection to the server was lost") from None
     return f
+
+
+class ServerLink:
+    """The client's session with the server: every call fails with a dsage exception
+    (:func:`translate`), whichever transport carries it."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+
+    def call(self, method: str, *args: Any) -> Deferred:
+        """Call *method* of the session (``RIClientSession``) with *args*."""
+        return self.session.callRemote(method, *args).addErrback(translate)
 
 
 @implementer(RIClientListener)
