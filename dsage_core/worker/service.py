@@ -165,7 +165,8 @@ class WorkerService:
         info = host_inventory(self.pool.slots, self.config.memory, self.config.gpus)
         token = local_results.read_token(self.config.home)
         if token and not self.config.anonymous:
-            info = info._replace(local_token=local_results.proof(token, local_results.server_id_of(self.config.furl)))
+            proof = local_results.proof(token, local_results.server_id_of(self.config.furl))
+            info = info._replace(local_token=proof)
         settings = yield link.register(self.runner, info)
         self.pool.local_home = self.config.home if settings.get("local_results") else None
         if isinstance(settings.get("max_result"), int):
