@@ -16,7 +16,7 @@ from dsage_core.model.status import JobStatus
 from dsage_core.protocol import envelope
 from dsage_core.protocol.errors import BadRequest, DsageError, LoginFailed, ServerUnavailable
 from dsage_core.protocol.interfaces import RIClientListener
-from dsage_core.protocol.null import NullConnection, NullServer, remote_error
+from dsage_core.protocol.null import NullConnection, NullReference, NullServer, remote_error
 from dsage_core.server.auth import Authenticator
 from dsage_core.server.core import JobServer
 from dsage_core.server.remote import Login, RunSender
@@ -420,3 +420,17 @@ def test_a_dial_to_a_refusing_server_fails_and_server_unavailable_reaches_caller
     run_until(cluster.clock, lambda: got)
     assert got[0].check(ServerUnavailable)
     c.conn.stop()
+
+
+def test_null_transport_has_the_surface_of_the_local_one():
+    """Contract: a NullReference offers every public method a LocalReference has (what sessions
+    and adapters may call), and a NullConnection what ServerConnection uses of a LocalBroker."""
+    from dsage_core.protocol.localwire import LocalBroker, LocalReference
+    public = {n for n in vars(LocalReference) if not n.startswith("_")}
+    assert public <= set(dir(NullReference))
+    conn = NullConnection(Clock())
+    assert all(hasattr(conn, n) for n in ("disconnected", "transport", "notify_on_disconnect", "dont_notify"))
+    assert callable(LocalBroker.notify_on_disconnect) and callable(LocalBroker.dont_notify)
+    ref = conn.reference(Recorder())
+    assert ref.tracker.interfaceName == RIClientListener.__remote_name__
+    assert ref.tracker.broker is conn and hasattr(ref.tracker.broker.transport, "abortConnection")
