@@ -46,11 +46,11 @@ class ServerLink:
     (:func:`translate`), whichever transport carries it."""
 
     def __init__(self, session: Any) -> None:
-        self.session = session
+        self.rref = session   #: the transport's reference (attacker tests call it raw)
 
     def call(self, method: str, *args: Any) -> Deferred:
         """Call *method* of the session (``RIClientSession``) with *args*."""
-        return self.session.callRemote(method, *args).addErrback(translate)
+        return self.rref.callRemote(method, *args).addErrback(translate)
 
 
 @implementer(RIClientListener)

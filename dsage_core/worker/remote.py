@@ -44,25 +44,25 @@ class ServerLink:
     """The worker's session with the server, as plain calls (values in, Deferreds of values out)."""
 
     def __init__(self, session: Any) -> None:
-        self.session = session
+        self.rref = session   #: the transport's reference (attacker tests call it raw)
 
     def register(self, runner: Runner, info: WorkerInfo) -> Deferred:
         """Register *runner* with this machine's *info*; fires with the server's settings map."""
-        d = self.session.callRemote("register", runner, envelope.pack(info.to_wire()))
+        d = self.rref.callRemote("register", runner, envelope.pack(info.to_wire()))
         return d.addCallback(envelope.unpack)
 
     def report(self, events: list[Any]) -> Deferred:
         """Send report events; fires once the server processed them."""
-        return self.session.callRemote("report", envelope.pack(events))
+        return self.rref.callRemote("report", envelope.pack(events))
 
     def report_only(self, events: list[Any]) -> None:
         """Send report events without an answer; :class:`ConnectionError` if the connection is gone
         (``callRemoteOnly`` would drop them without a word)."""
-        if not self.session.isConnected():
+        if not self.rref.isConnected():
             raise ConnectionError("connection lost")
-        self.session.callRemoteOnly("report", envelope.pack(events))
+        self.rref.callRemoteOnly("report", envelope.pack(events))
 
     def heartbeat(self, state: dict[str, Any]) -> Deferred:
         """Tell the server this worker's slots and load; an answered call is also a barrier: every
         report sent before it has been processed."""
-        return self.session.callRemote("heartbeat", envelope.pack(state))
+        return self.rref.callRemote("heartbeat", envelope.pack(state))

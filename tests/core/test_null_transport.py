@@ -292,7 +292,7 @@ def test_a_worker_session_cannot_act_as_a_client_and_another_user_cannot_touch_a
     alice = cluster.client("alice")
     bob = cluster.client("bob")
     jid = cluster.result(alice.submit_code("1"))
-    worker_session = w.session.session
+    worker_session = w.session.rref
     with pytest.raises(BadRequest, match="no such remote method"):
         translate(cluster.result(worker_session.callRemote("submit", envelope.pack([]))))
     killed = cluster.result(bob.kill_many([jid]))
