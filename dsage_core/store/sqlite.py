@@ -230,10 +230,13 @@ class SqliteStore:
                       "AND status IN ('queued','running')",
                       [(r.attempt, r.worker, r.started, r.id) for r in rows])
 
-    def _thd_finished(self, c: sqlite3.Connection, rows: list[FinishedJob]) -> list[tuple[int, str]]:
+    def _thd_finished(self, c: sqlite3.Connection, rows: list[FinishedJob],
+                      dispatched: dict[int, RunningJob] | None = None) -> list[tuple[int, str]]:
         """Record outcomes; returns ``(job id, why)`` for the local workers' result files refused
-        (those jobs are recorded as failed with that reason and the files removed)."""
-        params, refused = [], []
+        (those jobs are recorded as failed with that reason and the files removed). *dispatched*:
+        dispatches of this transaction whose UPDATE was not run; each is folded into its job's
+        first outcome here (one row write instead of two; see :meth:`record`)."""
+        params, refused, folded = [], [], []
         for r in rows:
             result, result_file, status, error = r.result, r.result_file, r.status, r.error
             if result is not None and len(result) > self.large_result:
@@ -244,8 +247,21 @@ class SqliteStore:
                 if why is not None:
                     refused.append((r.id, why))
                     status, error, result_file = "failed", why, None
+            run = dispatched.pop(r.id, None) if dispatched else None
+            if run is not None:
+                folded.append((status, result, result_file, r.result_preview, error, r.output, run.attempt,
+                               r.started, run.started, r.finished, r.worker, run.worker, status, r.id))
+                continue
             params.append((status, result, result_file, r.result_preview, error, r.output, r.started,
                            r.finished, r.worker, status, r.id))
+        if folded:   # as _thd_running then the UPDATE below: SET reads the row as it was before
+            c.executemany("UPDATE jobs SET status=?, result=?, result_file=?, result_preview=?, error=?, "
+                          "output=?, attempts=CASE WHEN status IN ('queued','running') THEN ? ELSE attempts END, "
+                          "started=COALESCE(?, CASE WHEN status IN ('queued','running') THEN ? ELSE started END), "
+                          "finished=?, "
+                          "worker=COALESCE(?, CASE WHEN status IN ('queued','running') THEN ? ELSE worker END), "
+                          "progress=CASE WHEN ?='completed' THEN 1.0 ELSE progress END, payload=NULL "
+                          "WHERE id=?", folded)
         c.executemany("UPDATE jobs SET status=?, result=?, result_file=?, result_preview=?, error=?, output=?, "
                       "started=COALESCE(?, started), finished=?, worker=COALESCE(?, worker), "
                       "progress=CASE WHEN ?='completed' THEN 1.0 ELSE progress END, payload=NULL "
@@ -341,9 +357,17 @@ class SqliteStore:
         def thd(c: sqlite3.Connection) -> list[tuple[int, str]]:
             if new:
                 self._thd_insert(c, new)
-            if running:
-                self._thd_running(c, running)
-            return self._thd_finished(c, finished) if finished else []
+            if not finished:
+                if running:
+                    self._thd_running(c, running)
+                return []
+            # a short job is often dispatched and finished in one transaction: its dispatch is
+            # written with its outcome (a row and its status index written once, not twice)
+            ended = {r.id for r in finished}
+            dispatched = {r.id: r for r in running if r.id in ended}
+            if len(dispatched) < len(running):
+                self._thd_running(c, [r for r in running if r.id not in dispatched])
+            return self._thd_finished(c, finished, dispatched)
         return self._write(thd)
 
     # ------------------------------------------------------------------ replicas (server/replicas.py)
