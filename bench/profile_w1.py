@@ -63,27 +63,33 @@ def children_of(pid: int) -> list[int]:
     return out
 
 
-def top_functions(raw: Path, n: int = 12) -> tuple[list[tuple[str, int]], list[tuple[str, int]], int]:
-    """(own-time top, inclusive top, total samples) from a py-spy raw (collapsed) file."""
-    own: collections.Counter[str] = collections.Counter()
-    incl: collections.Counter[str] = collections.Counter()
-    total = 0
+#: leaf frames of a thread that waits (py-spy's idle detection misses some of them)
+IDLE = ("EPollReactor.doPoll", "Condition.wait", "Event.wait", "Inbox._read", "ThreadRunner._work",
+        "_done_flusher", "select ")
+
+
+def top_functions(raw: Path, n: int = 12) -> dict[str, tuple[list[tuple[str, int]], list[tuple[str, int]], int]]:
+    """Per thread name: (own-time top, inclusive top, busy samples) from a py-spy raw file
+    recorded with ``--threads``; samples whose leaf is a wait are left out."""
+    own: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    incl: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    total: collections.Counter[str] = collections.Counter()
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        if not stack:
+        parts = stack.split(";")
+        if len(parts) < 2:
+            continue
+        thread = parts[0].split(": ", 1)[-1]
+        frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 1)[-1] + ")"
+                  if " (" in f else f for f in parts[1:]]
+        if frames[-1].startswith(IDLE):
             continue
         c = int(count)
-        total += c
-        frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 1)[-1] + ")"
-                  if " (" in f else f for f in stack.split(";")]
-        if "process " in frames[0] or frames[0].startswith("Thread"):
-            frames = frames[1:]
-        if not frames:
-            continue
-        own[frames[-1]] += c
+        total[thread] += c
+        own[thread][frames[-1]] += c
         for f in set(frames):
-            incl[f] += c
-    return own.most_common(n), incl.most_common(n * 2), total
+            incl[thread][f] += c
+    return {t: (own[t].most_common(n), incl[t].most_common(n * 2), total[t]) for t in total}
 
 
 def main() -> int:
@@ -149,13 +155,15 @@ def main() -> int:
         if not out.exists():
             print(f"\n{name}: no py-spy output")
             continue
-        own, incl, samples = top_functions(out)
-        print(f"\n== {name}: {samples} samples; own time")
-        for f, c in own:
-            print(f"  {100 * c / max(samples, 1):5.1f}%  {f}")
-        print(f"-- {name}: inclusive")
-        for f, c in incl:
-            print(f"  {100 * c / max(samples, 1):5.1f}%  {f}")
+        for thread, (own, incl, samples) in top_functions(out).items():
+            if samples < 20:
+                continue
+            print(f"\n== {name} / {thread}: {samples} busy samples; own time")
+            for f, c in own:
+                print(f"  {100 * c / samples:5.1f}%  {f}")
+            print(f"-- {name} / {thread}: inclusive")
+            for f, c in incl:
+                print(f"  {100 * c / samples:5.1f}%  {f}")
     return 0
 
 
