@@ -152,6 +152,43 @@ class JobTests(StoreCase):
         self.failureResultOf(s.record([], [], [new(3), new(1)]), StoreError)  # duplicate id: rolled back
         self.assertIsNone(self.ok(s.get_job(3)))
 
+    def test_dispatch_and_outcome_in_one_record_equal_them_apart(self):
+        """A job dispatched and finished in one record() ends as after mark_running then
+        finish_jobs (attempt, start, worker), and a dispatch of a killed job is not revived."""
+        s = self.store
+        self.ok(s.insert_jobs([new(1), new(2), new(3), new(4)]))
+        self.ok(s.set_status([(4, "killed", "killed by alice", 1.5)]))
+        self.ok(s.mark_running([RunningJob(1, 3, "w1", 2.5)]))
+        self.ok(s.finish_jobs([done(1, started=None, worker=None)]))
+        self.ok(s.record([RunningJob(2, 3, "w1", 2.5), RunningJob(3, 2, "w2", 2.0),
+                          RunningJob(4, 2, "w2", 2.0)],
+                         [done(2, started=None, worker=None), done(3), done(4, status="failed")]))
+        cols = ("status", "attempts", "started", "worker", "finished", "progress", "payload", "result")
+        one, two, three, four = (self.ok(s.get_job(i)) for i in (1, 2, 3, 4))
+        self.assertEqual({k: one[k] for k in cols}, {k: two[k] for k in cols})
+        self.assertEqual((two["attempts"], two["started"], two["worker"]), (3, 2.5, "w1"))
+        self.assertEqual((three["attempts"], three["started"], three["worker"]), (2, 2.0, "w"))
+        self.assertEqual((four["status"], four["attempts"]), ("failed", 0))
+
+    def test_dispatch_with_its_insert_in_one_record_equals_them_apart(self):
+        """A job inserted and dispatched (even twice) in one record() is stored as after
+        insert_jobs then mark_running; one also finished there ends as after finish_jobs."""
+        s = self.store
+        self.ok(s.insert_jobs([new(1)]))
+        self.ok(s.mark_running([RunningJob(1, 1, "w1", 2.5)]))
+        self.ok(s.insert_jobs([new(2)]))
+        self.ok(s.mark_running([RunningJob(2, 1, "w1", 2.5)]))
+        self.ok(s.finish_jobs([done(2, started=None, worker=None)]))
+        self.ok(s.record([RunningJob(11, 1, "w2", 2.0), RunningJob(11, 1, "w1", 2.5),
+                          RunningJob(12, 1, "w1", 2.5)],
+                         [done(12, started=None, worker=None)], [new(11), new(12), new(13)]))
+        cols = ("status", "attempts", "started", "worker", "finished", "progress", "payload", "result")
+        for a, b in ((1, 11), (2, 12)):
+            ra, rb = self.ok(s.get_job(a)), self.ok(s.get_job(b))
+            self.assertEqual({k: ra[k] for k in cols}, {k: rb[k] for k in cols})
+        self.assertEqual(self.ok(s.get_job(13))["status"], "queued")
+        self.assertEqual([r["id"] for r in self.reopen().active], [1, 11, 13])
+
     def test_large_results_live_in_files(self):
         """A result over the threshold is stored in a file beside the database and read back whole."""
         s = self.store
