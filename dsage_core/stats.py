@@ -10,11 +10,16 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
+from dsage_core.model.status import JobStatus
+
 if TYPE_CHECKING:
     import numpy as np
 
-SERIES = ("completed_per_s", "queued", "running", "busy_slots")
-FINISHED_COUNTERS = ("completed", "failed", "killed", "timed_out", "lost")
+#: the server's counters of jobs by status are keyed by the status's string
+_GAUGES = (JobStatus.QUEUED.value, JobStatus.RUNNING.value, "busy_slots")
+SERIES = ("completed_per_s", *_GAUGES)
+FINISHED_COUNTERS = tuple(s.value for s in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.KILLED,
+                                            JobStatus.TIMED_OUT, JobStatus.LOST))
 
 
 class RingBuffer:
@@ -64,7 +69,7 @@ class History:
         self._last_done = (now, done)
         self.t.push(now)
         self.series["completed_per_s"].push(rate)
-        for name in ("queued", "running", "busy_slots"):
+        for name in _GAUGES:
             self.series[name].push(float(stats.get(name, 0)))
 
     def window(self, seconds: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
