@@ -278,8 +278,8 @@ def start_all(workers: int = 2, home: str | os.PathLike[str] | None = None, *,
 
     Both stop at ``D.shutdown()`` or when this interpreter exits.
     """
-    from dsage_core.client.launch import LocalCluster
-    cluster = LocalCluster.start(home, workers)
+    from dsage_core.cluster import LocalCluster
+    cluster = LocalCluster.spawn(home, workers)
     try:
         D = connect(cluster.furl, home=cluster.home, timeout=timeout)
     except BaseException:

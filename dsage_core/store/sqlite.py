@@ -336,14 +336,6 @@ class SqliteStore:
                 row["result_missing"] = why   #: the client raises this when the result is read
                 row["error"] = (row.get("error") or "") + f"\n[dsage: {why}]"
 
-    def mark_running(self, rows: list[RunningJob]) -> Deferred:
-        """Record dispatches: status 'running', the attempt number, worker and start time."""
-        return self._write(self._thd_running, rows)
-
-    def finish_jobs(self, rows: list[FinishedJob]) -> Deferred:
-        """Record terminal outcomes; a completed job gets progress 1.0 and its payload is dropped."""
-        return self._write(self._thd_finished, rows)
-
     @staticmethod
     def _thd_insert(c: sqlite3.Connection, rows: list[NewJob]) -> None:
         c.executemany("INSERT INTO jobs (id, owner, name, kind, priority, trusted_only, needs, payload, "
@@ -434,13 +426,6 @@ class SqliteStore:
         def thd(c: sqlite3.Connection) -> None:
             c.executemany("UPDATE jobs SET status=?, error=?, finished=? WHERE id=?",
                           [(s, e, f, i) for i, s, e, f in rows])
-        return self._write(thd)
-
-    def update_progress(self, rows: list[tuple[int, float, str]]) -> Deferred:
-        """Store ``(id, fraction, message)`` progress reports."""
-        def thd(c: sqlite3.Connection) -> None:
-            c.executemany("UPDATE jobs SET progress=?, progress_message=? WHERE id=?",
-                          [(p, m, i) for i, p, m in rows])
         return self._write(thd)
 
     def get_job(self, job_id: int) -> Deferred:
@@ -584,15 +569,6 @@ class SqliteStore:
         def thd(c: sqlite3.Connection) -> None:
             c.execute("INSERT INTO invites (id, secret_hash, role, expires, uses_left, created) "
                       "VALUES (?,?,?,?,?,?)", (invite_id, secret_hash, role, expires, uses, time.time()))
-        return self._write(thd)
-
-    def use_invite(self, invite_id: str, secret_hash: str, now: float) -> Deferred:
-        """Spend one use of an invite atomically; fires with its role or fails with :class:`InviteError`."""
-        def thd(c: sqlite3.Connection) -> str:
-            r = _thd_invite(c, invite_id, secret_hash)
-            _check_usable(r, now)
-            c.execute("UPDATE invites SET uses_left = uses_left - 1 WHERE id=?", (invite_id,))
-            return str(r[1])
         return self._write(thd)
 
     def redeem_invite(self, invite_id: str, secret_hash: str, now: float, pubkey: str,
