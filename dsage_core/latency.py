@@ -57,7 +57,7 @@ class LatencyPolicy:
     commit_delay: float = 0.002
 
     # ---- every sender: unanswered sends (protocol/pacing.py AnswerPacer)
-    #: a lone message (nothing in flight, nothing sent for this long) goes with callRemoteOnly
+    #: a lone message (nothing in flight, nothing sent for this long) goes without an answer (Foolscap's one-way call)
     answer_idle_gap: float = 0.001
     #: at most this many unanswered sends in a row (0: every send is answered). W2 p50
     #: ~3.5 -> ~2.7 ms, W1 unchanged (commit 41195a8)
