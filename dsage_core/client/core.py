@@ -29,6 +29,7 @@ from dsage_core.protocol.connect import ServerConnection
 from dsage_core.protocol.errors import (BadRequest, ClientClosed, DsageError, LoginFailed, NotFound,
                                         PermissionDenied, QuotaExceeded, ServerUnavailable, UnknownBlob)
 from dsage_core.protocol.interfaces import RIClientListener
+from dsage_core.protocol.methods import do_remote_call
 
 log = Logger(namespace="dsage.client")
 
@@ -90,6 +91,8 @@ class _SubmitGroup:
 
 @implementer(RIClientListener)
 class _Listener(Referenceable):
+    doRemoteCall = do_remote_call   # one interned name per method (protocol/methods.py)
+
     def __init__(self, client: "AsyncClient") -> None:
         self.client = client
 

@@ -25,6 +25,7 @@ from dsage_core.protocol import envelope, tubs
 from dsage_core.protocol.batcher import Batcher
 from dsage_core.protocol.connect import ServerConnection
 from dsage_core.protocol.interfaces import RIWorkerRunner
+from dsage_core.protocol.methods import do_remote_call
 from dsage_core.worker import contain
 from dsage_core.worker.pool import ChildPool
 
@@ -56,6 +57,8 @@ class WorkerConfig:
 @implementer(RIWorkerRunner)
 class Runner(Referenceable):
     """What the server calls on this worker."""
+
+    doRemoteCall = do_remote_call   # one interned name per method (protocol/methods.py)
 
     def __init__(self, service: "WorkerService") -> None:
         self.service = service
