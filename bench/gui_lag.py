@@ -28,7 +28,7 @@ def main() -> int:
     import cloudpickle
     import jobs as bj
     cloudpickle.register_pickle_by_value(bj)
-    from dsage_core.client.launch import LocalCluster
+    from dsage_core.cluster import LocalCluster
     from dsage_core.client.core import connect_async
     from dsage_core.client.payload import Options, func_job, function_blob
     from dsage_core.model.job import JobInfo
@@ -36,7 +36,7 @@ def main() -> int:
     from dsage_gui.session import GuiSession
     tmp = tempfile.mkdtemp(prefix="dsage-guilag-")
     os.environ["DSAGE_SETTINGS_DIR"] = os.path.join(tmp, "settings")
-    cluster = LocalCluster.start(Path(tmp) / "home", 2)
+    cluster = LocalCluster.spawn(Path(tmp) / "home", 2)
     results: dict[str, tuple[float, float]] = {}
     lateness: list[float] = []
     state: dict = {}

@@ -185,10 +185,10 @@ def main() -> int:
         return gui_fill_main(*a.gui_fill)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     import dsage_core as dsage
-    from dsage_core.client.launch import LocalCluster
+    from dsage_core.cluster import LocalCluster
     with tempfile.TemporaryDirectory(prefix="dsage-million-") as tmp:
         home = Path(tmp) / "home"
-        cluster = LocalCluster.start(home, a.workers)
+        cluster = LocalCluster.spawn(home, a.workers)
         D = dsage.connect(cluster.furl, home=home, timeout=60)
         try:
             D.submit(bj.noop, 0).wait(60)

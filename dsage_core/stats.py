@@ -1,24 +1,32 @@
 """Throughput history for charts: fixed-size ring buffers fed by the server's periodic counters,
-and a rate meter for events counted locally.
+and the one rate meter (the server's ``rate_1m``, the GUI's updates/s).
 
 Qt-free; the GUI only renders it. The cost per sample is constant, whatever the number of jobs.
 Time is never read here except through the clock a caller injects (``RateMeter(clock=...)``).
+numpy is imported by the chart buffers only: the server imports :class:`RateMeter` without it.
 """
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import numpy as np
+from dsage_core.model.status import JobStatus
 
-SERIES = ("completed_per_s", "queued", "running", "busy_slots")
-FINISHED_COUNTERS = ("completed", "failed", "killed", "timed_out", "lost")
+if TYPE_CHECKING:
+    import numpy as np
+
+#: the server's counters of jobs by status are keyed by the status's string
+_GAUGES = (JobStatus.QUEUED.value, JobStatus.RUNNING.value, "busy_slots")
+SERIES = ("completed_per_s", *_GAUGES)
+FINISHED_COUNTERS = tuple(s.value for s in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.KILLED,
+                                            JobStatus.TIMED_OUT, JobStatus.LOST))
 
 
 class RingBuffer:
     """The last *capacity* floats pushed, readable oldest first."""
 
     def __init__(self, capacity: int) -> None:
+        import numpy as np
         self.capacity = capacity
         self.data = np.zeros(capacity)
         self.n = 0
@@ -32,6 +40,7 @@ class RingBuffer:
 
     def values(self) -> np.ndarray:
         """A copy, oldest first."""
+        import numpy as np
         k = len(self)
         return self.data[np.arange(self.n - k, self.n) % self.capacity]
 
@@ -60,11 +69,12 @@ class History:
         self._last_done = (now, done)
         self.t.push(now)
         self.series["completed_per_s"].push(rate)
-        for name in ("queued", "running", "busy_slots"):
+        for name in _GAUGES:
             self.series[name].push(float(stats.get(name, 0)))
 
     def window(self, seconds: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Samples of the last *seconds* (counted back from the newest sample), oldest first."""
+        import numpy as np
         t = self.t.values()
         if len(t) == 0:
             return t, {name: np.zeros(0) for name in SERIES}
@@ -75,30 +85,34 @@ class History:
 class RateMeter:
     """Events per second over the last *window* seconds, in one-second buckets.
 
-    ``clock`` is injected (``time.monotonic`` by default) so tests drive it by hand.
+    ``clock`` is injected (``time.monotonic`` by default) so tests drive it by hand; the server
+    passes its reactor's ``seconds``. :meth:`add` is O(1) (it runs once per finished job on the
+    server): only a change of second clears the buckets that scrolled out.
     """
 
     def __init__(self, window: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.window = max(1, int(window))
         self.clock = clock
-        self.buckets = np.zeros(self.window)
+        self.buckets = [0] * self.window
         self._second = int(clock())
 
-    def _advance(self) -> int:
-        now = int(self.clock())
+    def _advance(self, now: int) -> None:
         gap = now - self._second
         if gap >= self.window:
-            self.buckets[:] = 0
+            self.buckets = [0] * self.window
         else:
             for s in range(self._second + 1, now + 1):
                 self.buckets[s % self.window] = 0
         self._second = max(self._second, now)
-        return now
 
     def add(self, count: int = 1) -> None:
-        self.buckets[self._advance() % self.window] += count
+        """Count *count* events now."""
+        now = int(self.clock())
+        if now != self._second:
+            self._advance(now)
+        self.buckets[now % self.window] += count
 
     def rate(self) -> float:
         """Mean events/s over the full window (the current, partial second included)."""
-        self._advance()
-        return float(self.buckets.sum()) / self.window
+        self._advance(int(self.clock()))
+        return sum(self.buckets) / self.window

@@ -92,5 +92,5 @@ def open_session(reactor: Any, *, server: str | None = None, key: str | None = N
     if server:
         from dsage_core.client.core import connect_async
         return connect_async(server, key, home, reactor, follow_all=True).addCallback(GuiSession)
-    from dsage_core.embed import start_embedded
-    return start_embedded(home, reactor, workers).addCallback(lambda e: GuiSession(e.client, e))
+    from dsage_core.cluster import LocalCluster
+    return LocalCluster.embed(home, reactor, workers).addCallback(lambda e: GuiSession(e.client, e))

@@ -15,6 +15,9 @@ from dsage_core.client.payload import (Options, SubmitError, code_job, file_job,
 from dsage_core.protocol.errors import ClientClosed
 from dsage_core.client.joblist import JobList
 
+#: argument types that cannot hold a job: ``map`` skips the search for jobs among them
+_SCALARS = frozenset((int, float, str, bytes, bool, type(None), complex))
+
 
 class Client:
     """A blocking facade over :class:`AsyncClient` for one user on one server."""
@@ -94,10 +97,17 @@ class Client:
         _no_extra(options)
         blob = function_blob(fn)
         subs = []
+        shared: Options | None = None   # one Options for every job whose arguments hold no job
         for args in zip(*iterables):
-            o = Options(**vars(opts))
-            o.ext = dict(opts.ext)   # copies share the ext dict otherwise
-            args, _ = self._job_inputs(args, {}, o)
+            if all(type(a) in _SCALARS for a in args):   # no Job among them: nothing to replace
+                if shared is None:
+                    shared = Options(**vars(opts))
+                    shared.ext = dict(opts.ext)
+                o = shared
+            else:
+                o = Options(**vars(opts))
+                o.ext = dict(opts.ext)   # copies share the ext dict otherwise
+                args, _ = self._job_inputs(args, {}, o)
             subs.append(func_job(fn, args, {}, o, blob=blob))
         return JobList(self._submit(subs))
 
@@ -268,8 +278,8 @@ def start_all(workers: int = 2, home: str | os.PathLike[str] | None = None, *,
 
     Both stop at ``D.shutdown()`` or when this interpreter exits.
     """
-    from dsage_core.client.launch import LocalCluster
-    cluster = LocalCluster.start(home, workers)
+    from dsage_core.cluster import LocalCluster
+    cluster = LocalCluster.spawn(home, workers)
     try:
         D = connect(cluster.furl, home=cluster.home, timeout=timeout)
     except BaseException:

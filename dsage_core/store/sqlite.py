@@ -231,10 +231,13 @@ class SqliteStore:
                       "AND status IN ('queued','running')",
                       [(r.attempt, r.worker, r.started, r.id) for r in rows])
 
-    def _thd_finished(self, c: sqlite3.Connection, rows: list[FinishedJob]) -> list[tuple[int, str]]:
+    def _thd_finished(self, c: sqlite3.Connection, rows: list[FinishedJob],
+                      dispatched: dict[int, RunningJob] | None = None) -> list[tuple[int, str]]:
         """Record outcomes; returns ``(job id, why)`` for the local workers' result files refused
-        (those jobs are recorded as failed with that reason and the files removed)."""
-        params, refused = [], []
+        (those jobs are recorded as failed with that reason and the files removed). *dispatched*:
+        dispatches of this transaction whose UPDATE was not run; each is folded into its job's
+        first outcome here (one row write instead of two; see :meth:`record`)."""
+        params, refused, folded = [], [], []
         for r in rows:
             result, result_file, status, error = r.result, r.result_file, r.status, r.error
             if result is not None and len(result) > self.large_result:
@@ -245,8 +248,22 @@ class SqliteStore:
                 if why is not None:
                     refused.append((r.id, why))
                     status, error, result_file = "failed", why, None
+            run = dispatched.pop(r.id, None) if dispatched else None
+            if run is not None:
+                folded.append((status, result, result_file, r.result_preview, error, r.output, run.attempt,
+                               r.started, run.started, r.finished, r.worker, run.worker, status,
+                               1 if r.untrusted else None, r.id))
+                continue
             params.append((status, result, result_file, r.result_preview, error, r.output, r.started,
                            r.finished, r.worker, status, 1 if r.untrusted else None, r.id))
+        if folded:   # as _thd_running then the UPDATE below: SET reads the row as it was before
+            c.executemany("UPDATE jobs SET status=?, result=?, result_file=?, result_preview=?, error=?, "
+                          "output=?, attempts=CASE WHEN status IN ('queued','running') THEN ? ELSE attempts END, "
+                          "started=COALESCE(?, CASE WHEN status IN ('queued','running') THEN ? ELSE started END), "
+                          "finished=?, "
+                          "worker=COALESCE(?, CASE WHEN status IN ('queued','running') THEN ? ELSE worker END), "
+                          "progress=CASE WHEN ?='completed' THEN 1.0 ELSE progress END, payload=NULL, "
+                          "result_untrusted=? WHERE id=?", folded)
         c.executemany("UPDATE jobs SET status=?, result=?, result_file=?, result_preview=?, error=?, output=?, "
                       "started=COALESCE(?, started), finished=?, worker=COALESCE(?, worker), "
                       "progress=CASE WHEN ?='completed' THEN 1.0 ELSE progress END, payload=NULL, "
@@ -321,14 +338,6 @@ class SqliteStore:
                 row["result_missing"] = why   #: the client raises this when the result is read
                 row["error"] = (row.get("error") or "") + f"\n[dsage: {why}]"
 
-    def mark_running(self, rows: list[RunningJob]) -> Deferred:
-        """Record dispatches: status 'running', the attempt number, worker and start time."""
-        return self._write(self._thd_running, rows)
-
-    def finish_jobs(self, rows: list[FinishedJob]) -> Deferred:
-        """Record terminal outcomes; a completed job gets progress 1.0 and its payload is dropped."""
-        return self._write(self._thd_finished, rows)
-
     @staticmethod
     def _thd_insert(c: sqlite3.Connection, rows: list[NewJob]) -> None:
         c.executemany("INSERT INTO jobs (id, owner, name, kind, priority, trusted_only, needs, payload, "
@@ -340,12 +349,39 @@ class SqliteStore:
         """New jobs, dispatches and results of one reactor turn, in one transaction (one commit);
         fires with the ``(job id, why)`` of local workers' result files refused (see _thd_finished)."""
         def thd(c: sqlite3.Connection) -> list[tuple[int, str]]:
+            # a dispatch is written with its job's INSERT when both are in this transaction (a
+            # job dispatched as it arrives), else with its outcome (dispatched and finished at
+            # once): one row write instead of two, the status index written once. Same rows as
+            # INSERT, then each UPDATE in order (for one job, the last dispatch is what stays).
+            dispatched = {r.id: r for r in running} if running else {}
             if new:
-                self._thd_insert(c, new)
-            if running:
-                self._thd_running(c, running)
-            return self._thd_finished(c, finished) if finished else []
+                if dispatched:
+                    queued = [n for n in new if n.id not in dispatched]
+                    self._thd_insert_running(c, [(n, dispatched.pop(n.id)) for n in new
+                                                 if n.id in dispatched])
+                    new_rows = queued
+                else:
+                    new_rows = new
+                if new_rows:
+                    self._thd_insert(c, new_rows)
+            if not finished:
+                if dispatched:
+                    self._thd_running(c, list(dispatched.values()))
+                return []
+            ended = {r.id for r in finished}
+            rest = [r for r in dispatched.values() if r.id not in ended]
+            if rest:
+                self._thd_running(c, rest)
+            return self._thd_finished(c, finished, {i: r for i, r in dispatched.items() if i in ended})
         return self._write(thd)
+
+    @staticmethod
+    def _thd_insert_running(c: sqlite3.Connection, rows: list[tuple[NewJob, RunningJob]]) -> None:
+        """INSERT new jobs already dispatched: as _thd_insert then _thd_running, in one write."""
+        c.executemany("INSERT INTO jobs (id, owner, name, kind, priority, trusted_only, needs, payload, "
+                      "blob_id, timeout, limits, code, created, ext, status, attempts, worker, started) "
+                      "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,'running',?,?,?)",
+                      [(*n, r.attempt, r.worker, r.started) for n, r in rows])
 
     # ------------------------------------------------------------------ replicas (server/replicas.py)
     def put_replica_answers(self, rows: list[tuple[Any, ...]]) -> Deferred:
@@ -392,13 +428,6 @@ class SqliteStore:
         def thd(c: sqlite3.Connection) -> None:
             c.executemany("UPDATE jobs SET status=?, error=?, finished=? WHERE id=?",
                           [(s, e, f, i) for i, s, e, f in rows])
-        return self._write(thd)
-
-    def update_progress(self, rows: list[tuple[int, float, str]]) -> Deferred:
-        """Store ``(id, fraction, message)`` progress reports."""
-        def thd(c: sqlite3.Connection) -> None:
-            c.executemany("UPDATE jobs SET progress=?, progress_message=? WHERE id=?",
-                          [(p, m, i) for i, p, m in rows])
         return self._write(thd)
 
     def get_job(self, job_id: int) -> Deferred:
@@ -544,15 +573,6 @@ class SqliteStore:
         def thd(c: sqlite3.Connection) -> None:
             c.execute("INSERT INTO invites (id, secret_hash, role, expires, uses_left, created) "
                       "VALUES (?,?,?,?,?,?)", (invite_id, secret_hash, role, expires, uses, time.time()))
-        return self._write(thd)
-
-    def use_invite(self, invite_id: str, secret_hash: str, now: float) -> Deferred:
-        """Spend one use of an invite atomically; fires with its role or fails with :class:`InviteError`."""
-        def thd(c: sqlite3.Connection) -> str:
-            r = _thd_invite(c, invite_id, secret_hash)
-            _check_usable(r, now)
-            c.execute("UPDATE invites SET uses_left = uses_left - 1 WHERE id=?", (invite_id,))
-            return str(r[1])
         return self._write(thd)
 
     def redeem_invite(self, invite_id: str, secret_hash: str, now: float, pubkey: str,

@@ -42,6 +42,10 @@ CPU_CLOCK_MIN_WALL = 0.0005
 #: the jobs since the last check ran this long (a system call on cold caches after each 20 ms job
 #: was a measurable part of a child's overhead)
 RSS_EVERY = 16
+#: the scratch dir's ctime is trusted to show that a job left nothing behind only once it is this
+#: old (ns): file system clocks can be one coarse tick (~4 ms) behind (a scan of the dir each job
+#: cost ~9 us of a no-op job's ~25 us in the child; one stat costs ~1.5 us)
+SCRATCH_CTIME_AGE_NS = 100_000_000
 RSS_SECONDS = 0.1
 
 
@@ -150,6 +154,9 @@ class Child:
         self.scratch = self.scratch_base / "job"
         self.scratch.mkdir(parents=True, exist_ok=True)
         os.chdir(self.scratch)
+        st = os.stat(".")
+        self._scratch_id = (st.st_dev, st.st_ino)   #: which directory the scratch dir is
+        self._clean_ctime: int | None = None   #: its ctime when last seen empty (see _clean_scratch)
         self.max_rss = int(os.environ.get("DSAGE_CHILD_MAX_RSS", str(2 * 1024**3)))
         self._statm_fd: int | None = None
         self._cpu_mark = _cpu()     # the process CPU clock at its last reading
@@ -200,7 +207,16 @@ class Child:
                 return
 
     def _clean_scratch(self) -> None:
-        if os.getcwd() != str(self.scratch):
+        """Empty the scratch dir and make it the cwd again. One ``stat(".")`` when the job changed
+        neither (see :meth:`_scratch_untouched`); a scan otherwise."""
+        try:
+            st = os.stat(".")
+        except OSError:   # the job removed the cwd
+            st = None
+        if st is not None and self._scratch_untouched(st):
+            return
+        self._clean_ctime = None
+        if st is None or st.st_nlink == 0 or (st.st_dev, st.st_ino) != self._scratch_id:
             try:
                 os.chdir(self.scratch)
             except OSError:  # the job removed it
@@ -216,6 +232,20 @@ class Child:
                     os.unlink(path)
                 except OSError:
                     pass
+        st = os.stat(".")
+        self._scratch_id = (st.st_dev, st.st_ino)
+        # the dir is known empty only if nothing was left (a leftover that could not be removed
+        # may change without touching the dir), and its ctime is then only trusted once it is
+        # older than SCRATCH_CTIME_AGE: a change later is then stamped with a later ctime even
+        # where the file system's clock is coarse (one tick, ~4 ms), and a job cannot set ctime
+        if not leftovers and time.time_ns() - st.st_ctime_ns > SCRATCH_CTIME_AGE_NS:
+            self._clean_ctime = st.st_ctime_ns
+
+    def _scratch_untouched(self, st: os.stat_result) -> bool:
+        """The cwd is the scratch dir, it was empty after the last scan, and no entry was created,
+        removed or renamed in it since (its ctime, which every such change sets, is unchanged)."""
+        return (st.st_ctime_ns == self._clean_ctime and st.st_ino == self._scratch_id[1]
+                and st.st_dev == self._scratch_id[0] and st.st_nlink > 0)
 
     def flush_done(self) -> None:
         with self.done_lock:

@@ -302,3 +302,41 @@ def test_child_past_its_memory_threshold_asks_to_be_recycled(tmp_path, monkeypat
         assert not [m for m in c.inbox if m[0] == "done"]
     finally:
         c.close()
+
+
+def test_scratch_dir_is_emptied_after_the_dir_aged(child):
+    """Once the scratch dir is old enough for its ctime to be trusted (the one-stat fast path),
+    files, directories and a changed cwd a job leaves are still undone before the next job."""
+    age = "import os, time\nwhile time.time_ns() - os.stat('.').st_ctime_ns < 3e8: time.sleep(0.01)\n1"
+    child.run(code(1, age),
+              code(2, "open('left.txt', 'w').write('x')\nimport os\nos.listdir('.')"),
+              code(3, "import os\nos.listdir('.')"),
+              code(4, "import os\nos.makedirs('d/e')\nopen('d/e/f', 'w').close()\nos.getcwd()"),
+              code(5, "import os\nos.listdir('.')"),
+              code(6, "import os\nos.chdir('/')\nos.getcwd()"),
+              code(7, "import os\nos.getcwd(), os.listdir('.')"))
+    d = child.dones(7)
+    assert decoded(d[2]) == ["left.txt"] and decoded(d[3]) == []
+    assert decoded(d[5]) == [] and decoded(d[6]) == "/"
+    assert decoded(d[7]) == (decoded(d[4]), [])
+
+
+def test_an_untouched_scratch_dir_costs_one_stat(tmp_path, monkeypatch):
+    """After a job that left the (aged) scratch dir as it was, cleaning it does not scan it."""
+    from dsage_core.worker import child as child_mod
+    monkeypatch.chdir(tmp_path)
+    c = child_mod.Child.__new__(child_mod.Child)
+    c.scratch = tmp_path
+    st = os.stat(".")
+    c._scratch_id, c._clean_ctime = (st.st_dev, st.st_ino), None
+    monkeypatch.setattr(child_mod, "SCRATCH_CTIME_AGE_NS", -10**18)   # as if the dir were old
+    c._clean_scratch()                       # a scan: nothing known yet
+    assert c._clean_ctime == os.stat(".").st_ctime_ns
+    scans = []
+    real = os.scandir
+    monkeypatch.setattr(child_mod.os, "scandir", lambda p: scans.append(p) or real(p))
+    c._clean_scratch()
+    assert scans == []
+    (tmp_path / "x").write_text("x")         # a change: the next clean scans and removes it
+    c._clean_scratch()
+    assert scans == [tmp_path] and not (tmp_path / "x").exists()

@@ -63,6 +63,23 @@ def test_state_table_keeps_unfinished_jobs_and_finished_ones_only_while_used():
     assert sorted(t) == [1, 2] and len(t) == 2
 
 
+def test_state_table_does_not_grow_with_finished_jobs_nobody_holds():
+    """Entries of finished states that were dropped are swept as jobs finish: the table stays
+    bounded while many jobs finish and are dropped, and held ones stay reachable."""
+    from dsage_core.client import states as st
+    t = st.StateTable()
+    held = []
+    for i in range(1, 10 * st.SWEEP_MIN + 1):
+        s = t.setdefault(i, JobState(i))
+        s.apply(update(i, "completed", b"x"))
+        t.finished(s)
+        if i % 1000 == 0:
+            held.append(s)
+        del s
+    assert len(t._done) < 2 * st.SWEEP_MIN + len(held)
+    assert all(t[h.id] is h for h in held) and len(t) == len(held)
+
+
 def test_subscribers_get_a_big_push_in_slices_one_turn_apart(tmp_path):
     """A push of many updates reaches subscribers (the desktop app) in slices, so a shared GUI
     loop is never blocked by one push; every update arrives, in order."""

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from foolscap.api import Referenceable
 
-from dsage_core.client.core import _Listener
+from dsage_core.client.remote import Listener as _Listener
 from dsage_core.protocol.methods import do_remote_call, remote_name
 from dsage_core.server.remote import Guarded
-from dsage_core.worker.service import Runner
+from dsage_core.worker.remote import Runner
 
 
 def fresh(s):

@@ -99,8 +99,8 @@ class JobTests(StoreCase):
         """Queued jobs stay queued, running ones are listed for requeue, finished results stay readable."""
         s = self.store
         self.ok(s.insert_jobs([new(1), new(2), new(3, needs="sage,gpu", priority=5)]))
-        self.ok(s.mark_running([RunningJob(2, 1, "w", 5.0)]))
-        self.ok(s.finish_jobs([done(1)]))
+        self.ok(s.record([RunningJob(2, 1, "w", 5.0)], []))
+        self.ok(s.record([], [done(1)]))
         snap = self.reopen()
         self.assertEqual(snap.max_job_id, 3)
         self.assertEqual([(r["id"], r["status"]) for r in snap.active], [(2, "running"), (3, "queued")])
@@ -114,22 +114,22 @@ class JobTests(StoreCase):
         """get_job of an id never inserted fires with None."""
         self.assertIsNone(self.ok(self.store.get_job(99)))
 
-    def test_finish_failed_keeps_progress_and_records_error(self):
-        """A failed job keeps its last progress, gets the error text and needs as an empty frozenset."""
+    def test_finish_failed_records_error_without_full_progress(self):
+        """A failed job gets the error text, no progress 1.0 (only completed jobs do) and needs as an
+        empty frozenset."""
         s = self.store
         self.ok(s.insert_jobs([new(1)]))
-        self.ok(s.update_progress([(1, 0.25, "quarter")]))
-        self.ok(s.finish_jobs([done(1, "failed", None, error="ZeroDivisionError", started=None, worker=None)]))
+        self.ok(s.record([], [done(1, "failed", None, error="ZeroDivisionError", started=None, worker=None)]))
         row = self.ok(s.get_job(1))
-        self.assertEqual((row["status"], row["error"], row["progress"], row["progress_message"], row["needs"]),
-                         ("failed", "ZeroDivisionError", 0.25, "quarter", frozenset()))
+        self.assertEqual((row["status"], row["error"], row["needs"]), ("failed", "ZeroDivisionError", frozenset()))
+        self.assertNotEqual(row["progress"], 1.0)
         self.assertIsNone(row["started"])
 
     def test_requeue_clears_worker_and_counts_failures(self):
         """A requeued job is queued again with its failure count, without worker or start time."""
         s = self.store
         self.ok(s.insert_jobs([new(1)]))
-        self.ok(s.mark_running([RunningJob(1, 1, "w", 5.0)]))
+        self.ok(s.record([RunningJob(1, 1, "w", 5.0)], []))
         self.ok(s.requeue_jobs([(1, 1)]))
         row = self.ok(s.get_job(1))
         self.assertEqual((row["status"], row["failures"], row["worker"], row["started"], row["attempts"]),
@@ -152,12 +152,49 @@ class JobTests(StoreCase):
         self.failureResultOf(s.record([], [], [new(3), new(1)]), StoreError)  # duplicate id: rolled back
         self.assertIsNone(self.ok(s.get_job(3)))
 
+    def test_dispatch_and_outcome_in_one_record_equal_them_apart(self):
+        """A job dispatched and finished in one record() ends as after mark_running then
+        finish_jobs (attempt, start, worker), and a dispatch of a killed job is not revived."""
+        s = self.store
+        self.ok(s.insert_jobs([new(1), new(2), new(3), new(4)]))
+        self.ok(s.set_status([(4, "killed", "killed by alice", 1.5)]))
+        self.ok(s.mark_running([RunningJob(1, 3, "w1", 2.5)]))
+        self.ok(s.finish_jobs([done(1, started=None, worker=None)]))
+        self.ok(s.record([RunningJob(2, 3, "w1", 2.5), RunningJob(3, 2, "w2", 2.0),
+                          RunningJob(4, 2, "w2", 2.0)],
+                         [done(2, started=None, worker=None), done(3), done(4, status="failed")]))
+        cols = ("status", "attempts", "started", "worker", "finished", "progress", "payload", "result")
+        one, two, three, four = (self.ok(s.get_job(i)) for i in (1, 2, 3, 4))
+        self.assertEqual({k: one[k] for k in cols}, {k: two[k] for k in cols})
+        self.assertEqual((two["attempts"], two["started"], two["worker"]), (3, 2.5, "w1"))
+        self.assertEqual((three["attempts"], three["started"], three["worker"]), (2, 2.0, "w"))
+        self.assertEqual((four["status"], four["attempts"]), ("failed", 0))
+
+    def test_dispatch_with_its_insert_in_one_record_equals_them_apart(self):
+        """A job inserted and dispatched (even twice) in one record() is stored as after
+        insert_jobs then mark_running; one also finished there ends as after finish_jobs."""
+        s = self.store
+        self.ok(s.insert_jobs([new(1)]))
+        self.ok(s.mark_running([RunningJob(1, 1, "w1", 2.5)]))
+        self.ok(s.insert_jobs([new(2)]))
+        self.ok(s.mark_running([RunningJob(2, 1, "w1", 2.5)]))
+        self.ok(s.finish_jobs([done(2, started=None, worker=None)]))
+        self.ok(s.record([RunningJob(11, 1, "w2", 2.0), RunningJob(11, 1, "w1", 2.5),
+                          RunningJob(12, 1, "w1", 2.5)],
+                         [done(12, started=None, worker=None)], [new(11), new(12), new(13)]))
+        cols = ("status", "attempts", "started", "worker", "finished", "progress", "payload", "result")
+        for a, b in ((1, 11), (2, 12)):
+            ra, rb = self.ok(s.get_job(a)), self.ok(s.get_job(b))
+            self.assertEqual({k: ra[k] for k in cols}, {k: rb[k] for k in cols})
+        self.assertEqual(self.ok(s.get_job(13))["status"], "queued")
+        self.assertEqual([r["id"] for r in self.reopen().active], [1, 11, 13])
+
     def test_large_results_live_in_files(self):
         """A result over the threshold is stored in a file beside the database and read back whole."""
         s = self.store
         big = b"P" + bytes(range(256)) * 4096
         self.ok(s.insert_jobs([new(1)]))
-        self.ok(s.finish_jobs([done(1, result=big)]))
+        self.ok(s.record([], [done(1, result=big)]))
         self.assertTrue(list((self.path.parent / "results").rglob("1.bin")))
         self.reopen()
         self.assertEqual(self.ok(self.store.get_job(1))["result"], big)
@@ -168,10 +205,10 @@ class JobTests(StoreCase):
         s = self.store
         big = b"P" + bytes(range(256)) * 4096
         self.ok(s.insert_jobs([new(1), new(2), new(3), new(1500)]))
-        self.ok(s.finish_jobs([done(1, result=big)]))                       # results/000000/1.bin
+        self.ok(s.record([], [done(1, result=big)]))                       # results/000000/1.bin
         sub = self.path.parent / "results" / "000000"
         (sub / "3-2.bin").write_bytes(big)                                  # a local worker's file
-        self.ok(s.finish_jobs([done(3, result=None, result_file="results/000000/3-2.bin")]))
+        self.ok(s.record([], [done(3, result=None, result_file="results/000000/3-2.bin")]))
         (sub / "2-1.bin").write_bytes(b"orphan of a lost report")
         (sub / "2.bin").write_bytes(b"orphan of a failed commit")
         (sub / "notes.txt").write_text("not ours")
@@ -191,7 +228,7 @@ class ListingTests(StoreCase):
         super().setUp()
         self.ok(self.store.insert_jobs([new(1), new(2, owner="bob"), new(3, code="factor(7)"),
                                         new(4, name="factorial"), new(5)]))
-        self.ok(self.store.finish_jobs([done(5)]))
+        self.ok(self.store.record([], [done(5)]))
 
     def ids(self, **kw):
         return [r["id"] for r in self.ok(self.store.list_jobs(**kw))]
@@ -260,8 +297,14 @@ class BlobUserAuditTests(StoreCase):
 
 
 class InviteTests(StoreCase):
+    keys = 0
+
     def use(self, iid="i1", secret="h", now=50.0):
-        return self.store.use_invite(iid, secret, now)
+        """Redeem the invite for a new key, as a joining peer does; fires with the role it granted."""
+        self.keys += 1
+        n = self.keys
+        d = self.store.redeem_invite(iid, secret, now, f"ssh-ed25519 K{n}", lambda role: f"{role}-{n}")
+        return d.addCallback(lambda r: r[1])
 
     def error(self, **kw):
         return str(self.failureResultOf(self.use(**kw), InviteError).value)
@@ -315,13 +358,13 @@ class UnwritableTests(StoreCase):
         s._conn().execute("PRAGMA query_only=ON")
         f = self.failureResultOf(s.insert_jobs([new(5)]), StoreUnavailable)
         self.assertIn("readonly", str(f.value))
-        self.failureResultOf(s.finish_jobs([done(1)]), StoreUnavailable)
+        self.failureResultOf(s.record([], [done(1)]), StoreUnavailable)
         self.failureResultOf(s.add_user("a", "k", "admin"), StoreUnavailable)
         self.assertFalse(s.writable)
         self.assertEqual(self.ok(s.get_job(1))["status"], "queued")
         self.assertFalse(s._conn().in_transaction)
         s._conn().execute("PRAGMA query_only=OFF")
-        self.ok(s.finish_jobs([done(1)]))
+        self.ok(s.record([], [done(1)]))
         self.assertTrue(s.writable)
 
     def no_such_column(self):
@@ -372,8 +415,8 @@ def test_thread_runner_is_fifo(tmp_path):
     r.drain_until(s.open())
     for b in range(4):
         s.insert_jobs([new(i) for i in range(b * 250 + 1, b * 250 + 251)])
-        s.mark_running([RunningJob(i, 1, "w", 2.0) for i in range(b * 250 + 1, b * 250 + 251)])
-    s.finish_jobs([done(i) for i in range(1, 11)])
+        s.record([RunningJob(i, 1, "w", 2.0) for i in range(b * 250 + 1, b * 250 + 251)], [])
+    s.record([], [done(i) for i in range(1, 11)])
     assert r.drain_until(s.count_by_status(None)) == {"running": 990, "completed": 10}
     r.drain_until(s.close())
 
@@ -474,7 +517,7 @@ class PgJobTests(PgBackend, JobTests):
         s = self.store
         big = b"P" + bytes(range(256)) * 4096
         self.ok(s.insert_jobs([new(1)]))
-        self.ok(s.finish_jobs([done(1, result=big)]))
+        self.ok(s.record([], [done(1, result=big)]))
         self.assertFalse((self.path.parent / "results").exists())
         self.reopen()
         self.assertEqual(self.ok(self.store.get_job(1))["result"], big)
@@ -504,12 +547,12 @@ class PgUnwritableTests(PgBackend, UnwritableTests):
         s._conn().raw.execute("SET default_transaction_read_only = on")
         f = self.failureResultOf(s.insert_jobs([new(5)]), StoreUnavailable)
         self.assertIn("read-only", str(f.value))
-        self.failureResultOf(s.finish_jobs([done(1)]), StoreUnavailable)
+        self.failureResultOf(s.record([], [done(1)]), StoreUnavailable)
         self.failureResultOf(s.add_user("a", "k", "admin"), StoreUnavailable)
         self.assertFalse(s.writable)
         self.assertEqual(self.ok(s.get_job(1))["status"], "queued")
         s._conn().raw.execute("SET default_transaction_read_only = off")
-        self.ok(s.finish_jobs([done(1)]))
+        self.ok(s.record([], [done(1)]))
         self.assertTrue(s.writable)
 
     def test_fenced_store_refuses_writes_and_keeps_reads(self):
@@ -517,7 +560,7 @@ class PgUnwritableTests(PgBackend, UnwritableTests):
         s = self.store
         self.ok(s.insert_jobs([new(1)]))
         s.fence("the lock connection was lost")
-        f = self.failureResultOf(s.finish_jobs([done(1)]), StoreUnavailable)
+        f = self.failureResultOf(s.record([], [done(1)]), StoreUnavailable)
         self.assertIn("no longer holds the database (the lock connection was lost)", str(f.value))
         self.assertEqual(self.ok(s.get_job(1))["status"], "queued")
 
@@ -594,8 +637,8 @@ def test_pg_thread_runner_is_fifo(pg_url):
     r.drain_until(s.open())
     for b in range(4):
         s.insert_jobs([new(i) for i in range(b * 250 + 1, b * 250 + 251)])
-        s.mark_running([RunningJob(i, 1, "w", 2.0) for i in range(b * 250 + 1, b * 250 + 251)])
-    s.finish_jobs([done(i) for i in range(1, 11)])
+        s.record([RunningJob(i, 1, "w", 2.0) for i in range(b * 250 + 1, b * 250 + 251)], [])
+    s.record([], [done(i) for i in range(1, 11)])
     assert r.drain_until(s.count_by_status(None)) == {"running": 990, "completed": 10}
     r.drain_until(s.close())
 

@@ -12,8 +12,8 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture
 def server(run, tmp_path):
-    from dsage_core.embed import start_embedded
-    emb = run(start_embedded(str(tmp_path / "home"), reactor, workers=0), timeout=30)
+    from dsage_core.cluster import LocalCluster
+    emb = run(LocalCluster.embed(str(tmp_path / "home"), reactor, workers=0), timeout=30)
     yield emb
     run(emb.stop(), timeout=30)
 

@@ -25,8 +25,8 @@ STATUS, ELAPSED, ETA = COLUMNS.index("Status"), COLUMNS.index("Elapsed"), COLUMN
 @pytest.fixture
 def embedded(run, tmp_path):
     """A real embedded server (the app's default set-up) with no worker of its own."""
-    from dsage_core.embed import start_embedded
-    emb = run(start_embedded(str(tmp_path / "home"), reactor, workers=0), timeout=30)
+    from dsage_core.cluster import LocalCluster
+    emb = run(LocalCluster.embed(str(tmp_path / "home"), reactor, workers=0), timeout=30)
     yield emb
     run(emb.stop(), timeout=30)
 

@@ -1,5 +1,6 @@
 """An in-process cluster for end-to-end tests: a real server and a real worker (real Foolscap over
-loopback, real SQLite, real child processes) on the client's background reactor thread."""
+loopback, real SQLite, real child processes) on the client's background reactor thread, started by
+:class:`dsage_core.cluster.LocalCluster` like the desktop app's."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,20 +8,38 @@ from pathlib import Path
 from typing import Any
 
 from dsage_core.client import reactor_thread as rt
+from dsage_core.cluster import LocalCluster
 
 
 @dataclass
 class Cluster:
+    """The tests' view of a :class:`LocalCluster`: in-process workers and a blocking client."""
+
     home: Path
-    server: Any
-    workers: list[Any]
+    local: LocalCluster
     client: Any
-    furl: str
+
+    @property
+    def server(self) -> Any:
+        return self.local.server
+
+    @server.setter
+    def server(self, svc: Any) -> None:
+        """A test that restarted the server hands its new one over (stop() stops that one)."""
+        self.local.server = svc
+
+    @property
+    def workers(self) -> list[Any]:
+        return self.local.workers
+
+    @property
+    def furl(self) -> str:
+        return self.local.furl
 
     def add_worker(self, slots: int = 2, **kw: Any) -> Any:
-        w = rt.blocking(_start_worker, self.home, self.furl, slots, kw, timeout=30)
-        self.workers.append(w)
-        return w
+        """An in-process worker (the owner's key unless *anonymous* or *key_path*), once connected."""
+        key = None if kw.get("anonymous") else kw.pop("key_path", self.home / "dsage_key")
+        return rt.blocking(self.local.run_worker, slots, key_path=key, timeout=30, **kw)
 
     def stop_worker(self, w: Any) -> None:
         rt.blocking(w.stop, timeout=30)
@@ -32,39 +51,14 @@ class Cluster:
 
     def stop(self) -> None:
         try:
-            self.client.shutdown()
+            if self.client is not None:
+                self.client.shutdown()
         finally:
-            for w in list(self.workers):
-                rt.blocking(w.stop, timeout=30)
-            rt.blocking(self.server.stop, timeout=30)
-
-
-def _start_worker(home: Path, furl: str, slots: int, kw: dict[str, Any]) -> Any:
-    from twisted.internet.defer import Deferred
-    from dsage_core.worker.service import WorkerConfig, WorkerService
-    reactor = rt.get_reactor()
-    key = None if kw.get("anonymous") else kw.pop("key_path", home / "dsage_key")
-    cfg = WorkerConfig(home=home, furl=furl, slots=slots, key_path=key, **kw)
-    w = WorkerService(cfg, reactor)
-    d: Deferred = Deferred()
-
-    def state(s: str) -> None:
-        if s == "connected" and not d.called:
-            d.callback(w)
-        elif s == "error" and not d.called:
-            d.errback(RuntimeError(w.error))
-    w.on_state(state)
-    w.start()
-    return d
-
-
-def _start_server(home: Path, server_kw: dict[str, Any]) -> Any:
-    from dsage_core.server.service import ServerConfig, create_server
-    svc = create_server(ServerConfig(home=home, **server_kw), rt.get_reactor())
-    return svc.start().addCallback(lambda furl: svc)
+            rt.blocking(self.local.stop, timeout=30)
 
 
 def start_cluster(home: Path, slots: int = 2, workers: int = 1, **server_kw: Any) -> Cluster:
+    """Server options *server_kw*, *workers* in-process workers of *slots* slots, and a client."""
     from dsage_core.client.api import connect
     from dsage_core.cli import _init_db
     from dsage_core.setup import ensure_setup
@@ -73,19 +67,14 @@ def start_cluster(home: Path, slots: int = 2, workers: int = 1, **server_kw: Any
     _init_db(home)
     reactor = rt.ensure_running()
     ensure_reaper(reactor)  # from the main thread: installs the SIGCHLD handler
-    server = rt.blocking(_start_server, home, server_kw, timeout=30)
-    c = Cluster(home, server, [], None, server.furl)
+    local = rt.blocking(LocalCluster.embed, home, reactor, 0, connect=False, umask=None, timeout=30,
+                        **server_kw)
+    c = Cluster(local.home, local, None)
     try:
         for _ in range(workers):
             c.add_worker(slots)
-        c.client = connect(server.furl, home=home, timeout=10)
+        c.client = connect(c.furl, home=c.home, timeout=10)
     except BaseException:
-        c.client = c.client or _Null()
         c.stop()
         raise
     return c
-
-
-class _Null:
-    def shutdown(self) -> None:
-        pass

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.timeout(60)
 APP = """
 import sys
 from twisted.internet import reactor
-from dsage_core.embed import start_worker_process
+from dsage_core.cluster import start_worker_process
 w = start_worker_process(reactor, sys.argv[1], sys.argv[2], 1)
 reactor.callWhenRunning(lambda: print(w.pid, flush=True))
 reactor.run()

@@ -9,7 +9,7 @@ import pytest
 from dsage_core.client import reactor_thread as rt
 from dsage_core.protocol import connect
 from dsage_core.protocol.connect import ServerConnection
-from tests.integration.cluster import _start_server, _start_worker
+from dsage_core.cluster import LocalCluster
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.e2e]
 
@@ -17,8 +17,9 @@ TUB = "abcdefghijklmnopqrstuvwxyz234567"
 
 
 def _conn() -> ServerConnection:
+    from twisted.internet.task import Clock
     return ServerConnection(lambda: None, f"pb://{TUB}@tcp:127.0.0.1:1/login", "client",
-                            on_session=lambda s: None)
+                            reactor=Clock(), on_session=lambda s: None)
 
 
 @pytest.mark.parametrize("answer", [
@@ -58,7 +59,7 @@ def test_a_client_learns_a_standby_that_joined_later_and_follows_it(pg_url, tmp_
         ensure_setup(h)
     reactor = rt.ensure_running()
     ensure_reaper(reactor)
-    A = rt.blocking(_start_server, a, {"store": pg_url}, timeout=30)
+    A = rt.blocking(LocalCluster.embed, a, reactor, 0, connect=False, umask=None, store=pg_url, timeout=30)
     servers = [A]
     D = dsage_connect(A.furl, home=a, timeout=30)
     try:
@@ -68,14 +69,15 @@ def test_a_client_learns_a_standby_that_joined_later_and_follows_it(pg_url, tmp_
         served = threading.Event()
 
         def start_b() -> None:
-            _start_server(b, {"store": pg_url}).addCallback(lambda svc: (servers.append(svc), served.set()))
+            LocalCluster.embed(b, reactor, 0, connect=False, umask=None, store=pg_url).addCallback(
+                lambda svc: (servers.append(svc), served.set()))
         reactor.callFromThread(start_b)
         assert learnt.wait(30), "the client never learnt of the standby"
         assert len(D.aclient.conn.furl.split("@")[1].split(",")) == 2
         assert not served.is_set()   # a standby while A serves
         rt.blocking(servers.pop(0).stop, timeout=30)
         assert served.wait(30), "the standby never took over"
-        w = rt.blocking(_start_worker, b, servers[0].furl, 1, {"key_path": b / "worker_key"}, timeout=30)
+        w = rt.blocking(servers[0].run_worker, 1, key_path=b / "worker_key", timeout=30)
         try:
             assert D("6*7").wait(60).result == 42
             assert queued.wait(60).result == 2
