@@ -9,8 +9,13 @@ Then, on the whole history: the time of ``dsage jobs`` (run as typed, default an
 and of filling the desktop app's jobs table (offscreen, a separate process: the window loads the
 newest ``max_list`` = 100,000 jobs, the cap of one list call).
 
-Usage: ``python bench/million.py [--jobs 1000000] [--step 100000] [--workers 2]``; results go to
-stdout and ``bench/results/million.json``.
+Per step also the CPU seconds the server and the client spent per 1,000 jobs (where a falling
+throughput goes), and the client's allocated blocks (``sys.getallocatedblocks``: flat if nothing
+leaks, even when RSS is not). ``--profile DIR`` records the server with py-spy during every step
+(``DIR/server-step-N.txt``, collapsed stacks; compare the first step's with the last's).
+
+Usage: ``python bench/million.py [--jobs 1000000] [--step 100000] [--workers 2] [--profile DIR]``;
+results go to stdout and ``bench/results/million.json``.
 """
 from __future__ import annotations
 
@@ -45,16 +50,44 @@ def db_mib(home: Path) -> tuple[float, float]:
     return main / 2**20, wal / 2**20
 
 
-def run_steps(D, server_pid: int, home: Path, total: int, step: int) -> list[dict]:
+def cpu_s(pid: int | None = None) -> float:
+    import psutil
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+def start_profile(pid: int, out: Path):
+    """py-spy recording *pid* until :func:`stop_profile` (collapsed stacks in *out*)."""
+    spy = Path(sys.executable).parent / "py-spy"
+    return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--rate", "50", "--format", "raw",
+                             "--output", str(out), "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_profile(p) -> None:
+    import signal
+    p.send_signal(signal.SIGINT)
+    try:
+        p.wait(60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+
+
+def run_steps(D, server_pid: int, home: Path, total: int, step: int, profile: Path | None = None) -> list[dict]:
     """Submit *total* no-op jobs in steps; after each, drop its handles and measure."""
     import dsage_core as dsage
     rows, done = [], 0
     while done < total:
         n = min(step, total - done)
+        spy = start_profile(server_pid, profile / f"server-step-{len(rows) + 1}.txt") if profile else None
+        srv_cpu, cli_cpu = cpu_s(server_pid), cpu_s()
         t = time.perf_counter()
         jobs = D.map(bj.noop, range(n))
         finished = sum(1 for _ in dsage.as_completed(jobs, timeout=3600))   # holds no handle after
         rate = n / (time.perf_counter() - t)
+        srv_cpu, cli_cpu = cpu_s(server_pid) - srv_cpu, cpu_s() - cli_cpu
+        if spy is not None:
+            stop_profile(spy)
         bad = sum(j.status != "completed" for j in jobs)
         del jobs
         D.stats()   # a round trip: the reactor thread is done with the step's updates
@@ -64,6 +97,9 @@ def run_steps(D, server_pid: int, home: Path, total: int, step: int) -> list[dic
         rows.append({"stored": done, "jobs_per_s": round(rate, 1), "not_completed": bad + n - finished,
                      "client_rss_mib": round(rss_mib(), 1), "client_states": D.aclient.state_count(),
                      "client_objects": len(gc.get_objects()),   # what the collector tracks: flat if nothing leaks
+                     "client_blocks": sys.getallocatedblocks(),   # every small allocation, tracked or not
+                     "server_cpu_ms_per_1k": round(1000 * srv_cpu * 1000 / n, 1),
+                     "client_cpu_ms_per_1k": round(1000 * cli_cpu * 1000 / n, 1),
                      "server_rss_mib": round(rss_mib(server_pid), 1), "db_mib": round(db, 1),
                      "wal_mib": round(wal, 1)})
         print(_row(rows[-1]), flush=True)
@@ -72,8 +108,9 @@ def run_steps(D, server_pid: int, home: Path, total: int, step: int) -> list[dic
 
 def _row(r: dict) -> str:
     return (f"{r['stored']:>9,} stored  {r['jobs_per_s']:>8.0f} jobs/s  client {r['client_rss_mib']:>6.0f} MiB "
-            f"({r['client_states']} states, {r['client_objects']:,} objects)  server {r['server_rss_mib']:>6.0f} MiB  db {r['db_mib']:>7.1f} MiB "
-            f"+ wal {r['wal_mib']:.1f} MiB")
+            f"({r['client_states']} states, {r['client_objects']:,} objects, {r['client_blocks']:,} blocks)  "
+            f"server {r['server_rss_mib']:>6.0f} MiB  db {r['db_mib']:>7.1f} MiB + wal {r['wal_mib']:.1f} MiB  "
+            f"cpu/1k jobs: server {r['server_cpu_ms_per_1k']:.0f} ms, client {r['client_cpu_ms_per_1k']:.0f} ms")
 
 
 def time_cli(home: Path, *extra: str) -> float:
@@ -141,6 +178,7 @@ def main() -> int:
     p.add_argument("--jobs", type=int, default=int(os.environ.get("DSAGE_BENCH_JOBS", 1_000_000)))
     p.add_argument("--step", type=int, default=int(os.environ.get("DSAGE_BENCH_STEP", 100_000)))
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--profile", type=Path, metavar="DIR", help="record the server with py-spy in every step")
     p.add_argument("--gui-fill", nargs=2, metavar=("HOME", "FURL"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.gui_fill:
@@ -155,7 +193,9 @@ def main() -> int:
         try:
             D.submit(bj.noop, 0).wait(60)
             print(f"{a.jobs:,} no-op jobs in steps of {a.step:,}, {a.workers} worker slots", flush=True)
-            rows = run_steps(D, cluster.procs[0].pid, home, a.jobs, a.step)
+            if a.profile:
+                a.profile.mkdir(parents=True, exist_ok=True)
+            rows = run_steps(D, cluster.procs[0].pid, home, a.jobs, a.step, a.profile)
             history = {"dsage_jobs_s": round(time_cli(home), 2),
                        "dsage_jobs_limit_100k_s": round(time_cli(home, "--limit", "100000"), 2)}
             os.environ["DSAGE_BENCH_STORED"] = str(a.jobs + 1)

@@ -18,6 +18,7 @@ from dsage_core.protocol import envelope
 from dsage_core.protocol.errors import (BadRequest, DsageError, LoginFailed, NotFound, PermissionDenied,
                                         QuotaExceeded, ServerUnavailable, UnknownBlob)
 from dsage_core.protocol.interfaces import RIClientListener
+from dsage_core.protocol.methods import do_remote_call
 
 _ERRORS = {c.__name__: c for c in (BadRequest, NotFound, PermissionDenied, LoginFailed, ServerUnavailable,
                                     QuotaExceeded, UnknownBlob)}
@@ -57,6 +58,8 @@ class ServerLink:
 class Listener(Referenceable):
     """What the server pushes to: unpacks each push and hands it to the client's plain methods
     ``_on_updates(updates)`` and ``_emit(kind, payload)``."""
+
+    doRemoteCall = do_remote_call   # one interned name per method (protocol/methods.py)
 
     def __init__(self, client: Any) -> None:
         self.client = client

@@ -838,6 +838,7 @@ class JobServer(ReplicaServer):
             status = "killed"
         w.jobs_done += 1
         job.result = result
+        job.result_untrusted = not self.may_pickle_for(w, job.owner)   # for its dependents (server/deps.py)
         job.result_preview = preview if isinstance(preview, str) else None
         job.error = error[: self.limits.max_error] if isinstance(error, str) else None
         if isinstance(started, (int, float)):
@@ -906,7 +907,8 @@ class JobServer(ReplicaServer):
                                                 job.output_text() or None, job.started, job.finished,
                                                 job.worker, job.result_file,
                                                 job.result_size if job.result_file else None,
-                                                _pack_exc(job.exc) if job.exc else None), job))
+                                                _pack_exc(job.exc) if job.exc else None,
+                                                job.result_untrusted), job))
         self._schedule_flush()
 
     # ------------------------------------------------------------------ applying actions

@@ -6,6 +6,10 @@ memory; they are durable through the job's ext options (``jobs.ext``), from whic
 :meth:`InputLinks.attach` rebuilds them after a restart. An input that ends in any other state
 fails its dependents ("input job N failed"), and those theirs, iteratively (a chain of any length).
 Cycles cannot happen: a job may only name jobs that exist, so every edge points to an older job.
+
+A value that is not plain data (a cloudpickle, a Sage pickle) is unpickled by the dependent's child,
+so, as for exceptions (``JobServer.may_pickle_for``), it goes to a worker only if a keyed worker of
+the job's owner produced it; otherwise the dependent fails saying so. Plain values always go.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 
+from dsage_core import codec
 from dsage_core.model.inputs import VALUES_KEY
 from dsage_core.model.job import TERMINAL
 from dsage_core.protocol.errors import BadRequest
@@ -82,16 +87,20 @@ class InputLinks:
                 if src is not None and src.status not in TERMINAL:
                     pending.add(i)
                     continue
-                status, result, rfile = ((src.status, src.result, src.result_file) if src is not None
-                                         else (rows[i]["status"], rows[i].get("result"), None))
+                status, result, rfile, untrusted = (
+                    (src.status, src.result, src.result_file, src.result_untrusted) if src is not None
+                    else (rows[i]["status"], rows[i].get("result"), None, bool(rows[i].get("result_untrusted"))))
                 if status != "completed":
                     why = _failed(i, status, src.error if src is not None else rows[i].get("error"))
                     break
                 if result is not None:
+                    why = foreign_pickle(i, result, untrusted)
+                    if why is not None:
+                        break
                     vals[i] = result
                 elif rfile is not None:
                     pending.add(i)
-                    self._read_file(i, rfile)
+                    self._read_file(i, rfile, untrusted)
                 else:
                     why = f"input job {i}'s result cannot be read: {(rows.get(i) or {}).get('error') or 'missing'}"
                     break
@@ -154,10 +163,10 @@ class InputLinks:
                     self._fail_id(d, why)
             elif src.result is not None:
                 for d in deps:
-                    self._got(d, src.id, src.result, ready)
+                    self._got(d, src.id, src.result, ready, src.result_untrusted)
             elif src.result_file is not None:
                 self.dependents[src.id] = deps
-                self._read_file(src.id, src.result_file)
+                self._read_file(src.id, src.result_file, src.result_untrusted)
             else:
                 for d in deps:
                     self._fail_id(d, f"input job {src.id}'s result is missing")
@@ -165,30 +174,34 @@ class InputLinks:
         if ready:
             self.server.release(ready)
 
-    def _read_file(self, input_id: int, rel: str) -> None:
+    def _read_file(self, input_id: int, rel: str, untrusted: bool) -> None:
         """Read a large input result from its file, off the reactor, then hand it on."""
         if input_id in self._reading:
             return
         self._reading.add(input_id)
         d: Deferred = self.server.read_result_file_later(rel)
-        d.addCallback(self._file_read, input_id)
-        d.addErrback(lambda f: self._file_read({"missing": f.getErrorMessage()}, input_id))
+        d.addCallback(self._file_read, input_id, untrusted)
+        d.addErrback(lambda f: self._file_read({"missing": f.getErrorMessage()}, input_id, untrusted))
 
-    def _file_read(self, data: Any, input_id: int) -> None:
+    def _file_read(self, data: Any, input_id: int, untrusted: bool) -> None:
         self._reading.discard(input_id)
         ready: list["ActiveJob"] = []
         for d in self.dependents.pop(input_id, []):
             if isinstance(data, bytes):
-                self._got(d, input_id, data, ready)
+                self._got(d, input_id, data, ready, untrusted)
             else:
                 self._fail_id(d, f"input job {input_id}'s result cannot be read: {data.get('missing')}")
         if ready:
             self.server.release(ready)
 
-    def _got(self, job_id: int, input_id: int, data: bytes, ready: list["ActiveJob"]) -> None:
+    def _got(self, job_id: int, input_id: int, data: bytes, ready: list["ActiveJob"], untrusted: bool) -> None:
         job = self.server.jobs.get(job_id)
         pending = self.waiting.get(job_id)
         if job is None or job.status != "waiting" or pending is None:
+            return
+        why = foreign_pickle(input_id, data, untrusted)
+        if why is not None:
+            self._fail(job, why)
             return
         self.values[job_id][input_id] = data
         pending.discard(input_id)
@@ -225,6 +238,20 @@ class InputLinks:
         ids = sorted(pending)
         more = f" and {len(ids) - 10} more" if len(ids) > 10 else ""
         return f"waiting for job{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids[:10]))}{more}"
+
+
+def foreign_pickle(input_id: int, data: bytes, untrusted: bool) -> str | None:
+    """Why input *input_id*'s value may not reach the dependent's worker, or None: it is not plain
+    data and a worker that may not pickle for the job's owner made it (another user's, anonymous)."""
+    if not untrusted or codec.is_plain(data):
+        return None
+    return (f"input job {input_id}'s value {FOREIGN_PICKLE} (another user's or an anonymous worker ran "
+            "it), and such values are never unpickled on this job's worker: make that job return plain "
+            "data (numbers, strings, lists, dicts...) or run it on your own workers")
+
+
+#: what a dependent's error says when an input's value is refused (see :func:`foreign_pickle`)
+FOREIGN_PICKLE = "is not plain data and was not produced by your own worker"
 
 
 def _failed(input_id: int, status: str, error: str | None = None) -> str:

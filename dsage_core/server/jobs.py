@@ -59,6 +59,8 @@ class ActiveJob:
     retried: int = 0   #: runs that raised and were retried (the ``retries`` option)
     cancel_only: bool = False         #: its kill is a cancel: a worker spares it once running
     kill_requested_hard: bool = False  #: a plain kill was asked for (it wins over a cancel)
+    #: its result came from a worker that may not pickle for its owner (see server/deps.py)
+    result_untrusted: bool = False
 
     def add_output(self, text: str, limit: int) -> None:
         """Append captured output, keeping at most *limit* characters and marking the cut."""

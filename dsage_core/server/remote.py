@@ -21,6 +21,7 @@ from dsage_core.protocol.batcher import PIGGYBACK, Batcher
 from dsage_core.protocol.pacing import AnswerPacer, EarliestTimer
 from dsage_core.protocol.errors import BadRequest, DsageError, LoginFailed, PermissionDenied
 from dsage_core.protocol.interfaces import RIClientSession, RILogin, RIWorkerSession
+from dsage_core.protocol.methods import remote_method
 from dsage_core.server.auth import Authenticator, ConnectionGate, Identity
 from dsage_core.server.core import JobServer, Worker
 
@@ -214,7 +215,7 @@ class Guarded(Referenceable):
 
     def doRemoteCall(self, methodname: str, args: Any, kwargs: Any) -> Any:
         try:
-            r = getattr(self, "remote_" + methodname)(*args, **kwargs)
+            r = remote_method(self, methodname)(*args, **kwargs)   # one interned name (protocol/methods.py)
         except (DsageError, Violation):
             raise
         except Exception:

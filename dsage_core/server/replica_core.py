@@ -102,6 +102,7 @@ class ReplicaServer:
             status = win.status if win is not None else "failed"
             if win is not None:
                 job.result, job.result_preview, job.error = win.result, win.preview, win.error
+                job.result_untrusted = win.anonymous or win.user != job.owner   # see server/deps.py
                 job.worker, job.started, job.attempt = win.worker, win.started or job.started, win.attempt
             else:
                 job.error = "replicas: the deciding answer is missing"

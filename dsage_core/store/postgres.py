@@ -319,15 +319,17 @@ class PgStore(SqliteStore):
                       "result_preview=u.preview, error=u.error, output=u.output, "
                       "started=COALESCE(u.started, jobs.started), finished=u.finished, "
                       "worker=COALESCE(u.worker, jobs.worker), "
-                      "progress=CASE WHEN u.status='completed' THEN 1.0 ELSE jobs.progress END, payload=NULL "
+                      "progress=CASE WHEN u.status='completed' THEN 1.0 ELSE jobs.progress END, payload=NULL, "
+                      "result_untrusted=u.untrusted "
                       "FROM unnest(%s::bigint[], %s::text[], %s::bytea[], %s::text[], %s::text[], %s::text[], "
-                      "%s::text[], %s::float8[], %s::float8[], %s::text[]) "
-                      "AS u(id, status, result, result_file, preview, error, output, started, finished, worker) "
-                      "WHERE jobs.id=u.id",
+                      "%s::text[], %s::float8[], %s::float8[], %s::text[], %s::int[]) "
+                      "AS u(id, status, result, result_file, preview, error, output, started, finished, worker, "
+                      "untrusted) WHERE jobs.id=u.id",
                       ([r.id for r in last], [r.status for r in last], [r.result for r in last],
                        [r.result_file for r in last], [r.result_preview for r in last],
                        [r.error for r in last], [r.output for r in last], [_float(r.started) for r in last],
-                       [_float(r.finished) for r in last], [r.worker for r in last]))
+                       [_float(r.finished) for r in last], [r.worker for r in last],
+                       [1 if r.untrusted else None for r in last]))
         self._thd_exceptions(c, last)
         return []   # a PostgreSQL server has no local result files to refuse
 

@@ -40,6 +40,9 @@ MIGRATIONS = [
     # the exception a failed job raised (dsage_core.model.exc_info, msgpack; never unpickled here)
     "CREATE TABLE job_exceptions (id INTEGER PRIMARY KEY, data BLOB)",   # no foreign key: a withdrawn
     # job's late result must not fail the batch it rides in
+    # 1: the result was made by a worker that may not pickle for the job's owner (another user's or an
+    # anonymous one): a dependent's worker never receives it unless it is plain data (server/deps.py)
+    "ALTER TABLE jobs ADD COLUMN result_untrusted INT",
 ]
 
 

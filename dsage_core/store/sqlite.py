@@ -73,6 +73,7 @@ class FinishedJob(NamedTuple):
     #: thread, see result_files) and records the job as failed if it is not that regular file
     verify_size: int | None = None
     exc: bytes | None = None   #: the exception a failed job raised (msgpack, see model/exc_info.py)
+    untrusted: bool = False    #: its result came from a worker that may not pickle for its owner
 
 
 class Snapshot(NamedTuple):
@@ -250,22 +251,23 @@ class SqliteStore:
             run = dispatched.pop(r.id, None) if dispatched else None
             if run is not None:
                 folded.append((status, result, result_file, r.result_preview, error, r.output, run.attempt,
-                               r.started, run.started, r.finished, r.worker, run.worker, status, r.id))
+                               r.started, run.started, r.finished, r.worker, run.worker, status,
+                               1 if r.untrusted else None, r.id))
                 continue
             params.append((status, result, result_file, r.result_preview, error, r.output, r.started,
-                           r.finished, r.worker, status, r.id))
+                           r.finished, r.worker, status, 1 if r.untrusted else None, r.id))
         if folded:   # as _thd_running then the UPDATE below: SET reads the row as it was before
             c.executemany("UPDATE jobs SET status=?, result=?, result_file=?, result_preview=?, error=?, "
                           "output=?, attempts=CASE WHEN status IN ('queued','running') THEN ? ELSE attempts END, "
                           "started=COALESCE(?, CASE WHEN status IN ('queued','running') THEN ? ELSE started END), "
                           "finished=?, "
                           "worker=COALESCE(?, CASE WHEN status IN ('queued','running') THEN ? ELSE worker END), "
-                          "progress=CASE WHEN ?='completed' THEN 1.0 ELSE progress END, payload=NULL "
-                          "WHERE id=?", folded)
+                          "progress=CASE WHEN ?='completed' THEN 1.0 ELSE progress END, payload=NULL, "
+                          "result_untrusted=? WHERE id=?", folded)
         c.executemany("UPDATE jobs SET status=?, result=?, result_file=?, result_preview=?, error=?, output=?, "
                       "started=COALESCE(?, started), finished=?, worker=COALESCE(?, worker), "
-                      "progress=CASE WHEN ?='completed' THEN 1.0 ELSE progress END, payload=NULL "
-                      "WHERE id=?", params)
+                      "progress=CASE WHEN ?='completed' THEN 1.0 ELSE progress END, payload=NULL, "
+                      "result_untrusted=? WHERE id=?", params)
         self._thd_exceptions(c, rows)
         return refused
 
@@ -443,14 +445,16 @@ class SqliteStore:
         return self._read(thd)
 
     def job_outcomes(self, job_ids: list[int]) -> Deferred:
-        """Fires with ``{id: {"owner", "status", "result", "error"}}`` for those of *job_ids* that
-        exist (a result stored as a file is read back): what a job that names them as inputs needs."""
+        """Fires with ``{id: {"owner", "status", "result", "error", "result_untrusted"}}`` for those of
+        *job_ids* that exist (a result stored as a file is read back): what a job that names them as
+        inputs needs."""
         def thd(c: sqlite3.Connection) -> dict[int, dict[str, Any]]:
             out: dict[int, dict[str, Any]] = {}
             ids = list(job_ids)
             for i in range(0, len(ids), 500):
                 chunk = ids[i:i + 500]
-                cur = c.execute("SELECT id, owner, status, result, result_file, error FROM jobs WHERE id IN "
+                cur = c.execute("SELECT id, owner, status, result, result_file, error, result_untrusted FROM jobs "
+                                "WHERE id IN "
                                 f"({','.join('?' * len(chunk))})", chunk)
                 for r in cur.fetchall():
                     row = _row(cur, r)

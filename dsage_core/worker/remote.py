@@ -16,12 +16,15 @@ from zope.interface import implementer
 from dsage_core.model.records import KillItem, WorkerInfo
 from dsage_core.protocol import envelope
 from dsage_core.protocol.interfaces import RIWorkerRunner
+from dsage_core.protocol.methods import do_remote_call
 
 
 @implementer(RIWorkerRunner)
 class Runner(Referenceable):
     """What the server calls on this worker: one-line adapters over the worker's pool (anything with
     ``add_jobs(entries, blobs)`` and ``kill(job_id, attempt, unstarted_only=)``)."""
+
+    doRemoteCall = do_remote_call   # one interned name per method (protocol/methods.py)
 
     def __init__(self, pool: Any) -> None:
         self.pool = pool

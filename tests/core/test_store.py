@@ -153,13 +153,13 @@ class JobTests(StoreCase):
         self.assertIsNone(self.ok(s.get_job(3)))
 
     def test_dispatch_and_outcome_in_one_record_equal_them_apart(self):
-        """A job dispatched and finished in one record() ends as after mark_running then
-        finish_jobs (attempt, start, worker), and a dispatch of a killed job is not revived."""
+        """A job dispatched and finished in one record() ends as after a dispatch and
+        its outcome in two record() calls (attempt, start, worker), and a dispatch of a killed job is not revived."""
         s = self.store
         self.ok(s.insert_jobs([new(1), new(2), new(3), new(4)]))
         self.ok(s.set_status([(4, "killed", "killed by alice", 1.5)]))
-        self.ok(s.mark_running([RunningJob(1, 3, "w1", 2.5)]))
-        self.ok(s.finish_jobs([done(1, started=None, worker=None)]))
+        self.ok(s.record([RunningJob(1, 3, "w1", 2.5)], []))
+        self.ok(s.record([], [done(1, started=None, worker=None)]))
         self.ok(s.record([RunningJob(2, 3, "w1", 2.5), RunningJob(3, 2, "w2", 2.0),
                           RunningJob(4, 2, "w2", 2.0)],
                          [done(2, started=None, worker=None), done(3), done(4, status="failed")]))
@@ -172,13 +172,13 @@ class JobTests(StoreCase):
 
     def test_dispatch_with_its_insert_in_one_record_equals_them_apart(self):
         """A job inserted and dispatched (even twice) in one record() is stored as after
-        insert_jobs then mark_running; one also finished there ends as after finish_jobs."""
+        insert_jobs then a dispatch in its own record(); one also finished there as after its outcome alone."""
         s = self.store
         self.ok(s.insert_jobs([new(1)]))
-        self.ok(s.mark_running([RunningJob(1, 1, "w1", 2.5)]))
+        self.ok(s.record([RunningJob(1, 1, "w1", 2.5)], []))
         self.ok(s.insert_jobs([new(2)]))
-        self.ok(s.mark_running([RunningJob(2, 1, "w1", 2.5)]))
-        self.ok(s.finish_jobs([done(2, started=None, worker=None)]))
+        self.ok(s.record([RunningJob(2, 1, "w1", 2.5)], []))
+        self.ok(s.record([], [done(2, started=None, worker=None)]))
         self.ok(s.record([RunningJob(11, 1, "w2", 2.0), RunningJob(11, 1, "w1", 2.5),
                           RunningJob(12, 1, "w1", 2.5)],
                          [done(12, started=None, worker=None)], [new(11), new(12), new(13)]))
