@@ -185,7 +185,8 @@ class RunSender:
 
 
 class WorkerLinkRef:
-    """``WorkerLink`` over a Foolscap reference to the worker's runner."""
+    """How the server reaches one worker (``run``, ``kill``, ``disconnect``): over a Foolscap
+    reference to the worker's runner (tests hand the server a fake with the same methods)."""
 
     def __init__(self, rref: Any) -> None:
         self.rref = rref
@@ -406,15 +407,6 @@ class WorkerSession(Guarded):
         if not isinstance(s, dict):
             raise BadRequest("heartbeat must be a map")
         self.core.heartbeat(self._wid(), s)
-
-    def remote_get_blob(self, blob_id: str) -> bytes:
-        """A blob the server already sent this worker (with a job it was given): no other
-        blob's bytes or existence are revealed to a worker."""
-        self._wid()
-        data = self.core.blobs.get(blob_id)
-        if data is None or self.worker is None or blob_id not in self.worker.sent_blobs:
-            raise BadRequest(f"unknown blob {str(blob_id)[:80]}")
-        return data
 
 
 @implementer(RILogin)
