@@ -123,7 +123,7 @@ class AsyncClient:
         self._ready: list[Deferred] = []
         self._error: Exception | None = None
         self._uploaded: set[str] = set()
-        self._submits = Batcher(None, max_items=500, max_in_flight=2, on_failure=self._submit_failed)
+        self._submits = Batcher(None, max_items=500, max_in_flight=2)
         self._listener = _Listener(self)
         self.conn: ServerConnection | None = None
         self.tub: Any = None
@@ -329,9 +329,6 @@ class AsyncClient:
                 g.fail(f)
         d.addErrback(failed)
         return True
-
-    def _submit_failed(self, items: list[Any], f: Any) -> None:
-        pass  # errbacks already delivered per item in _send_submits
 
     @inlineCallbacks
     def _upload_blobs(self, blobs: dict[str, bytes]) -> Any:

@@ -69,9 +69,6 @@ class Runner(Referenceable):
         for item in envelope.unpack(job_ids, what="kill list"):
             self.service.pool.kill(item[0], item[1], unstarted_only=len(item) > 2 and bool(item[2]))
 
-    def remote_ping(self) -> None:
-        return None
-
 
 def containment_policy(config: WorkerConfig) -> dict[str, Any]:
     """What every child of this worker is contained in (see worker/contain.py): the home and the
