@@ -74,7 +74,7 @@ class ActiveJob:
     def update(self) -> list[Any]:
         """The job as clients see it: a :class:`~dsage_core.model.records.JobUpdate`'s wire form,
         built as a list in its field order (once per push: the record's constructor would cost
-        more than the rest of this method; ``tests/core/test_server_parts.py`` checks the order)."""
+        more than the rest of this method; ``tests/core/test_server_table.py`` checks the order)."""
         result: Any = self.result
         if result is None and self.result_file is not None:
             result = {"file": self.result_file, "size": self.result_size}  # see local_results
