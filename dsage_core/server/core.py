@@ -27,9 +27,8 @@ from dsage_core import codec, local_results
 from dsage_core.limits import Limits
 from dsage_core.model import exc_info
 from dsage_core.model.ext import decode as ext_decode, worker_view
-from dsage_core.model.records import (BACK, DONE, OUT, PROGRESS, START, BackEvent, DoneEvent, JobUpdate,
-                                      KillItem, OutEvent, ProgressEvent, RunEntry, StartEvent, WireError,
-                                      event_from_wire)
+from dsage_core.model.records import (BACK, DONE, OUT, PROGRESS, DoneEvent, JobUpdate, KillItem, OutEvent,
+                                      ProgressEvent, StartEvent, WireError, event_from_wire)
 from dsage_core.model.resources import request_of
 from dsage_core.model.status import HELD, TERMINAL, WORKER_OUTCOMES, JobStatus
 from dsage_core.protocol.errors import BadRequest, NotFound, ServerUnavailable
@@ -38,7 +37,7 @@ from dsage_core.server import replicas as rep
 from dsage_core.server.blobs import BlobTable
 from dsage_core.server.commits import COMMIT_DELAY, GroupCommit, log_failure as _log_failure
 from dsage_core.server.deps import InputLinks, input_ids
-from dsage_core.server.intake import Intake, new_rows, pack_limits as _pack_limits, unpack_limits
+from dsage_core.server.intake import Intake, new_rows, unpack_limits
 from dsage_core.server.jobs import ActiveJob
 from dsage_core.server.replica_core import ReplicaServer
 from dsage_core.server.results import ResultFiles, pack_exc, unpack_exc, viewed as _viewed
