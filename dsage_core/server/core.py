@@ -728,15 +728,16 @@ class JobServer(ReplicaServer):
         return w.user == owner or (w.local and self.owner_user is not None and owner == self.owner_user)
 
     def _finish_from_worker(self, w: Worker, job: ActiveJob, d: DoneEvent) -> None:
-        status, result, error = d.status, d.result, d.error
+        # the record unpacked once by its field order (cheaper than reading fields by name)
+        _, _, _, status, result, preview, error, started, finished, _, extra = d
         if status not in WORKER_OUTCOMES:
             status, error = FAILED, f"worker reported an unknown status {status!r}"
         hard_kill = job.kill_requested and not job.cancel_only   # a spared cancel ends as it ends
-        if status == FAILED and not hard_kill:
+        if status == FAILED and not hard_kill and extra is not None:
             raw = d.exc
             if raw is not None:
                 job.exc = exc_info.clean(raw, self.may_pickle_for(w, job.owner))
-        if d.extra is not None:
+        if extra is not None:
             rfile = d.result_file
             if rfile is not None and status == COMPLETED:
                 why = self.results.check(w, job, rfile)
@@ -763,10 +764,8 @@ class JobServer(ReplicaServer):
             status = KILLED
         w.jobs_done += 1
         job.result = result
-        preview = d.preview
         job.result_preview = preview if isinstance(preview, str) else None
         job.error = error[: self.limits.max_error] if isinstance(error, str) else None
-        started, finished = d.started, d.finished
         if isinstance(started, (int, float)):
             job.started = float(started)
         self._finalize(job, status, float(finished) if isinstance(finished, (int, float)) else None)
@@ -891,8 +890,10 @@ class JobServer(ReplicaServer):
         for job in jobs:
             job.announced = True
         self._notify(jobs, self.watching.hold_for(jobs))
-        self.table.remove(jobs)
-        self.watching.ended(jobs)
+        pop_job, pop_watchers = self.jobs.pop, self.watchers.pop   # they leave table and watchers
+        for job in jobs:
+            pop_job(job.id, None)
+            pop_watchers(job.id, None)
 
     def _refused_files(self, refused: Any, jobs: list[ActiveJob]) -> None:
         """The store refused these local workers' result files (a link, a FIFO, a file of another
