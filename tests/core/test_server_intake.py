@@ -107,3 +107,13 @@ def test_parse_submission_reads_the_optional_ext_field():
     assert parse_submission(raw(ext={"retries": 2}), Limits())["ext"] == {"retries": 2}
     with pytest.raises(BadRequest):
         parse_submission(raw(ext={"no such option": 1}), Limits())
+
+
+def test_parse_submission_unpacks_in_the_records_field_order():
+    """parse_submission unpacks a job in Submission's field order: the record and the unpacking
+    must name the same fields in the same order (a reordered record fails here)."""
+    from dsage_core.server.intake import FIELDS
+    assert FIELDS == ("name", "kind", "priority", "trusted_only", "needs", "payload", "blob_id",
+                      "timeout", "limits", "code", "ext")
+    spec = parse_submission(raw(name="n", priority=3, timeout=2, code="c"), Limits())
+    assert (spec["name"], spec["priority"], spec["timeout"], spec["code"]) == ("n", 3, 2.0, "c")
