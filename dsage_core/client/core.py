@@ -91,7 +91,7 @@ class AsyncClient:
         self._ready: list[Deferred] = []
         self._error: Exception | None = None
         self._uploaded: set[str] = set()
-        self._submits = Batcher(None, max_items=500, max_in_flight=2, on_failure=self._submit_failed)
+        self._submits = Batcher(None, max_items=500, max_in_flight=2)
         self._listener = Listener(self)
         self.conn: ServerConnection | None = None
         self.local_home: Any = None   #: our home is the server's (dsage_core.local_results)
@@ -299,9 +299,6 @@ class AsyncClient:
                 g.fail(f)
         d.addErrback(failed)
         return True
-
-    def _submit_failed(self, items: list[Any], f: Any) -> None:
-        pass  # errbacks already delivered per item in _send_submits
 
     @inlineCallbacks
     def _upload_blobs(self, blobs: dict[str, bytes]) -> Any:

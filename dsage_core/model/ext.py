@@ -1,6 +1,6 @@
 """Extra job options: the open end of the job record.
 
-The wire record of a job has ten fixed fields (``server.jobs.parse_submission``) and an optional
+The wire record of a job has ten fixed fields (``server.intake.parse_submission``) and an optional
 eleventh, ``ext``: a small map of the options added since (retries, replicas, resources, inputs,
 packages...). Each such option is declared once here, in :data:`REGISTRY`, with the check both ends
 run on it: the client checks it before anything is sent (a clear :class:`ValueError`), the server

@@ -124,10 +124,6 @@ class RIWorkerRunner(RemoteInterface):
         """Kill these running jobs (packed list of ``[job_id, attempt]``)."""
         return None
 
-    def ping():
-        """Liveness probe."""
-        return None
-
 
 class RIWorkerSession(RemoteInterface):
     """A logged-in worker's capability: fetch work, report on the jobs it holds, heartbeat."""
@@ -149,10 +145,6 @@ class RIWorkerSession(RemoteInterface):
     def heartbeat(state=SMALL_BYTES):
         """Renew this worker's leases; state holds slots, busy and paused."""
         return None
-
-    def get_blob(blob_id=BLOB_ID):
-        """Fetch a function blob by id."""
-        return BLOB
 
 
 class RILogin(RemoteInterface):

@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from dsage_core import codec
 from dsage_core.model.inputs import VALUES_KEY
 from dsage_core.model.job import TERMINAL
+from dsage_core.model.status import JobStatus
 from dsage_core.protocol.errors import BadRequest
 
 if TYPE_CHECKING:
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from dsage_core.server.jobs import ActiveJob
 
 log = Logger(namespace="dsage.server.deps")
+
+COMPLETED, FAILED, WAITING = JobStatus.COMPLETED.value, JobStatus.FAILED.value, JobStatus.WAITING.value
 
 
 def input_ids(ext: dict[str, Any] | None) -> list[int]:
@@ -90,7 +93,7 @@ class InputLinks:
                 status, result, rfile, untrusted = (
                     (src.status, src.result, src.result_file, src.result_untrusted) if src is not None
                     else (rows[i]["status"], rows[i].get("result"), None, bool(rows[i].get("result_untrusted"))))
-                if status != "completed":
+                if status != COMPLETED:
                     why = _failed(i, status, src.error if src is not None else rows[i].get("error"))
                     break
                 if result is not None:
@@ -107,7 +110,7 @@ class InputLinks:
             if why is not None:
                 failed.append((j, why))
             elif pending:
-                j.status = "waiting"
+                j.status = WAITING
                 self.waiting[j.id] = pending
                 for i in pending:
                     self.dependents.setdefault(i, []).append(j.id)
@@ -157,7 +160,7 @@ class InputLinks:
         while self._ended:
             src = self._ended.pop()
             deps = self.dependents.pop(src.id, [])
-            if src.status != "completed":
+            if src.status != COMPLETED:
                 why = _failed(src.id, src.status, src.error)
                 for d in deps:
                     self._fail_id(d, why)
@@ -197,7 +200,7 @@ class InputLinks:
     def _got(self, job_id: int, input_id: int, data: bytes, ready: list["ActiveJob"], untrusted: bool) -> None:
         job = self.server.jobs.get(job_id)
         pending = self.waiting.get(job_id)
-        if job is None or job.status != "waiting" or pending is None:
+        if job is None or job.status != WAITING or pending is None:
             return
         why = foreign_pickle(input_id, data, untrusted)
         if why is not None:
@@ -211,12 +214,12 @@ class InputLinks:
 
     def _fail_id(self, job_id: int, why: str) -> None:
         job = self.server.jobs.get(job_id)
-        if job is not None and job.status == "waiting":
+        if job is not None and job.status == WAITING:
             self._fail(job, why)
 
     def _fail(self, job: "ActiveJob", why: str) -> None:
         job.error = why
-        self.server._finalize(job, "failed")   # calls ended(job): its own dependents follow
+        self.server._finalize(job, FAILED)   # calls ended(job): its own dependents follow
 
     # ------------------------------------------------------------------ dispatch
     def worker_view(self, job_id: int, view: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -256,7 +259,7 @@ FOREIGN_PICKLE = "is not plain data and was not produced by your own worker"
 
 def _failed(input_id: int, status: str, error: str | None = None) -> str:
     """``input job 3 failed: ValueError: no``: the input's last error line says why (bounded)."""
-    why = f"input job {input_id} failed" + ("" if status == "failed" else f" (it ended {status})")
+    why = f"input job {input_id} failed" + ("" if status == FAILED else f" (it ended {status})")
     last = (error or "").strip().rsplit("\n", 1)[-1].strip()
     return f"{why}: {last[:MAX_CAUSE]}" if last else why
 

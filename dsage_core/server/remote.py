@@ -16,6 +16,7 @@ from zope.interface import implementer
 from dsage_core import __version__, latency
 from dsage_core.model import exc_info
 from dsage_core.model.job import TERMINAL
+from dsage_core.model.records import JobUpdate, RunEntry
 from dsage_core.protocol import envelope
 from dsage_core.protocol.batcher import PIGGYBACK, Batcher
 from dsage_core.protocol.pacing import AnswerPacer, EarliestTimer
@@ -26,6 +27,11 @@ from dsage_core.server.auth import Authenticator, ConnectionGate, Identity
 from dsage_core.server.core import JobServer, Worker
 
 log = Logger(namespace="dsage.server.remote")
+
+# fields of the wire records (model/records.py) read here: the lists are built once per job and
+# read by these names, not rebuilt as records (that would cost more than the rest of a push)
+_U_RESULT, _U_EXC = JobUpdate._fields.index("result"), JobUpdate._fields.index("exc")
+_R_PAYLOAD, _R_BLOB, _R_EXT = (RunEntry._fields.index(f) for f in ("payload", "blob_id", "ext"))
 
 
 def _peer(rref: Any) -> str:
@@ -102,8 +108,8 @@ class KeyedPusher:
                 break
             del self.pending[jid]
             u = job.update()
-            if len(u) > 16:   # an exception (17th field): its pickle goes to the job's owner only
-                u[16] = exc_info.for_viewer(u[16], job.owner, self.viewer)
+            if len(u) > _U_EXC:   # an exception: its pickle goes to the job's owner only
+                u[_U_EXC] = exc_info.for_viewer(u[_U_EXC], job.owner, self.viewer)
             updates.append(u)
             size += n
         if not updates:
@@ -166,17 +172,18 @@ class RunSender:
     def _entry_size(self, entry: list[Any]) -> int:
         """Bytes a dispatched job adds to a run batch: its payload, and its function if that still
         has to go (big jobs and big functions split batches; the wire limit is 256 MiB)."""
-        payload, blob_id = entry[2], entry[3]
+        payload, blob_id = entry[_R_PAYLOAD], entry[_R_BLOB]
         n = (len(payload) if isinstance(payload, (bytes, bytearray)) else 0) + 100
         if blob_id is not None and blob_id in self.blobs:
             n += len(self.blobs[blob_id])
-        if len(entry) > 6 and entry[6] and "input_values" in entry[6]:  # jobs as arguments
-            n += sum(len(b) for _, b in entry[6]["input_values"])
+        ext = entry[_R_EXT] if len(entry) > _R_EXT else None
+        if ext and "input_values" in ext:  # jobs as arguments
+            n += sum(len(b) for _, b in ext["input_values"])
         return n
 
     def _blobs_for(self, entries: list[list[Any]]) -> dict[str, bytes]:
         """The pending functions these jobs need (the others wait for their own jobs' batch)."""
-        return {b: self.blobs.pop(b) for b in {e[3] for e in entries} if b is not None and b in self.blobs}
+        return {b: self.blobs.pop(b) for b in {e[_R_BLOB] for e in entries} if b is not None and b in self.blobs}
 
     def _send(self, entries: list[list[Any]]) -> Any:
         return self.worker.link.run({"jobs": entries, "blobs": self._blobs_for(entries)})
@@ -186,7 +193,8 @@ class RunSender:
 
 
 class WorkerLinkRef:
-    """``WorkerLink`` over a Foolscap reference to the worker's runner."""
+    """How the server reaches one worker (``run``, ``kill``, ``disconnect``): over a Foolscap
+    reference to the worker's runner (tests hand the server a fake with the same methods)."""
 
     def __init__(self, rref: Any) -> None:
         self.rref = rref
@@ -276,15 +284,15 @@ class ClientSession(Guarded):
         the updates, or a Deferred of them when files must be read (off the reactor)."""
         if self.local:
             return updates
-        files = [u for u in updates if isinstance(u[5], dict) and "file" in u[5]]
+        files = [u for u in updates if isinstance(u[_U_RESULT], dict) and "file" in u[_U_RESULT]]
         if not files:
             return updates
 
         def fill(contents: list[Any]) -> list[list[Any]]:
             for u, data in zip(files, contents):
-                u[5] = data
+                u[_U_RESULT] = data
             return updates
-        return gatherResults([self.core.read_result_file_later(u[5]["file"]) for u in files],
+        return gatherResults([self.core.read_result_file_later(u[_U_RESULT]["file"]) for u in files],
                              consumeErrors=True).addCallback(fill)
 
     def remote_subscribe(self, listener: Any) -> None:
@@ -415,15 +423,6 @@ class WorkerSession(Guarded):
         if not isinstance(s, dict):
             raise BadRequest("heartbeat must be a map")
         self.core.heartbeat(self._wid(), s)
-
-    def remote_get_blob(self, blob_id: str) -> bytes:
-        """A blob the server already sent this worker (with a job it was given): no other
-        blob's bytes or existence are revealed to a worker."""
-        self._wid()
-        data = self.core.blobs.get(blob_id)
-        if data is None or self.worker is None or blob_id not in self.worker.sent_blobs:
-            raise BadRequest(f"unknown blob {str(blob_id)[:80]}")
-        return data
 
 
 @implementer(RILogin)

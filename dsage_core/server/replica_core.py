@@ -9,11 +9,15 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 
 from dsage_core.model.ext import encode as ext_encode
+from dsage_core.model.records import OUT, DoneEvent
+from dsage_core.model.status import JobStatus
 from dsage_core.scheduler import actions as act, events as ev
 from dsage_core.server import replicas as rep
 from dsage_core.server.jobs import ActiveJob
 
 log = Logger(namespace="dsage.server")
+
+COMPLETED, FAILED = JobStatus.COMPLETED.value, JobStatus.FAILED.value
 
 
 class ReplicaServer:
@@ -48,20 +52,20 @@ class ReplicaServer:
             sj.answers = tuple((a.attempt, a.digest, not a.anonymous, a.worker) for a in job.replicas.answers)
         log.info("dsage.server.replica_answers_restored", jobs=len(stored))
 
-    def _held_copy(self, w: Any, job: ActiveJob, e: list[Any]) -> ActiveJob | None:
+    def _held_copy(self, w: Any, job: ActiveJob, e: Any) -> ActiveJob | None:
         """An out/progress/start event about a copy: only from a worker that holds that attempt;
         output only from the earliest copy still out (one job, one output)."""
         holders = self.scheduler.copy_holders(job.id)
-        if holders.get(w.id) != e[2]:
+        if holders.get(w.id) != e.attempt:
             if w.id not in holders:
                 log.warn("dsage.server.foreign_report", worker=w.id, user=w.user, job=job.id,
-                         holder=job.worker, kind=e[0])
+                         holder=job.worker, kind=e.kind)
             return None
-        if e[0] == "out" and e[2] != min(holders.values()):
+        if e.kind == OUT and e.attempt != min(holders.values()):
             return None
         return job
 
-    def _on_copies_done(self, w: Any, dones: list[list[Any]]) -> None:
+    def _on_copies_done(self, w: Any, dones: list[DoneEvent]) -> None:
         """Done events of copies: check each answer, let the scheduler count it, keep the ones
         that count (durably, before any result), then apply what the scheduler decided."""
         answers = {}
@@ -70,10 +74,10 @@ class ReplicaServer:
             a = rep.check_answer(d, w.id, w.user, w.anonymous, self.limits)
             if type(a.attempt) is not int:
                 continue
-            answers[(d[1], a.attempt)] = a
+            answers[(d.job_id, a.attempt)] = a
             started, finished = a.started, a.finished
             ran = finished - started if started is not None and finished is not None else 0.0
-            results.append((d[1], a.attempt, ran if 0.0 <= ran < 1e9 else 0.0, a.digest))
+            results.append((d.job_id, a.attempt, ran if 0.0 <= ran < 1e9 else 0.0, a.digest))
         actions = self.scheduler.handle(ev.ReplicasFinished(w.id, results))
         rows = []
         for x in actions:
@@ -87,7 +91,7 @@ class ReplicaServer:
             self._settle()   # type: ignore[attr-defined]  # a held INSERT commits first
             self._store_call(self.store.put_replica_answers(rows))   # type: ignore[attr-defined]
             changed = [self.jobs[x.job_id] for x in actions if isinstance(x, act.ReplicaAnswered)]
-            self._notify([j for j in changed if j.status not in ("completed", "failed")])  # type: ignore[attr-defined]
+            self._notify([j for j in changed if j.status not in (COMPLETED, FAILED)])  # type: ignore[attr-defined]
         self._apply([x for x in actions if not isinstance(x, act.ReplicaAnswered)])  # type: ignore[attr-defined]
 
     def _replicas_decided(self, a: Any) -> None:
@@ -99,7 +103,7 @@ class ReplicaServer:
         win = r.answer(a.attempt) if isinstance(a, act.ReplicasDecided) else None
         if isinstance(a, act.ReplicasDecided):
             r.decided(a.agree, a.of, a.decided_by)
-            status = win.status if win is not None else "failed"
+            status = win.status if win is not None else FAILED
             if win is not None:
                 job.result, job.result_preview, job.error = win.result, win.preview, win.error
                 job.result_untrusted = win.anonymous or win.user != job.owner   # see server/deps.py
@@ -107,7 +111,7 @@ class ReplicaServer:
             else:
                 job.error = "replicas: the deciding answer is missing"
         else:
-            status = "failed"
+            status = FAILED
             job.result, job.result_preview = None, None
             job.error = r.disagreement(a.agree, a.of, a.why)[: self.limits.max_error]
         log.info("dsage.server.replicas_decided", job=job.id, agreement=r.agreement)

@@ -14,9 +14,12 @@ from typing import Any
 
 from dsage_core import codec
 from dsage_core.limits import Limits
+from dsage_core.model.records import DoneEvent
 from dsage_core.model.replicas import agree_text, answer_digest, answer_line, disagreement_text
+from dsage_core.model.status import WORKER_OUTCOMES, JobStatus
 
-STATUSES = ("completed", "failed", "timed_out", "killed")
+STATUSES = WORKER_OUTCOMES
+COMPLETED, FAILED = JobStatus.COMPLETED.value, JobStatus.FAILED.value
 
 
 @dataclass(slots=True)
@@ -88,23 +91,24 @@ def with_replicas(ext: dict[str, Any] | None, k: int) -> dict[str, Any] | None:
     return {**(ext or {}), "replicas": k}
 
 
-def check_answer(d: list[Any], worker: str, user: str, anonymous: bool, limits: Limits) -> ReplicaAnswer:
+def check_answer(d: DoneEvent, worker: str, user: str, anonymous: bool, limits: Limits) -> ReplicaAnswer:
     """A done event of a copy as an answer: the same checks as a one-copy result (status, bytes,
     size, plain data from anonymous workers); result files are refused (copies return bytes)."""
-    _, _, attempt, status, result, preview, error, started, finished = d[:9]
+    attempt, status, result, preview, error = d.attempt, d.status, d.result, d.preview, d.error
+    started, finished = d.started, d.finished
     if status not in STATUSES:
-        status, error = "failed", f"worker reported an unknown status {str(status)[:40]!r}"
-    if len(d) > 10 and d[10] is not None:
-        status, result, error = "failed", None, "a copy of a replicated job answered with a result file"
+        status, error = FAILED, f"worker reported an unknown status {str(status)[:40]!r}"
+    if d.extra is not None:
+        status, result, error = FAILED, None, "a copy of a replicated job answered with a result file"
     if result is not None and not isinstance(result, bytes):
-        status, result, error = "failed", None, "worker sent a malformed result"
+        status, result, error = FAILED, None, "worker sent a malformed result"
     if result is not None and len(result) > limits.max_result:
-        status, result, error = "failed", None, f"result too large: {len(result)} bytes > limit {limits.max_result}"
+        status, result, error = FAILED, None, f"result too large: {len(result)} bytes > limit {limits.max_result}"
     if result is not None and anonymous and not codec.is_plain(result):
-        status, result = "failed", None
+        status, result = FAILED, None
         error = ("the job's result is not plain data, and results produced by an anonymous worker "
                  "are never unpickled; return plain data (numbers, strings, lists, dicts...)")
-    if status != "completed":
+    if status != COMPLETED:
         result = None
     a = ReplicaAnswer(attempt, worker, user, anonymous, status, result,
                       preview[:200] if isinstance(preview, str) else None,

@@ -39,9 +39,6 @@ class Runner(Referenceable):
             k = KillItem.from_wire(item)
             self.pool.kill(k.job_id, k.attempt, unstarted_only=bool(k.cancel))
 
-    def remote_ping(self) -> None:
-        return None
-
 
 class ServerLink:
     """The worker's session with the server, as plain calls (values in, Deferreds of values out)."""

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from foolscap.api import Referenceable
 
 from dsage_core.client.remote import Listener as _Listener
 from dsage_core.protocol.methods import do_remote_call, remote_name

@@ -196,14 +196,14 @@ def test_result_files_are_read_off_the_reactor_for_remote_clients(cluster, tmp_p
     reads their files on its file thread, never on the reactor (which must not wait for a disk)."""
     import threading
     from dsage_core.client.api import connect
-    from dsage_core.server.core import JobServer
+    from dsage_core.server.results import ResultFiles
     readers = []
-    original = JobServer.read_result_file
+    original = ResultFiles.read
 
     def spy(self, rel):
         readers.append(threading.current_thread().name)
         return original(self, rel)
-    monkeypatch.setattr(JobServer, "read_result_file", spy)
+    monkeypatch.setattr(ResultFiles, "read", spy)
     elsewhere = connect(cluster.furl, key=cluster.home / "dsage_key", home=tmp_path / "elsewhere", timeout=10)
     try:
         jobs = elsewhere.map(big_result, range(6))
