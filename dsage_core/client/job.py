@@ -9,10 +9,10 @@ from dsage_core.client.remote_error import JobFailed, rebuild
 from dsage_core.model.job import TERMINAL, JobInfo
 
 _NO_RESULT = object()
-_EVENT_LOCK = threading.Lock()   #: guards the lazy creation of JobState events
+_EVENT_LOCK = threading.Lock()   #: guards the lazy creation of JobTracker events
 
 
-class JobState:
+class JobTracker:
     """The client's copy of one job, updated on the reactor thread from pushed updates.
 
     A session may hold hundreds of thousands of these, and Python's full collections walk every
@@ -45,7 +45,7 @@ class JobState:
         self.exc: dict[str, Any] | None = None   #: the exception map of a job that raised (exc_info)
         self.exc_obj: BaseException | None = None   #: that exception, rebuilt once (Job.exception)
         self._event: threading.Event | None = None
-        self._callbacks: list[Callable[["JobState"], None]] | None = None
+        self._callbacks: list[Callable[["JobTracker"], None]] | None = None
         self._value: Any = _NO_RESULT
 
     @property
@@ -74,7 +74,7 @@ class JobState:
         if ev is not None:
             ev.set()
 
-    def add_callback(self, fn: Callable[["JobState"], None]) -> None:
+    def add_callback(self, fn: Callable[["JobTracker"], None]) -> None:
         """Run *fn(self)* when the job finishes (reactor thread only)."""
         if self.status in TERMINAL:
             fn(self)
@@ -192,7 +192,7 @@ class Job:
     ``<Job 7 completed: 4>``, never the bare value.
     """
 
-    def __init__(self, client: Any, state: JobState) -> None:
+    def __init__(self, client: Any, state: JobTracker) -> None:
         self._client = client
         self._s = state
 

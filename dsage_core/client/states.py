@@ -10,23 +10,23 @@ from __future__ import annotations
 import weakref
 from typing import Iterator
 
-from dsage_core.client.job import JobState
+from dsage_core.client.job import JobTracker
 
 
 class StateTable:
-    """Mapping job id → :class:`JobState`, updated on the reactor thread."""
+    """Mapping job id → :class:`JobTracker`, updated on the reactor thread."""
 
     def __init__(self) -> None:
-        self._live: dict[int, JobState] = {}
-        self._done: "weakref.WeakValueDictionary[int, JobState]" = weakref.WeakValueDictionary()
+        self._live: dict[int, JobTracker] = {}
+        self._done: "weakref.WeakValueDictionary[int, JobTracker]" = weakref.WeakValueDictionary()
 
-    def get(self, job_id: int, default: JobState | None = None) -> JobState | None:
+    def get(self, job_id: int, default: JobTracker | None = None) -> JobTracker | None:
         s = self._live.get(job_id)
         if s is None:
             s = self._done.get(job_id)
         return default if s is None else s
 
-    def __getitem__(self, job_id: int) -> JobState:
+    def __getitem__(self, job_id: int) -> JobTracker:
         s = self.get(job_id)
         if s is None:
             raise KeyError(job_id)
@@ -35,20 +35,20 @@ class StateTable:
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._live or job_id in self._done
 
-    def __setitem__(self, job_id: int, state: JobState) -> None:
+    def __setitem__(self, job_id: int, state: JobTracker) -> None:
         if state.done:
             self._live.pop(job_id, None)
             self._done[job_id] = state
         else:
             self._live[job_id] = state
 
-    def setdefault(self, job_id: int, state: JobState) -> JobState:
+    def setdefault(self, job_id: int, state: JobTracker) -> JobTracker:
         s = self.get(job_id)
         if s is None:
             self[job_id] = s = state
         return s
 
-    def finished(self, state: JobState) -> None:
+    def finished(self, state: JobTracker) -> None:
         """*state* just became terminal: from now on only its users keep it."""
         if self._live.pop(state.id, None) is not None:
             self._done[state.id] = state

@@ -1,7 +1,7 @@
-"""The client's JobState: waiters wake on every terminal state; no Event is made unless needed."""
+"""The client's JobTracker: waiters wake on every terminal state; no Event is made unless needed."""
 import threading
 
-from dsage_core.client.job import JobState
+from dsage_core.client.job import JobTracker
 
 
 def update(jid, status, result=None):
@@ -9,7 +9,7 @@ def update(jid, status, result=None):
 
 
 def test_no_event_or_callback_list_until_someone_waits():
-    s = JobState(1)
+    s = JobTracker(1)
     s.apply(update(1, "running"))
     s.apply(update(1, "completed", b"x"))
     assert s._event is None and s._callbacks is None
@@ -17,7 +17,7 @@ def test_no_event_or_callback_list_until_someone_waits():
 
 
 def test_a_waiter_before_the_result_is_woken():
-    s = JobState(2)
+    s = JobTracker(2)
     ev = s.event
     woke = []
     t = threading.Thread(target=lambda: woke.append(ev.wait(10)))
@@ -28,7 +28,7 @@ def test_a_waiter_before_the_result_is_woken():
 
 
 def test_callbacks_run_once_at_the_end_or_at_once_if_finished():
-    s = JobState(3)
+    s = JobTracker(3)
     seen = []
     s.add_callback(lambda st: seen.append(("early", st.status)))
     s.apply(update(3, "running"))
@@ -40,7 +40,7 @@ def test_callbacks_run_once_at_the_end_or_at_once_if_finished():
 
 
 def test_result_is_visible_once_the_status_is_terminal():
-    s = JobState(4)
+    s = JobTracker(4)
     s.apply(update(4, "completed", b"P\x04"))
     assert s.status == "completed" and s.result_bytes == b"P\x04"
 
@@ -49,7 +49,7 @@ def test_state_table_keeps_unfinished_jobs_and_finished_ones_only_while_used():
     import gc
     from dsage_core.client.states import StateTable
     t = StateTable()
-    running, kept, dropped = JobState(1), JobState(2), JobState(3)
+    running, kept, dropped = JobTracker(1), JobTracker(2), JobTracker(3)
     for s in (running, kept, dropped):
         t[s.id] = s
     for s in (kept, dropped):
