@@ -12,6 +12,7 @@ from dsage_core.client import reactor_thread as rt
 from dsage_core.client.job import Job, JobTracker
 from dsage_core.client.payload import (Options, SubmitError, code_job, file_job, func_job, function_blob,
                                       refuse_unknown)
+from dsage_core.model.status import JobStatus
 from dsage_core.protocol.errors import ClientClosed
 from dsage_core.client.joblist import JobList
 
@@ -132,7 +133,7 @@ class Client:
         self._check_not_reactor_thread("gather()")
         jobs = list(jobs)
         for j in as_completed(jobs, timeout=timeout):
-            if j.status != "completed":
+            if j.status != JobStatus.COMPLETED:
                 j.get()  # raises the job's exception (or JobFailed)
         return [j.result for j in jobs]
 

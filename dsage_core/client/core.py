@@ -23,6 +23,8 @@ from dsage_core.client.job import JobTracker, LocalResult
 from dsage_core.client.payload import Options, Submission, code_job, file_job
 from dsage_core.client.states import StateTable
 from dsage_core.model.job import JobInfo
+from dsage_core.model.records import JobUpdate
+from dsage_core.model.status import JobStatus
 from dsage_core.protocol import envelope, tubs
 from dsage_core.protocol.batcher import Batcher
 from dsage_core.protocol.connect import ServerConnection
@@ -61,7 +63,7 @@ def _waits(ext: dict[str, Any], states: Any) -> bool:
     """Whether a new job waits for its input jobs, as far as this client knows (jobs as arguments)."""
     for i in ext.get("inputs") or ():
         s = states.get(i)
-        if s is None or s.status != "completed":
+        if s is None or s.status != JobStatus.COMPLETED:
             return True
     return False
 
@@ -233,12 +235,13 @@ class AsyncClient:
     # ------------------------------------------------------------------ updates
     def _on_updates(self, updates: list[list[Any]]) -> None:
         changed = []
-        for u in updates:
-            if isinstance(u[5], dict):
-                u[5] = LocalResult(self.local_home, u[5])  # reads the file, or raises a clear error
-            s = self.states.get(u[0])
+        for w in updates:
+            u = JobUpdate(*w)   # the server's array as the record (a NamedTuple: cheap per job)
+            if isinstance(u.result, dict):
+                u = u._replace(result=LocalResult(self.local_home, u.result))  # reads the file, or a clear error
+            s = self.states.get(u.id)
             if s is None:
-                s = self.states[u[0]] = JobTracker(u[0])
+                s = self.states[u.id] = JobTracker(u.id)
             if s.apply(u):
                 self.states.finished(s)
             changed.append(s)
@@ -298,7 +301,7 @@ class AsyncClient:
                 if st is None:
                     st = states[jid] = JobTracker(jid, sub.name, sub.kind, now)
                     if sub.options.ext and _waits(sub.options.ext, states):
-                        st.status = "waiting"   # until the server's push says otherwise
+                        st.status = JobStatus.WAITING   # until the server's push says otherwise
                 st.code, st.priority = sub.code, sub.options.priority
                 group.put(i, st)
 
@@ -391,7 +394,8 @@ class AsyncClient:
 
         def got(r: bytes) -> dict[int, JobTracker]:
             ups = envelope.unpack(r)
-            out = {u[0]: self.states.setdefault(u[0], JobTracker(u[0])) for u in ups}  # held: see StateTable
+            ids = [JobUpdate(*u).id for u in ups]
+            out = {i: self.states.setdefault(i, JobTracker(i)) for i in ids}  # held: see StateTable
             self._on_updates(ups)
             return out
         return d.addCallback(got)

@@ -2,10 +2,13 @@
 import threading
 
 from dsage_core.client.job import JobTracker
+from dsage_core.model.records import JobUpdate
 
 
 def update(jid, status, result=None):
-    return [jid, status, "w1", 1.0, 2.0 if status == "completed" else None, result, None, None, None, "", 0]
+    """The update a server pushes for job *jid*."""
+    return JobUpdate(jid, status, "w1", 1.0, 2.0 if status == "completed" else None, result, None, None,
+                     None, "", 0, "", 0.0, 0, "expr")
 
 
 def test_no_event_or_callback_list_until_someone_waits():
@@ -73,7 +76,7 @@ def test_subscribers_get_a_big_push_in_slices_one_turn_apart(tmp_path):
     seen = []
     c.subscribe(lambda kind, infos: kind == "jobs" and seen.append([i.id for i in infos]))
     n = 2 * EMIT_SLICE + 10
-    c._on_updates([update(i, "completed") for i in range(n)])
+    c._on_updates([list(update(i, "completed")) for i in range(n)])   # arrays, as unpacked
     assert seen == [list(range(EMIT_SLICE))]
     clock.advance(0)
     assert [len(s) for s in seen] == [EMIT_SLICE, EMIT_SLICE, 10]
