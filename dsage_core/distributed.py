@@ -28,6 +28,7 @@ from typing import Any, Callable
 import cloudpickle
 
 from dsage_core.client.job import Job
+from dsage_core.model.status import JobStatus
 
 
 class DistributedFunctionError(RuntimeError):
@@ -158,7 +159,7 @@ class DistributedFunction:
         # forget the job first: a save() made inside process_result must not list it as outstanding
         self._current_tag = self._outstanding.pop(job.id, "")
         self.jobs_done += 1
-        if job.status == "completed":
+        if job.status == JobStatus.COMPLETED:
             self.process_result(job)
         else:
             self.process_failure(job)
@@ -169,7 +170,7 @@ class DistributedFunction:
                 job = self._client.get_job(jid)
             except KeyError:
                 self._outstanding.pop(jid)
-                self.failures.append({"job": jid, "status": "lost", "tag": tag,
+                self.failures.append({"job": jid, "status": JobStatus.LOST.value, "tag": tag,
                                       "error": "the server does not know this job any more"})
                 continue
             assert self._q is not None

@@ -45,7 +45,7 @@ def job_repr(job: Any) -> str:
         err = last_error_line(job.error)
         return f"<Job {job.id} {st}{': ' + err if err else ''}>"
     p = job.progress
-    return f"<Job {job.id} {st}{f' {p * 100:.0f}%' if st == 'running' and p is not None else ''}>"
+    return f"<Job {job.id} {st}{f' {p * 100:.0f}%' if st == JobStatus.RUNNING and p is not None else ''}>"
 
 
 def counts(jobs: Iterable[Any]) -> dict[str, int]:
