@@ -90,6 +90,9 @@ class _SubmitGroup:
             self.deferred.errback(f)
 
 
+_UPDATE_PAD = [None, None]   #: JobUpdate's optional ``extra`` and ``exc``, when the server left them off
+
+
 @implementer(RIClientListener)
 class _Listener(Referenceable):
     def __init__(self, client: "AsyncClient") -> None:
@@ -235,8 +238,11 @@ class AsyncClient:
     # ------------------------------------------------------------------ updates
     def _on_updates(self, updates: list[list[Any]]) -> None:
         changed = []
+        make, pad = JobUpdate._make, _UPDATE_PAD
         for w in updates:
-            u = JobUpdate(*w)   # the server's array as the record (a NamedTuple: cheap per job)
+            # the server's array as the record: _make, the cheapest way to build a NamedTuple (the
+            # server leaves off the two optional trailing fields when empty; a wrong length raises)
+            u = make(w if len(w) == 17 else list(w) + pad[len(w) - 15:])
             if isinstance(u.result, dict):
                 u = u._replace(result=LocalResult(self.local_home, u.result))  # reads the file, or a clear error
             s = self.states.get(u.id)

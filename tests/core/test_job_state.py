@@ -76,8 +76,31 @@ def test_subscribers_get_a_big_push_in_slices_one_turn_apart(tmp_path):
     seen = []
     c.subscribe(lambda kind, infos: kind == "jobs" and seen.append([i.id for i in infos]))
     n = 2 * EMIT_SLICE + 10
-    c._on_updates([list(update(i, "completed")) for i in range(n)])   # arrays, as unpacked
+    c._on_updates([list(update(i, "completed").to_wire()) for i in range(n)])   # arrays, as unpacked
     assert seen == [list(range(EMIT_SLICE))]
     clock.advance(0)
     assert [len(s) for s in seen] == [EMIT_SLICE, EMIT_SLICE, 10]
     assert [i for s in seen for i in s] == list(range(n))
+
+
+def test_a_push_of_15_16_or_17_fields_reads_as_one_job_update_record(tmp_path):
+    """The client reads a pushed array as a JobUpdate whatever optional fields the server left off
+    (extra, exc), and refuses an array of another length instead of misreading its fields."""
+    import pytest
+    from twisted.internet.task import Clock
+    from dsage_core.client.core import AsyncClient
+    c = AsyncClient(Clock(), tmp_path, "pb://x@tcp:127.0.0.1:1/login", None)
+    base = list(update(1, "running").to_wire())
+    exc = {"type": "ZeroDivisionError", "args": ["division by zero"]}
+    assert len(base) == 15
+    one, two, three = (c.states.setdefault(i, JobTracker(i)) for i in (1, 2, 3))   # held, as Job handles hold them
+    c._on_updates([base, list(update(2, "running").to_wire()) + [{"replicas": "1/2"}],
+                   list(update(3, "failed").to_wire()) + [None, exc]])
+    assert (one.status, one.kind, one.extra, one.exc) == ("running", "expr", None, None)
+    assert two.extra == {"replicas": "1/2"} and two.exc is None
+    assert three.done and three.status == "failed" and three.exc == exc and three.extra is None
+    with pytest.raises(TypeError):
+        c._on_updates([base[:14]])
+    with pytest.raises(TypeError):
+        c._on_updates([base + [None, None, None]])
+    assert c.states[1].status == "running"   # the refused arrays changed nothing
