@@ -17,9 +17,9 @@ def ensure_setup(home: Path) -> dict[str, Any]:
     cert = home / homes.SERVER_CERT
     created_cert = False
     if not cert.exists():
-        from foolscap.api import Tub
+        from dsage_core.protocol.tubs import new_cert_data   # Foolscap only when needed
         tmp = cert.with_suffix(".tmp")
-        tmp.write_bytes(Tub().getCertData())
+        tmp.write_bytes(new_cert_data())
         tmp.chmod(0o600)
         tmp.replace(cert)
         created_cert = True
@@ -60,8 +60,8 @@ def server_id(home: Path) -> str:
             return tub_id
     except (OSError, ValueError):
         pass
-    from foolscap.api import Tub
-    tub_id = Tub(certData=cert).getTubID()
+    from dsage_core.protocol.tubs import tub_id_of_cert
+    tub_id = tub_id_of_cert(cert)
     try:
         cache.write_text(f"{digest} {tub_id}\n")
     except OSError:

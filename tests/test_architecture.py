@@ -1,7 +1,15 @@
 """The layout is the architecture: dsage_core never imports Qt; the scheduler and model stay pure."""
 import os
+import pathlib
+import re
+import shutil
 import subprocess
 import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+#: the only modules of dsage_core that may import Foolscap (pyproject.toml's contract says the same)
+FOOLSCAP_MODULES = ("dsage_core/protocol/", "dsage_core/server/remote.py", "dsage_core/worker/remote.py",
+                    "dsage_core/client/remote.py")
 
 
 def test_import_linter_contracts():
@@ -82,3 +90,53 @@ def test_job_statuses_are_jobstatus_members_not_bare_strings():
     assert stale == {}, "STATUS_WORDS_ALLOWED allows more than there is: lower these counts"
     done = [d for d in STATUS_PENDING if not any(f.startswith(d) for f in pending)]
     assert done == [], "these have no bare status left: remove them from STATUS_PENDING"
+
+
+def _lint_copy(tmp_path, edit):
+    """Run lint-imports on a copy of the tree with *edit* (relative path -> line to append) applied."""
+    for name in ("dsage_core", "dsage_gui"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    for rel, line in edit.items():
+        with open(tmp_path / rel, "a") as f:
+            f.write("\n" + line + "\n")
+    exe = os.path.join(os.path.dirname(sys.executable), "lint-imports")
+    return subprocess.run([exe, "--no-cache"], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path)})
+
+
+def test_foolscap_contract_breaks_when_a_service_imports_foolscap(tmp_path):
+    """The Foolscap contract is live: one ``import foolscap`` in worker/pool.py breaks it, naming the
+    module (and the same copy without the edit passes, so nothing else broke it)."""
+    r = _lint_copy(tmp_path, {"dsage_core/worker/pool.py": "import foolscap  # noqa"})
+    assert r.returncode != 0, r.stdout
+    assert "Foolscap only in dsage_core.protocol and the remote adapters BROKEN" in r.stdout, r.stdout
+    assert "dsage_core.worker.pool -> foolscap" in r.stdout, r.stdout
+
+
+def test_no_twisted_spread_and_no_foolscap_outside_the_adapters():
+    """No module imports ``twisted.spread`` (Perspective Broker: import-linter cannot name a
+    subpackage of an external package), and no module outside protocol/ and the three remote.py
+    adapters names ``foolscap`` in an import, lazy ones inside functions included."""
+    pat = re.compile(r"^\s*(from|import)\s+(twisted\.spread|foolscap)\b", re.M)
+    offenders = []
+    for p in sorted((ROOT / "dsage_core").rglob("*.py")):
+        rel = p.relative_to(ROOT).as_posix()
+        for m in pat.finditer(p.read_text()):
+            if m.group(2) == "twisted.spread" or not rel.startswith(FOOLSCAP_MODULES):
+                offenders.append(f"{rel}: {m.group(0).strip()}")
+    assert offenders == []
+
+
+def test_no_call_remote_outside_the_adapters():
+    """Services and the GUI call the server through the adapters (worker/remote.py ServerLink,
+    client/remote.py ServerLink, server/remote.py), never ``callRemote`` themselves."""
+    offenders = []
+    for pkg in ("dsage_core", "dsage_gui"):
+        for p in sorted((ROOT / pkg).rglob("*.py")):
+            rel = p.relative_to(ROOT).as_posix()
+            if rel.startswith(FOOLSCAP_MODULES):
+                continue
+            offenders += [f"{rel}:{n}" for n, line in enumerate(p.read_text().splitlines(), 1)
+                          if "callRemote" in line]
+    assert offenders == []

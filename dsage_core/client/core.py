@@ -7,16 +7,17 @@ Events (``subscribe(callback)``, ``callback(kind, payload)``):
   ``("jobs", list[JobInfo])``  jobs of this session that are new or changed, batched
   ``("stats", dict)``          server counters, pushed once per second
   ``("workers", list[dict])``  connected workers, on change
+
+No Foolscap here: pushes arrive through :class:`dsage_core.client.remote.Listener`, and every
+remote failure becomes a dsage exception in :func:`dsage_core.client.remote.translate`.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Callable
 
-from foolscap.api import Referenceable
 from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from dsage_core import local_results, server_lock
 from dsage_core.client.job import JobTracker, LocalResult
@@ -27,37 +28,14 @@ from dsage_core.model.records import JobUpdate
 from dsage_core.model.status import JobStatus
 from dsage_core.protocol import envelope, tubs
 from dsage_core.protocol.batcher import Batcher
+from dsage_core.client.remote import Listener, ServerLink, translate  # noqa: F401 (re-export)
 from dsage_core.protocol.connect import ServerConnection
-from dsage_core.protocol.errors import (BadRequest, ClientClosed, DsageError, LoginFailed, NotFound,
-                                        PermissionDenied, QuotaExceeded, ServerUnavailable, UnknownBlob)
-from dsage_core.protocol.interfaces import RIClientListener
+from dsage_core.protocol.errors import ClientClosed, ServerUnavailable, UnknownBlob
 
 log = Logger(namespace="dsage.client")
 
 #: job updates handed to subscribers per reactor turn
 EMIT_SLICE = 250
-
-_ERRORS = {c.__name__: c for c in (BadRequest, NotFound, PermissionDenied, LoginFailed, ServerUnavailable,
-                                    QuotaExceeded, UnknownBlob)}
-
-
-def translate(f: Any) -> Any:
-    """Turn a Foolscap remote failure into the matching local dsage exception."""
-    from foolscap.api import DeadReferenceError, RemoteException
-    exc = f.value
-    if isinstance(exc, RemoteException):
-        cf = exc.failure
-        t = getattr(cf, "type", "")
-        tname = getattr(t, "__name__", None) or str(t).rsplit(".", 1)[-1].strip("'>")
-        msg = str(getattr(cf, "value", cf))
-        cls = _ERRORS.get(tname)
-        if cls is None and tname == "Violation":
-            cls, msg = BadRequest, f"the server refused the call: {msg}"
-        raise (cls or DsageError)(msg) from None
-    if isinstance(exc, DeadReferenceError):
-        raise ServerUnavailable("connection to the server was lost") from None
-    return f
-
 
 def _waits(ext: dict[str, Any], states: Any) -> bool:
     """Whether a new job waits for its input jobs, as far as this client knows (jobs as arguments)."""
@@ -93,26 +71,16 @@ class _SubmitGroup:
 _UPDATE_PAD = [None, None]   #: JobUpdate's optional ``extra`` and ``exc``, when the server left them off
 
 
-@implementer(RIClientListener)
-class _Listener(Referenceable):
-    def __init__(self, client: "AsyncClient") -> None:
-        self.client = client
-
-    def remote_jobs_changed(self, updates: bytes) -> None:
-        self.client._on_updates(envelope.unpack(updates))
-
-    def remote_stats(self, counters: bytes) -> None:
-        self.client._emit("stats", envelope.unpack(counters))
-
-    def remote_workers_changed(self, workers: bytes) -> None:
-        self.client._emit("workers", envelope.unpack(workers))
-
-
 class AsyncClient:
-    """A connection to one server as one user. Create with :func:`connect_async`."""
+    """A connection to one server as one user. Create with :func:`connect_async`.
 
-    def __init__(self, reactor: Any, home: Path, furl: str, key_path: Path | None) -> None:
+    *dial*: reach the server through this function instead of the furl (an in-process transport,
+    see ``ServerConnection``)."""
+
+    def __init__(self, reactor: Any, home: Path, furl: str, key_path: Path | None,
+                 dial: Any = None) -> None:
         self.reactor = reactor
+        self.dial = dial
         self.home = home
         self.furl = furl
         self.key_path = key_path
@@ -121,7 +89,7 @@ class AsyncClient:
         self.role = ""
         self.limits: dict[str, Any] = {}
         self.states = StateTable()   #: finished jobs stay only while something refers to them
-        self.session: Any = None
+        self.session: ServerLink | None = None
         self.connection_state = "connecting"
         self.follow_all = False   #: receive updates for all of this user's jobs (set before start)
         self._subscribers: list[Callable[[str, Any], None]] = []
@@ -129,25 +97,26 @@ class AsyncClient:
         self._error: Exception | None = None
         self._uploaded: set[str] = set()
         self._submits = Batcher(None, max_items=500, max_in_flight=2, on_failure=self._submit_failed)
-        self._listener = _Listener(self)
+        self._listener = Listener(self)
         self.conn: ServerConnection | None = None
-        self.tub: Any = None
         self.local_home: Any = None   #: our home is the server's (dsage_core.local_results)
         self.closed = False   #: set by close(): every later call fails at once with ClientClosed
 
     # ------------------------------------------------------------------ connection
     def start(self) -> None:
-        self.conn = ServerConnection(self._make_tub, self.furl, "client", key_path=self.key_path,
+        home = self.home
+        # a Tub only when Foolscap is needed (a certificate costs ~0.13 s to make the first time)
+        self.conn = ServerConnection(lambda: tubs.started_peer_tub(home), self.furl, "client",
+                                     reactor=self.reactor, key_path=self.key_path,
                                      on_session=self._got_session, on_lost=self._lost,
                                      on_error=self._login_error,
-                                     local_socket=server_lock.socket_path(self.home))
+                                     local_socket=server_lock.socket_path(home), dial=self.dial)
         self.conn.start()
 
-    def _make_tub(self) -> Any:
-        """Only when Foolscap is needed (a certificate costs ~0.13 s to make the first time)."""
-        self.tub = tubs.peer_tub(self.home)
-        self.tub.startService()
-        return self.tub
+    @property
+    def tub(self) -> Any:
+        """The Tub this client's connection made (None on the local socket: no certificate)."""
+        return self.conn.made_tub if self.conn is not None else None
 
     def when_connected(self, timeout: float) -> Deferred:
         """Fires with self once logged in; fails with ServerUnavailable/LoginFailed otherwise."""
@@ -170,28 +139,29 @@ class AsyncClient:
 
     @inlineCallbacks
     def _got_session(self, session: Any) -> Any:
-        version = yield session.callRemote("get_version")
+        link = ServerLink(session)
+        version = yield link.call("get_version")
         self.local_home = None
         token = local_results.read_token(self.home)
         if token:  # same home as the server: large results are read from its files
             try:
                 proof = local_results.proof(token, local_results.server_id_of(self.furl))
-                if (yield session.callRemote("prove_local", proof)):
+                if (yield link.call("prove_local", proof)):
                     self.local_home = self.home
             except Exception:
                 pass  # an older server: results come over the wire
-        yield session.callRemote("subscribe", self._listener)
+        yield link.call("subscribe", self._listener)
         self.user, self.role = version.get("user", ""), version.get("role", "")
         self.limits = version.get("limits", {})
         if self.follow_all:
-            yield session.callRemote("watch_all", True)
-        self.session = session
+            yield link.call("watch_all", True)
+        self.session = link
         self._uploaded.clear()
         # re-watch unfinished jobs after a reconnect so waits finish normally
         pending = self.states.unfinished()
         if pending:
             for i in range(0, len(pending), 10_000):
-                ans = yield session.callRemote("watch", envelope.pack(pending[i:i + 10_000]))
+                ans = yield link.call("watch", envelope.pack(pending[i:i + 10_000]))
                 self._on_updates(envelope.unpack(ans))
         self._submits.attach(self._send_submits)
         self._set_connection("connected")
@@ -233,7 +203,7 @@ class AsyncClient:
         if self.session is None:
             from twisted.internet.defer import fail
             return fail(ServerUnavailable("not connected to the server (reconnecting)"))
-        return self.session.callRemote(method, *args).addErrback(translate)
+        return self.session.call(method, *args)
 
     # ------------------------------------------------------------------ updates
     def _on_updates(self, updates: list[list[Any]]) -> None:
@@ -296,8 +266,8 @@ class AsyncClient:
 
     def _send_submits(self, items: list[tuple[Submission, "_SubmitGroup", int]]) -> Deferred:
         now = self.reactor.seconds()
-        d = self.session.callRemote("submit", envelope.pack([s.wire() for s, _, _ in items]))
-        d.addErrback(translate)
+        assert self.session is not None
+        d = self.session.call("submit", envelope.pack([s.wire() for s, _, _ in items]))
 
         def got(ids_packed: bytes) -> None:
             ids = envelope.unpack(ids_packed)
@@ -440,9 +410,7 @@ class AsyncClient:
             if s is not None:
                 s.wake()
         if self.conn is not None:
-            yield self.conn.close()
-        if self.tub is not None:
-            yield self.tub.stopService()
+            yield self.conn.close()   # stops the Tub it made
 
 
 def _info(row: dict[str, Any]) -> JobInfo:

@@ -7,6 +7,8 @@ reconnect logs in again and replays state through ``on_session``. Clients and wo
 A peer whose home holds the server's local socket (:mod:`dsage_core.protocol.localwire`) first
 checks that the server behind it is the one its furl names, then logs in over the socket instead;
 it reconnects there while the socket file exists, and falls back to Foolscap when it does not.
+A connection given a *dial* function (an in-process transport: :mod:`dsage_core.protocol.null`)
+uses only that, and dials again after a loss.
 
 Servers sharing a PostgreSQL database (one serves, the others wait as standbys) have one Tub id
 and one furl naming all of them; ``get_version`` tells it (``"furl"``). A connection adopts that
@@ -20,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 from twisted.logger import Logger
 
 from dsage_core import keys, server_lock
@@ -70,14 +72,23 @@ def read_own_furl(home: Path, grace: float) -> str:
 
 
 class ServerConnection:
-    """Keeps one logged-in session to a server; *role* is "client" or "worker"."""
+    """Keeps one logged-in session to a server; *role* is "client" or "worker".
 
-    def __init__(self, tub: Any, furl: str, role: str, *, key_path: Path | None = None, key: Any = None,
-                 anonymous: bool = False, on_session: Callable[[Any], Any],
+    *tub*: a Tub, or a function making a started one (peers on the local socket never need it); a
+    Tub this connection made is stopped by :meth:`close`. *reactor*: where every timer goes (a
+    ``Clock`` in tests). *dial*: a function returning (a Deferred of) the server's login reference,
+    used instead of the local socket and Foolscap.
+    """
+
+    def __init__(self, tub: Any, furl: str, role: str, *, reactor: Any, key_path: Path | None = None,
+                 key: Any = None, anonymous: bool = False, on_session: Callable[[Any], Any],
                  on_lost: Callable[[], Any] = lambda: None,
                  on_error: Callable[[Exception], Any] = lambda e: None, max_delay: float = 5.0,
-                 local_socket: Path | None = None) -> None:
-        self._tub = tub   # a Tub, or a function making one: peers on the local socket never need it
+                 local_socket: Path | None = None, dial: Callable[[], Any] | None = None) -> None:
+        self._tub = tub
+        self.made_tub: Any = None   #: the Tub this connection made (and stops on close), if any
+        self.reactor = reactor
+        self.dial = dial
         self.furl = furl
         self.role = role
         self.server_id = tub_id_of(furl)
@@ -109,12 +120,14 @@ class ServerConnection:
     @property
     def tub(self) -> Any:
         if callable(self._tub):
-            self._tub = self._tub()
+            self._tub = self.made_tub = self._tub()
         return self._tub
 
     def start(self) -> None:
         self._stopped = False
-        if self._local_expected():
+        if self.dial is not None:
+            self._try_dial()
+        elif self._local_expected():
             self._try_local()
         else:
             self._start_foolscap()
@@ -132,11 +145,10 @@ class ServerConnection:
 
     # ------------------------------------------------------------------ local socket
     def _try_local(self) -> None:
-        from twisted.internet import reactor
         from dsage_core.protocol import localwire
         self._local_retry = None
         assert self.local_socket is not None
-        d = localwire.connect(reactor, self.local_socket)
+        d = localwire.connect(self.reactor, self.local_socket)
 
         def connected(login: Any) -> Any:
             self._local = login.tracker.broker
@@ -175,7 +187,6 @@ class ServerConnection:
         d.addErrback(failed)
 
     def _retry_local(self) -> None:
-        from twisted.internet import reactor
         if self._stopped or self._local_retry is not None:
             return
         if self.local_socket is not None and server_lock.announced(self.local_socket.parent) == "local":
@@ -183,7 +194,33 @@ class ServerConnection:
         else:
             delay = self._local_delay
             self._local_delay = min(self._local_delay * 1.6, self.max_delay)
-        self._local_retry = reactor.callLater(delay, self._try_local)
+        self._local_retry = self.reactor.callLater(delay, self._try_local)
+
+    # ------------------------------------------------------------------ a given dial function
+    def _try_dial(self) -> None:
+        self._local_retry = None
+        self.transport = "dialed"
+        d = maybeDeferred(self.dial)   # type: ignore[misc]
+
+        def connected(login: Any) -> Any:
+            self._local = login.tracker.broker   # the same surface as a LocalBroker
+            if self._stopped:
+                self._local.transport.loseConnection()
+                return None
+            self._local_delay = LOCAL_RETRY_START
+            return self._got_login(login)
+
+        def failed(f: Any) -> None:
+            log.info("dsage.connect.dial_failed", error=str(f.value))
+            self._retry_dial()
+        d.addCallbacks(connected, failed)
+
+    def _retry_dial(self) -> None:
+        if self._stopped or self._local_retry is not None:
+            return
+        delay = self._local_delay
+        self._local_delay = min(self._local_delay * 1.6, self.max_delay)
+        self._local_retry = self.reactor.callLater(delay, self._try_dial)
 
     # ------------------------------------------------------------------ foolscap
     def _start_foolscap(self) -> None:
@@ -218,10 +255,14 @@ class ServerConnection:
         d: Deferred = Deferred()
         if b is None or b.disconnected or b.transport is None:
             d.callback(None)
-            return d
-        b.notify_on_disconnect(d.callback, (None,), {})
-        b.transport.loseConnection()
-        return d
+        else:
+            b.notify_on_disconnect(d.callback, (None,), {})
+            b.transport.loseConnection()
+        return d.addCallback(lambda _: self._stop_tub())
+
+    def _stop_tub(self) -> Any:
+        tub, self.made_tub = self.made_tub, None
+        return tub.stopService() if tub is not None else None
 
     def reset(self) -> None:
         """Retry at once (e.g. after the user asked to reconnect)."""
@@ -296,10 +337,9 @@ class ServerConnection:
             self.on_furl(furl)
 
     def _schedule_refresh(self) -> None:
-        from twisted.internet import reactor
         if not self.group or self._stopped or self._login is None or self._refresh is not None:
             return
-        self._refresh = reactor.callLater(self.group_refresh, self._refresh_now)
+        self._refresh = self.reactor.callLater(self.group_refresh, self._refresh_now)
 
     def _refresh_now(self) -> None:
         self._refresh = None
@@ -327,6 +367,9 @@ class ServerConnection:
                 self._retry_local()
             else:
                 self._start_foolscap()
+        elif self.transport == "dialed":
+            self._local = None
+            self._retry_dial()
         elif self._rc is not None and self._rc_furl != self.furl and not self._stopped:
             # reconnect with the newest group furl (it names the standbys that joined since)
             self._rc.stopConnecting()

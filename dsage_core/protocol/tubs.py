@@ -94,6 +94,41 @@ def peer_tub(home: Path, keepalive: float | None = 5.0) -> Tub:
     return _configure(Tub(), keepalive)  # 64 live processes on one home: just make a fresh one
 
 
+def started_peer_tub(home: Path) -> Tub:
+    """:func:`peer_tub`, started: what a client or worker connection makes on first need."""
+    tub = peer_tub(home)
+    tub.startService()
+    return tub
+
+
+def new_cert_data() -> bytes:
+    """A new Tub certificate (PEM, with its key): a server identity not used yet."""
+    return Tub().getCertData()
+
+
+def tub_id_of_cert(cert: bytes) -> str:
+    """The Tub id a certificate gives (what a furl of its server pins)."""
+    return Tub(certData=cert).getTubID()
+
+
+class ServerTub:
+    """The server's Tub: a persistent identity, one listening port and one published root object.
+
+    The server service holds this, not a Tub: it never calls Foolscap itself."""
+
+    def __init__(self, cert_file: Path, keepalive: float | None = 5.0) -> None:
+        self.tub = server_tub(cert_file, keepalive)
+        self.server_id: str = self.tub.getTubID()
+
+    def publish(self, parent: Any, endpoint: str, location: str, root: Any, name: str = "login") -> str:
+        """Listen on *endpoint*, advertise *location*, run under the service *parent*, and register
+        *root* under *name*; returns its furl."""
+        self.tub.listenOn(endpoint)
+        self.tub.setLocation(location)
+        self.tub.setServiceParent(parent)
+        return self.tub.registerReference(root, name)
+
+
 def tub_id_of(furl: str) -> str:
     """The Tub id (server identity) a furl pins."""
     if not furl.startswith("pb://") or "@" not in furl:

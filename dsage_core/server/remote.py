@@ -254,6 +254,14 @@ class ClientSession(Guarded):
         if self.listener is not None:
             self.listener.push_jobs(jobs, hold)
 
+    def push_counters(self, stats: bytes, workers: bytes | None) -> None:
+        """Push packed server counters (and the worker list, if it changed) to the listener."""
+        if self.rref is None:
+            return
+        self.rref.callRemote("stats", stats).addErrback(lambda f: None)
+        if workers is not None:
+            self.rref.callRemote("workers_changed", workers).addErrback(lambda f: None)
+
     def remote_get_version(self) -> dict[str, Any]:
         return {"version": __version__, "user": self.who.name, "role": self.who.role,
                 "limits": self.core.limits.to_dict(), "server_id": self.core.server_id}

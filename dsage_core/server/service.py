@@ -1,4 +1,7 @@
-"""The server as a service that starts on any running reactor (its own, or the desktop app's)."""
+"""The server as a service that starts on any running reactor (its own, or the desktop app's).
+
+It holds no Foolscap: the Tub is a :class:`dsage_core.protocol.tubs.ServerTub`, the remote objects
+and pushes live in :mod:`dsage_core.server.remote`."""
 from __future__ import annotations
 
 import getpass
@@ -86,9 +89,9 @@ class ServerService(MultiService):
         self.hosts = hints.advertised_hosts(cfg.listen, cfg.location)
         if pg:
             yield self._share_identity(cfg.store, port)
-        tub = tubs.server_tub(self.home / homes.SERVER_CERT)
+        tub = tubs.ServerTub(self.home / homes.SERVER_CERT)
         self.tub = tub
-        server_id = tub.getTubID()
+        server_id = tub.server_id
         if pg:
             yield self._wait_to_serve(server_id)
             if local:
@@ -117,12 +120,10 @@ class ServerService(MultiService):
         core.owner_user = yield owner_name(store, self.home)
         yield ensure_local_worker(store, self.home)
         self.auth = Authenticator(store, self.reactor, server_id, allow_anonymous=cfg.allow_anonymous)
-        tub.listenOn(hints.listen_endpoint(cfg.listen, port))
-        tub.setLocation(hints.location(self.hosts, port))
         core.listen = cfg.listen
-        tub.setServiceParent(self)
         login = Login(core, self.auth)
-        self.furl = tub.registerReference(login, "login")
+        self.furl = tub.publish(self, hints.listen_endpoint(cfg.listen, port),
+                                hints.location(self.hosts, port), login, "login")
         if pg:
             self.furl = core.furl = self._group_furl()
         if local:
@@ -157,8 +158,7 @@ class ServerService(MultiService):
         try:
             mine = cert_file.read_bytes()
         except FileNotFoundError:
-            from foolscap.api import Tub
-            mine = Tub().getCertData()
+            mine = tubs.new_cert_data()
         self.holder = Holder(url, self.reactor, hints.location(self.hosts, port))
         cert, self.members = yield self.holder.prepare(mine)
         if cert != mine:
@@ -220,11 +220,7 @@ class ServerService(MultiService):
         self._last_workers_key = key
         workers = envelope.pack(desc) if dirty else None
         for c in list(core.clients):
-            if c.rref is None:
-                continue
-            c.rref.callRemote("stats", stats).addErrback(lambda f: None)
-            if workers is not None:
-                c.rref.callRemote("workers_changed", workers).addErrback(lambda f: None)
+            c.push_counters(stats, workers)
 
     @inlineCallbacks
     def stop(self) -> Any:

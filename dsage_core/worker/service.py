@@ -3,6 +3,9 @@
 Runs on any running reactor (``dsage worker`` owns one; the tray embeds one). Reports to the server
 go through one eager :class:`Batcher`; while disconnected they wait and are sent after the next
 login (the server discards what it no longer expects, so nothing is counted twice).
+
+No Foolscap here: the server's calls arrive through :class:`dsage_core.worker.remote.Runner`, and
+this service calls the server through a :class:`dsage_core.worker.remote.ServerLink`.
 """
 from __future__ import annotations
 
@@ -14,19 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from foolscap.api import Referenceable
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from dsage_core import __version__, local_results, server_lock
-from dsage_core.protocol import envelope, tubs
+from dsage_core.model.records import DONE, OUT, DoneEvent, OutEvent, WorkerInfo
+from dsage_core.protocol import tubs
 from dsage_core.protocol.batcher import Batcher
 from dsage_core.protocol.connect import ServerConnection
-from dsage_core.protocol.interfaces import RIWorkerRunner
 from dsage_core.worker import contain
 from dsage_core.worker.pool import ChildPool
+from dsage_core.worker.remote import Runner, ServerLink
 
 log = Logger(namespace="dsage.worker")
 
@@ -53,26 +55,6 @@ class WorkerConfig:
     gpus: int | None = None          #: gpus offered; None: the machine's NVIDIA devices
 
 
-@implementer(RIWorkerRunner)
-class Runner(Referenceable):
-    """What the server calls on this worker."""
-
-    def __init__(self, service: "WorkerService") -> None:
-        self.service = service
-
-    def remote_run(self, batch: bytes) -> None:
-        b = envelope.unpack(batch, what="run batch")
-        self.service.pool.add_jobs(b["jobs"], b.get("blobs") or {})
-
-    def remote_kill(self, job_ids: bytes) -> None:
-        # [job_id, attempt] or [job_id, attempt, 1]: a cancel, which spares a job already running
-        for item in envelope.unpack(job_ids, what="kill list"):
-            self.service.pool.kill(item[0], item[1], unstarted_only=len(item) > 2 and bool(item[2]))
-
-    def remote_ping(self) -> None:
-        return None
-
-
 def containment_policy(config: WorkerConfig) -> dict[str, Any]:
     """What every child of this worker is contained in (see worker/contain.py): the home and the
     key files hidden, the per-job process limit."""
@@ -88,16 +70,16 @@ def containment_policy(config: WorkerConfig) -> dict[str, Any]:
     return {"hide": hide, "max_procs": max_procs}
 
 
-def host_inventory(slots: int, memory: int | None = None, gpus: int | None = None) -> dict[str, Any]:
+def host_inventory(slots: int, memory: int | None = None, gpus: int | None = None) -> WorkerInfo:
     """What the server shows about this machine, and the resources it offers: *slots* cpus (one
     job process each), *memory* bytes and *gpus* (None: what the machine has)."""
     from dsage_core.client.sage_check import sage_available
-    return {"host": socket.gethostname(), "pid": os.getpid(), "slots": slots,
-            "capabilities": ["sage"] if sage_available() else [],
-            "gpus": machine_gpus() if gpus is None else gpus,
-            "cpus": os.cpu_count() or 1, "memory": memory or psutil.virtual_memory().total,
-            "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
-            "version": __version__}
+    return WorkerInfo(host=socket.gethostname(), pid=os.getpid(), slots=slots,
+                      capabilities=["sage"] if sage_available() else [],
+                      gpus=machine_gpus() if gpus is None else gpus,
+                      cpus=os.cpu_count() or 1, memory=memory or psutil.virtual_memory().total,
+                      os=f"{platform.system()} {platform.release()}", python=platform.python_version(),
+                      version=__version__)
 
 
 def machine_gpus() -> int:
@@ -113,34 +95,46 @@ class WorkerService:
 
     Events (``state`` attribute, see ``on_state``): "connecting", "connected", "disconnected",
     "error"; the tray shows them.
+
+    *pool*: the children (a :class:`ChildPool` by default); *dial*: reach the server through this
+    function instead of the furl (an in-process transport, see ``ServerConnection``).
     """
 
-    def __init__(self, config: WorkerConfig, reactor: Any) -> None:
+    def __init__(self, config: WorkerConfig, reactor: Any, pool: Any = None,
+                 dial: Any = None) -> None:
         self.config = config
         self.reactor = reactor
+        self.dial = dial
         self.state = "connecting"
         self.error: str | None = None
         self.worker_id: str | None = None
-        self.session: Any = None
+        self.session: ServerLink | None = None
         self.listeners: list[Any] = []
         self.reports = Batcher(None, max_items=5000, max_in_flight=1, on_failure=self._report_failed,
                                size_of=_event_size, max_bytes=1024 * 1024, clock=reactor,
                                send_only=self._send_reports_only)
-        scratch = config.home / "scratch"
+        self.pool = pool if pool is not None else self._make_pool()
+        self.runner = Runner(self.pool)
+        self._heartbeat: LoopingCall | None = None
+        self.conn: ServerConnection | None = None
+        self._stopping: Deferred | None = None
+
+    def _make_pool(self) -> ChildPool:
+        config = self.config
         limits: dict[str, Any] = {}
         if config.mem_limit:
             limits["mem"] = int(config.mem_limit)
         if config.cpu_limit:
             limits["cpu"] = float(config.cpu_limit)
-        self.pool = ChildPool(reactor, config.slots, self.reports.add_many, scratch=scratch,
-                              default_limits=limits, nice=config.nice,
-                              contain=containment_policy(config) if config.contain else None,
-                              env_cache=config.env_cache)
-        self.runner = Runner(self)
-        self._heartbeat: LoopingCall | None = None
-        self.conn: ServerConnection | None = None
-        self.tub: Any = None
-        self._stopping: Deferred | None = None
+        return ChildPool(self.reactor, config.slots, self.reports.add_many, scratch=config.home / "scratch",
+                         default_limits=limits, nice=config.nice,
+                         contain=containment_policy(config) if config.contain else None,
+                         env_cache=config.env_cache)
+
+    @property
+    def tub(self) -> Any:
+        """The Tub this worker's connection made (None on the local socket: no certificate)."""
+        return self.conn.made_tub if self.conn is not None else None
 
     def on_state(self, fn: Any) -> None:
         self.listeners.append(fn)
@@ -154,32 +148,30 @@ class WorkerService:
                 log.failure("dsage.worker.listener_failed")
 
     def start(self) -> None:
-        self.conn = ServerConnection(self._make_tub, self.config.furl, "worker", key_path=self.config.key_path,
+        home = self.config.home
+        # a Tub only when Foolscap is needed (not on the server's local socket)
+        self.conn = ServerConnection(lambda: tubs.started_peer_tub(home), self.config.furl, "worker",
+                                     reactor=self.reactor, key_path=self.config.key_path,
                                      key=self.config.key,
                                      anonymous=self.config.anonymous, on_session=self._got_session,
                                      on_lost=self._lost, on_error=self._failed,
                                      max_delay=self.config.max_delay,
-                                     local_socket=server_lock.socket_path(self.config.home))
+                                     local_socket=server_lock.socket_path(home), dial=self.dial)
         self.conn.start()
-
-    def _make_tub(self) -> Any:
-        """Only when Foolscap is needed (not on the server's local socket)."""
-        self.tub = tubs.peer_tub(self.config.home)
-        self.tub.startService()
-        return self.tub
 
     @inlineCallbacks
     def _got_session(self, session: Any) -> Any:
+        link = ServerLink(session)
         info = host_inventory(self.pool.slots, self.config.memory, self.config.gpus)
         token = local_results.read_token(self.config.home)
         if token and not self.config.anonymous:
-            info["local_token"] = local_results.proof(token, local_results.server_id_of(self.config.furl))
-        answer = yield session.callRemote("register", self.runner, envelope.pack(info))
-        settings = envelope.unpack(answer)
+            proof = local_results.proof(token, local_results.server_id_of(self.config.furl))
+            info = info._replace(local_token=proof)
+        settings = yield link.register(self.runner, info)
         self.pool.local_home = self.config.home if settings.get("local_results") else None
         if isinstance(settings.get("max_result"), int):
             self.pool.max_result = settings["max_result"]
-        self.session = session
+        self.session = link
         self.worker_id = settings["worker_id"]
         self.reports.attach(self._send_reports)
         self._start_heartbeat(float(settings.get("heartbeat", 3.0)))
@@ -187,12 +179,12 @@ class WorkerService:
         log.info("dsage.worker.registered", worker=self.worker_id)
 
     def _send_reports(self, events: list[Any]) -> Deferred:
-        return self.session.callRemote("report", envelope.pack(events))
+        assert self.session is not None
+        return self.session.report(events)
 
     def _send_reports_only(self, events: list[Any]) -> None:
-        if not self.session.isConnected():  # callRemoteOnly would drop them without a word
-            raise ConnectionError("connection lost")
-        self.session.callRemoteOnly("report", envelope.pack(events))
+        assert self.session is not None
+        self.session.report_only(events)
 
     def _report_failed(self, events: list[Any], f: Any) -> None:
         # connection gone: keep the events for the next session (the server drops stale ones)
@@ -209,8 +201,10 @@ class WorkerService:
     def send_heartbeat(self) -> None:
         if self.session is None:
             return
-        state = {"slots": self.pool.slots, "busy": self.pool.busy, "paused": self.pool.paused}
-        self.session.callRemote("heartbeat", envelope.pack(state)).addErrback(lambda f: None)
+        self.session.heartbeat(self._load()).addErrback(lambda f: None)
+
+    def _load(self) -> dict[str, Any]:
+        return {"slots": self.pool.slots, "busy": self.pool.busy, "paused": self.pool.paused}
 
     def _lost(self) -> None:
         self.session = None
@@ -267,9 +261,7 @@ class WorkerService:
             except Exception:
                 pass
         if self.conn is not None:
-            yield self.conn.close()
-        if self.tub is not None:
-            yield self.tub.stopService()
+            yield self.conn.close()   # stops the Tub it made
 
     @inlineCallbacks
     def _delivered(self) -> Any:
@@ -277,24 +269,32 @@ class WorkerService:
         answer, and calls on one connection are processed in order, so one answered call is a barrier."""
         if self.session is None:
             return
-        state = {"slots": self.pool.slots, "busy": self.pool.busy, "paused": self.pool.paused}
         try:
-            yield _with_timeout(self.reactor, self.session.callRemote("heartbeat", envelope.pack(state)), 5.0)
+            yield _with_timeout(self.reactor, self.session.heartbeat(self._load()), 5.0)
         except Exception:
             pass  # gone: the server requeues what it did not hear about
 
 
-def _event_size(e: list[Any]) -> int:
-    if e and e[0] == "done" and len(e) > 10:   # a failure's traceback text and exception count too
-        extra = e[10].get("exc") if isinstance(e[10], dict) else None
-        n = len(e[6]) if isinstance(e[6], str) else 0
+#: where a report event's fields sit in its wire form (model/records.py; every event starts with
+#: its kind): the batcher sizes each event, so it reads them without building the record
+_RESULT, _ERROR, _EXTRA = (DoneEvent._fields.index(f) for f in ("result", "error", "extra"))
+_TEXT = OutEvent._fields.index("text")
+
+
+def _event_size(e: Any) -> int:
+    """About how many bytes report event *e* (a wire tuple of a records.py event) takes."""
+    kind = e[0] if e else None
+    if kind == DONE and len(e) > _EXTRA:   # a failure's traceback text and exception count too
+        x = e[_EXTRA]
+        extra = x.get("exc") if isinstance(x, dict) else None
+        n = len(e[_ERROR]) if isinstance(e[_ERROR], str) else 0
         if isinstance(extra, dict):
             n += sum(len(v) for v in (extra.get("pickle"), extra.get("args")) if isinstance(v, bytes))
         return n + 300
-    if e and e[0] == "done" and isinstance(e[4], bytes):
-        return len(e[4]) + 100
-    if e and e[0] == "out":
-        return len(e[3]) + 50
+    if kind == DONE and isinstance(e[_RESULT], bytes):
+        return len(e[_RESULT]) + 100
+    if kind == OUT:
+        return len(e[_TEXT]) + 50
     return 60
 
 

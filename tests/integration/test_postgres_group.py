@@ -17,8 +17,9 @@ TUB = "abcdefghijklmnopqrstuvwxyz234567"
 
 
 def _conn() -> ServerConnection:
+    from twisted.internet.task import Clock
     return ServerConnection(lambda: None, f"pb://{TUB}@tcp:127.0.0.1:1/login", "client",
-                            on_session=lambda s: None)
+                            reactor=Clock(), on_session=lambda s: None)
 
 
 @pytest.mark.parametrize("answer", [

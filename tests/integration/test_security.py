@@ -60,7 +60,7 @@ def test_anonymous_worker_refused_by_default(cluster):
 def test_oversize_and_malformed_calls_keep_the_connection(cluster):
     """Oversized code and wrong argument types get clear errors; the session stays usable."""
     from dsage_core.client.core import translate
-    session = cluster.client.aclient.session
+    session = cluster.client.aclient.session.rref   # the raw reference: an attacker skips the adapter
 
     def call(*args):
         # _useSchema=False: skip Foolscap's local check, so the server's own checks are what is tested
