@@ -11,6 +11,7 @@ from typing import Any
 
 from dsage_core import __version__
 from dsage_core import textsafe as safe
+from dsage_core.model.status import ALL_STATES, JobStatus
 
 
 def _home(args: argparse.Namespace) -> Path:
@@ -310,7 +311,7 @@ def _demo(D: Any) -> None:
     jobs.append(D("1/0", name="fails on purpose"))
     from dsage_core.client.display import last_error_line, result_preview
     for j in as_completed(jobs):
-        shown = result_preview(j) if j.status == "completed" else last_error_line(j.error)
+        shown = result_preview(j) if j.status == JobStatus.COMPLETED else last_error_line(j.error)
         print(f"  job {j.id:>4} {j.name:<18} {j.status:<10} {shown}")
     print(f"dsage: stats {D.stats()}")
 
@@ -320,9 +321,9 @@ def _wait_jobs(D: Any, jobs: list[Any], quiet: bool) -> int:
     n = len(jobs)
     # the bar (stderr, a terminal only) is the one JobList.wait draws at the Python prompt
     JobList(jobs).wait(progress=False if quiet or n < 2 or not sys.stderr.isatty() else True)
-    bad = sum(1 for j in jobs if j.status != "completed")
+    bad = sum(1 for j in jobs if j.status != JobStatus.COMPLETED)
     for j in jobs:
-        if j.status == "completed":
+        if j.status == JobStatus.COMPLETED:
             print(repr(j.result) if n == 1 else f"{j.id}: {j.result!r}")
         else:
             print(f"{j.id}: {j.status}\n{j.error or ''}".rstrip(), file=sys.stderr)
@@ -411,14 +412,14 @@ def cmd_job(args: argparse.Namespace) -> int:
         for k in ("created", "started", "finished"):
             print(f"{k:>10}: {_fmt_time(rec.get(k))}")
         if rec.get("waiting_reason"):
-            print(f"{'waiting':>10}: {safe.line(rec['waiting_reason'])}")
+            print(f"   waiting: {safe.line(rec['waiting_reason'])}")
         if (rec.get("extra") or {}).get("replicas"):
             print(f"{'replicas':>10}: {safe.line(rec['extra']['replicas'], 500)}")
         if rec.get("progress") is not None:
             print(f"{'progress':>10}: {rec['progress'] * 100:.0f}% {safe.line(rec.get('progress_message'))}")
         if rec.get("output"):
             print("---- output ----\n" + safe.block(rec["output"]).rstrip())
-        if rec.get("status") == "completed" and rec.get("result") is not None:
+        if rec.get("status") == JobStatus.COMPLETED and rec.get("result") is not None:
             try:
                 data = rec["result"]
                 text = codec.text_form(data)   # a Sage object: its string form, as at the sage: prompt
@@ -480,8 +481,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(s, indent=1))
         else:
-            for k in ("waiting", "queued", "assigned", "running", "paused", "completed", "failed", "killed",
-                      "timed_out", "lost"):
+            for k in ALL_STATES:
                 print(f"{k:>12}: {s.get(k, 0)}")
             print(f"{'jobs/s (1m)':>12}: {s['rate_1m']:.2f}")
             print(f"{'slots':>12}: {s['busy_slots']} busy / {s['total_slots']} total, {s['workers']} workers")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from dsage_core.model.job import TERMINAL
+from dsage_core.model.status import JobStatus
 
 
 def elapsed(job: Any, now: float) -> float | None:
@@ -125,7 +126,7 @@ class Batches:
                 if not old.status and old in self.batches:
                     self.batches.remove(old)
             else:
-                b.set(jid, "queued")
+                b.set(jid, JobStatus.QUEUED)
             self._of[jid] = b
         self._add(b)
         return b
@@ -183,7 +184,8 @@ class Batches:
         """One line: ``batch 'f' · 120/500 done · 3 failed · 2 running · ETA 12.0 s``."""
         c = b.counts()
         parts = [f"{b.label}: {b.done}/{b.total} done"]
-        for s in ("failed", "timed_out", "killed", "lost", "running", "paused", "assigned", "queued", "waiting"):
+        for s in (JobStatus.FAILED, JobStatus.TIMED_OUT, JobStatus.KILLED, JobStatus.LOST, JobStatus.RUNNING,
+                  JobStatus.PAUSED, JobStatus.ASSIGNED, JobStatus.QUEUED, JobStatus.WAITING):
             if c.get(s):
                 parts.append(f"{c[s]} {s.replace('_', ' ')}")
         if b.done < b.total:

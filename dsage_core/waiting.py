@@ -6,6 +6,8 @@ import threading
 import time
 from typing import Any, Iterable, Iterator
 
+from dsage_core.model.status import JobStatus
+
 FIRST_COMPLETED = "FIRST_COMPLETED"
 FIRST_EXCEPTION = "FIRST_EXCEPTION"
 ALL_COMPLETED = "ALL_COMPLETED"
@@ -73,7 +75,7 @@ def wait(jobs: Iterable[Any], timeout: float | None = None,
         if return_when == FIRST_COMPLETED:
             return bool(d)
         if return_when == FIRST_EXCEPTION:
-            return any(getattr(j, "status", "completed") != "completed" for j in d) or len(d) == len(jobs)
+            return any(getattr(j, "status", JobStatus.COMPLETED) != JobStatus.COMPLETED for j in d) or len(d) == len(jobs)
         return len(d) == len(jobs)
     with cond:
         while not satisfied():
@@ -91,7 +93,7 @@ def batch_progress(jobs: Iterable[Any], now: float | None = None) -> dict[str, A
     jobs = list(jobs)
     now = time.time() if now is None else now
     done = sum(1 for j in jobs if j.done())
-    partial = sum((j.progress or 0.0) for j in jobs if not j.done() and j.status == "running")
+    partial = sum((j.progress or 0.0) for j in jobs if not j.done() and j.status == JobStatus.RUNNING)
     total = len(jobs)
     fraction = (done + partial) / total if total else 1.0
     started = min((j.created for j in jobs if j.created), default=None)

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from dsage_core import codec
+from dsage_core.model.status import JobStatus
 
 FIELDS = ("id", "name", "status", "worker", "created", "started", "finished", "elapsed_s", "progress",
           "result", "error")
@@ -30,7 +31,7 @@ def iso_time(t: float | None) -> str | None:
 def result_value(row: dict[str, Any]) -> Any:
     """The decoded result of a record fetched with its result (None unless completed)."""
     data = row.get("result")
-    if row.get("status") != "completed" or not isinstance(data, bytes):
+    if row.get("status") != JobStatus.COMPLETED or not isinstance(data, bytes):
         return None
     return codec.decode_value(data)
 
@@ -41,7 +42,7 @@ def as_text(value: Any) -> str:
 
 def result_text(row: dict[str, Any]) -> str:
     """What "Copy result" copies: the whole result of a completed job, else its whole error."""
-    if row.get("status") == "completed":
+    if row.get("status") == JobStatus.COMPLETED:
         try:
             return as_text(result_value(row))
         except Exception as e:  # e.g. a pickled class this process cannot import

@@ -13,6 +13,7 @@ from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QDialog, QLabel, QMainWindow, QMessageBox, QSplitter, QTabWidget
 
+from dsage_core.model.status import JobStatus
 from dsage_gui.bridge import deferred_slot
 from dsage_gui.dialogs.connect_dialog import ConnectDialog, remember_server
 from dsage_gui.notifications import Notifier
@@ -27,10 +28,8 @@ CONNECTION_STYLE = {"connected": "color: #1e8449;", "reconnecting": "color: whit
                     "disconnected": "color: white; background: #c0392b;"}
 __all__ = ["MainWindow", "droppable_files", "remember_server", "ask_user"]
 #: the status bar's job counts, in this order (every state, the end states included)
-COUNTS = (("waiting", "waiting"), ("queued", "queued"), ("assigned", "assigned"), ("running", "running"),
-          ("paused", "paused"),
-          ("completed", "done"), ("failed", "failed"), ("killed", "killed"), ("timed_out", "timed out"),
-          ("lost", "lost"))
+_LABELS = {JobStatus.COMPLETED: "done", JobStatus.TIMED_OUT: "timed out"}
+COUNTS = tuple((s, _LABELS.get(s, s.value)) for s in JobStatus)
 
 
 def ask_user(parent: Any, title: str, text: str) -> bool:
@@ -219,7 +218,7 @@ class MainWindow(QMainWindow):
         """(jobs not finished, of which running) among this window's jobs."""
         rows = self.jobs_pane.model.rows
         left = [j for j in rows if not j.done]
-        return len(left), sum(1 for j in left if j.status == "running")
+        return len(left), sum(1 for j in left if j.status == JobStatus.RUNNING)
 
     def confirm_quit(self) -> bool:
         """Ask before quitting while jobs of the embedded server are unfinished: say what happens to

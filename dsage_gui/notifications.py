@@ -13,6 +13,8 @@ import shiboken6
 from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QStatusBar, QSystemTrayIcon, QWidget
 
+from dsage_core.model.status import JobStatus
+
 
 class NoticeHub:
     """Events: ``callback(level, text)`` for every :meth:`post` (level: info, warning, error).
@@ -48,7 +50,7 @@ class BatchTracker:
 
     def update(self, infos: list[Any]) -> tuple[list[Any], list[tuple[str, int]]]:
         """(newly failed jobs, finished batches as (label, size)) after these updates."""
-        failed = [i for i in infos if i.status == "failed" and i.id not in self.failed_seen]
+        failed = [i for i in infos if i.status == JobStatus.FAILED and i.id not in self.failed_seen]
         self.failed_seen.update(i.id for i in failed)
         finished = {i.id for i in infos if i.done}
         done: list[tuple[str, int]] = []

@@ -40,6 +40,58 @@ def test_desktop_app_never_reads_the_client_state_table():
     assert offenders == []
 
 
+#: files another engineer's branch converts to JobStatus this session (issue 19): skipped until then;
+#: the test fails once one of them has no bare status left, so the lead removes it from here at merge
+STATUS_PENDING = ("dsage_core/server/", "dsage_core/worker/")
+#: (file, literal) -> how many times it may appear: the same word, but not a job status
+STATUS_WORDS_ALLOWED = {
+    ("dsage_core/cli.py", "paused"): 1,                    # a worker's "paused" flag (dsage workers)
+    ("dsage_gui/models/workers_model.py", "paused"): 1,    # the same flag, in the workers table
+    ("dsage_gui/tray/controller.py", "paused"): 2,         # the tray's own state (idle/working/paused/...)
+    # the server's stats counters (stats.SERIES, FINISHED_COUNTERS): names of the stats record
+    ("dsage_core/stats.py", "queued"): 2, ("dsage_core/stats.py", "running"): 2,
+    ("dsage_core/stats.py", "completed"): 1, ("dsage_core/stats.py", "failed"): 1,
+    ("dsage_core/stats.py", "killed"): 1, ("dsage_core/stats.py", "timed_out"): 1,
+    ("dsage_core/stats.py", "lost"): 1,
+    ("dsage_gui/charts/throughput.py", "queued"): 1,       # stats.SERIES names, and a curve's label
+    ("dsage_gui/charts/throughput.py", "running"): 2,
+    ("dsage_gui/panes/throughput_pane.py", "queued"): 1,   # stats counters, in the summary line
+    ("dsage_gui/panes/throughput_pane.py", "running"): 1,
+}
+
+
+def bare_status_literals(root):
+    """``{(file, literal): count}`` of the string constants in dsage_core/ and dsage_gui/ that are
+    exactly a job status (a docstring, a comment or SQL text that mentions one is not)."""
+    import ast
+    import collections
+    from dsage_core.model.status import ALL_STATES
+    states, found = set(ALL_STATES), collections.Counter()
+    for pkg in ("dsage_core", "dsage_gui"):
+        for p in sorted((root / pkg).rglob("*.py")):
+            rel = p.relative_to(root).as_posix()
+            if rel == "dsage_core/model/status.py":
+                continue
+            for node in ast.walk(ast.parse(p.read_text(), rel)):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in states:
+                    found[(rel, node.value)] += 1
+    return found
+
+
+def test_job_statuses_are_jobstatus_members_not_bare_strings():
+    """No Python code compares or assigns a job status as a bare string: model/status.py's JobStatus
+    is the one spelling (stored and wire values are the same strings, so SQL text may keep them)."""
+    import pathlib
+    found = bare_status_literals(pathlib.Path(__file__).resolve().parent.parent)
+    pending = {f for f, _ in found if f.startswith(STATUS_PENDING)}
+    bare = {k: n for k, n in found.items() if k[0] not in pending and n > STATUS_WORDS_ALLOWED.get(k, 0)}
+    assert bare == {}, "use dsage_core.model.status.JobStatus instead of these literals"
+    stale = {k: n for k, n in STATUS_WORDS_ALLOWED.items() if found.get(k, 0) < n}
+    assert stale == {}, "STATUS_WORDS_ALLOWED allows more than there is: lower these counts"
+    done = [d for d in STATUS_PENDING if not any(f.startswith(d) for f in pending)]
+    assert done == [], "these have no bare status left: remove them from STATUS_PENDING"
+
+
 def _lint_copy(tmp_path, edit):
     """Run lint-imports on a copy of the tree with *edit* (relative path -> line to append) applied."""
     for name in ("dsage_core", "dsage_gui"):

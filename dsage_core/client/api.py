@@ -9,9 +9,10 @@ import os
 from typing import Any, Iterable
 
 from dsage_core.client import reactor_thread as rt
-from dsage_core.client.job import Job, JobState
+from dsage_core.client.job import Job, JobTracker
 from dsage_core.client.payload import (Options, SubmitError, code_job, file_job, func_job, function_blob,
                                       refuse_unknown)
+from dsage_core.model.status import JobStatus
 from dsage_core.protocol.errors import ClientClosed
 from dsage_core.client.joblist import JobList
 
@@ -142,7 +143,7 @@ class Client:
         self._check_not_reactor_thread("gather()")
         jobs = list(jobs)
         for j in as_completed(jobs, timeout=timeout):
-            if j.status != "completed":
+            if j.status != JobStatus.COMPLETED:
                 j.get()  # raises the job's exception (or JobFailed)
         return [j.result for j in jobs]
 
@@ -196,7 +197,7 @@ class Client:
         """This user's jobs (oldest first), as live handles in a :class:`JobList`."""
         infos = self._sync(self.aclient.list_jobs, status=status, limit=limit)
         ids = [i.id for i in infos]
-        states: dict[int, JobState] = {}
+        states: dict[int, JobTracker] = {}
         for k in range(0, len(ids), 10_000):
             states.update(self._sync(self.aclient.watch, ids[k:k + 10_000]))
         return JobList(Job(self, states[i]) for i in ids if i in states)

@@ -20,10 +20,12 @@ from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
 from twisted.logger import Logger
 
 from dsage_core import local_results, server_lock
-from dsage_core.client.job import JobState, LocalResult
+from dsage_core.client.job import JobTracker, LocalResult
 from dsage_core.client.payload import Options, Submission, code_job, file_job
 from dsage_core.client.states import StateTable
 from dsage_core.model.job import JobInfo
+from dsage_core.model.records import JobUpdate
+from dsage_core.model.status import JobStatus
 from dsage_core.protocol import envelope, tubs
 from dsage_core.protocol.batcher import Batcher
 from dsage_core.client.remote import Listener, ServerLink, translate  # noqa: F401 (re-export)
@@ -39,7 +41,7 @@ def _waits(ext: dict[str, Any], states: Any) -> bool:
     """Whether a new job waits for its input jobs, as far as this client knows (jobs as arguments)."""
     for i in ext.get("inputs") or ():
         s = states.get(i)
-        if s is None or s.status != "completed":
+        if s is None or s.status != JobStatus.COMPLETED:
             return True
     return False
 
@@ -55,7 +57,7 @@ class _SubmitGroup:
         self.deferred: Deferred = Deferred()
         self.reuploaded = False   #: its function blobs were uploaded again once (see _resubmit)
 
-    def put(self, i: int, state: JobState) -> None:
+    def put(self, i: int, state: JobTracker) -> None:
         self.results[i] = state
         self.missing -= 1
         if self.missing == 0 and not self.deferred.called:
@@ -64,6 +66,9 @@ class _SubmitGroup:
     def fail(self, f: Any) -> None:
         if not self.deferred.called:
             self.deferred.errback(f)
+
+
+_UPDATE_PAD = [None, None]   #: JobUpdate's optional ``extra`` and ``exc``, when the server left them off
 
 
 class AsyncClient:
@@ -203,12 +208,16 @@ class AsyncClient:
     # ------------------------------------------------------------------ updates
     def _on_updates(self, updates: list[list[Any]]) -> None:
         changed = []
-        for u in updates:
-            if isinstance(u[5], dict):
-                u[5] = LocalResult(self.local_home, u[5])  # reads the file, or raises a clear error
-            s = self.states.get(u[0])
+        make, pad = JobUpdate._make, _UPDATE_PAD
+        for w in updates:
+            # the server's array as the record: _make, the cheapest way to build a NamedTuple (the
+            # server leaves off the two optional trailing fields when empty; a wrong length raises)
+            u = make(w if len(w) == 17 else list(w) + pad[len(w) - 15:])
+            if isinstance(u.result, dict):
+                u = u._replace(result=LocalResult(self.local_home, u.result))  # reads the file, or a clear error
+            s = self.states.get(u.id)
             if s is None:
-                s = self.states[u[0]] = JobState(u[0])
+                s = self.states[u.id] = JobTracker(u.id)
             if s.apply(u):
                 self.states.finished(s)
             changed.append(s)
@@ -220,11 +229,11 @@ class AsyncClient:
                 part = changed[k:k + EMIT_SLICE]
                 self.reactor.callLater(0, lambda p=part: self._emit("jobs", [s.info() for s in p]))
 
-    def call_when_done(self, s: JobState, fn: Callable[[JobState], None]) -> None:
+    def call_when_done(self, s: JobTracker, fn: Callable[[JobTracker], None]) -> None:
         """Run *fn(state)* on the reactor thread once the job is finished."""
         self.call_when_done_many([(s, fn)])
 
-    def call_when_done_many(self, pairs: list[tuple[JobState, Callable[[JobState], None]]]) -> None:
+    def call_when_done_many(self, pairs: list[tuple[JobTracker, Callable[[JobTracker], None]]]) -> None:
         """Register many done-callbacks with one hop to the reactor thread; after :meth:`close`,
         a job that has not finished raises :class:`ClientClosed` (nothing would ever finish it)."""
         if self.closed and any(not s.done for s, _ in pairs):
@@ -243,7 +252,7 @@ class AsyncClient:
 
     # ------------------------------------------------------------------ submitting
     def submit_many(self, subs: list[Submission]) -> Deferred:
-        """Send jobs (batched on the wire); fires with their :class:`JobState` objects in order."""
+        """Send jobs (batched on the wire); fires with their :class:`JobTracker` objects in order."""
         if self.closed:
             return fail(ClientClosed("submitting"))
         blobs = {s.blob_id: s.blob for s in subs if s.blob_id and s.blob is not None}
@@ -266,9 +275,9 @@ class AsyncClient:
             for (sub, group, i), jid in zip(items, ids):
                 st = states.get(jid)
                 if st is None:
-                    st = states[jid] = JobState(jid, sub.name, sub.kind, now)
+                    st = states[jid] = JobTracker(jid, sub.name, sub.kind, now)
                     if sub.options.ext and _waits(sub.options.ext, states):
-                        st.status = "waiting"   # until the server's push says otherwise
+                        st.status = JobStatus.WAITING   # until the server's push says otherwise
                 st.code, st.priority = sub.code, sub.options.priority
                 group.put(i, st)
 
@@ -356,14 +365,15 @@ class AsyncClient:
         """Track jobs (e.g. from an earlier session): fires with their JobStates; unknown ids are absent."""
         d = self._call("watch", envelope.pack(job_ids))
 
-        def got(r: bytes) -> dict[int, JobState]:
+        def got(r: bytes) -> dict[int, JobTracker]:
             ups = envelope.unpack(r)
-            out = {u[0]: self.states.setdefault(u[0], JobState(u[0])) for u in ups}  # held: see StateTable
+            ids = [JobUpdate(*u).id for u in ups]
+            out = {i: self.states.setdefault(i, JobTracker(i)) for i in ids}  # held: see StateTable
             self._on_updates(ups)
             return out
         return d.addCallback(got)
 
-    def job_state(self, job_id: int) -> JobState | None:
+    def job_state(self, job_id: int) -> JobTracker | None:
         """The live state of a job this session follows, or None once it finished and nothing
         refers to it any more (``get_job`` fetches it from the server). Callers that want it to
         stay must hold the returned object: the client itself keeps only unfinished jobs. This and

@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 from dsage_core import codec
 from dsage_core.model.job import TERMINAL
+from dsage_core.model.status import JobStatus
 
 #: characters of a result preview in a repr
 REPR_PREVIEW = 80
@@ -38,18 +39,18 @@ def result_preview(job: Any, limit: int = REPR_PREVIEW) -> str:
 def job_repr(job: Any) -> str:
     """``<Job 7 completed: 4>``, ``<Job 8 failed: ZeroDivisionError: ...>``, ``<Job 9 running 40%>``."""
     st = job.status
-    if st == "completed":
+    if st == JobStatus.COMPLETED:
         return f"<Job {job.id} completed: {result_preview(job)}>"
     if st in TERMINAL:
         err = last_error_line(job.error)
         return f"<Job {job.id} {st}{': ' + err if err else ''}>"
     p = job.progress
-    return f"<Job {job.id} {st}{f' {p * 100:.0f}%' if st == 'running' and p is not None else ''}>"
+    return f"<Job {job.id} {st}{f' {p * 100:.0f}%' if st == JobStatus.RUNNING and p is not None else ''}>"
 
 
 def counts(jobs: Iterable[Any]) -> dict[str, int]:
     """Jobs by status, in the order of the job life cycle."""
-    order = ("queued", "running", "completed", "failed", "killed", "timed_out", "lost")
+    order = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.KILLED, JobStatus.TIMED_OUT, JobStatus.LOST)
     c: dict[str, int] = {}
     for j in jobs:
         c[j.status] = c.get(j.status, 0) + 1
@@ -98,11 +99,11 @@ def job_html(job: Any) -> str:
     if job.started:
         head += f" · {fmt_seconds((job.finished or time.time()) - job.started)}"
     body = ""
-    if st == "completed":
+    if st == JobStatus.COMPLETED:
         body = f"<pre style='margin:0'>{e(result_preview(job, 500))}</pre>"
     elif st in TERMINAL:
         body = f"<pre style='margin:0;color:#b00'>{e(last_error_line(job.error) or st)}</pre>"
-    elif st == "running" and job.progress is not None:
+    elif st == JobStatus.RUNNING and job.progress is not None:
         body = _bar_html(job.progress, f"{job.progress * 100:.0f}% {job.progress_message or ''}".strip())
     return f"<div class='dsage-job'>{head}{body}</div>"
 
@@ -114,7 +115,7 @@ def batch_html(jobs: list[Any]) -> str:
     p = batch_progress(jobs)
     rows = []
     for j in jobs[:HTML_ROWS]:
-        if j.status == "completed":
+        if j.status == JobStatus.COMPLETED:
             what = result_preview(j)
         elif j.status in TERMINAL:
             what = last_error_line(j.error)

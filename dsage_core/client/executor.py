@@ -14,11 +14,12 @@ from typing import Any, Callable, Iterable, Iterator
 
 from dsage_core.client.job import Job
 from dsage_core.client.payload import Options, func_job, function_blob
+from dsage_core.model.status import JobStatus
 
 
 #: a job in these states has not started in a child yet: its future can still be cancelled
-CANCELLABLE = frozenset({"queued", "assigned"})
-_RUNNING = frozenset({"running", "paused"})
+CANCELLABLE = frozenset({JobStatus.QUEUED, JobStatus.ASSIGNED})
+_RUNNING = frozenset({JobStatus.RUNNING, JobStatus.PAUSED})
 
 
 def _apply_chunk(fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[Any]:
@@ -59,11 +60,11 @@ class JobFuture(cf.Future):
 def _settle(fut: cf.Future, j: Job) -> None:
     if fut.done():
         return   # cancelled: its job was killed
-    if j.status == "killed" and getattr(fut, "cancel_sent", False) and Future_cancel(fut):
+    if j.status == JobStatus.KILLED and getattr(fut, "cancel_sent", False) and Future_cancel(fut):
         fut.set_running_or_notify_cancel()   # shutdown(cancel_futures=True) cancelled its job
         return
     try:
-        if j.status == "completed":
+        if j.status == JobStatus.COMPLETED:
             try:
                 value = j.result
             except BaseException as e:  # noqa: BLE001 - a decoding error goes to the future
@@ -222,9 +223,9 @@ def _value_of(s: Any, timeout: float | None) -> Any:
     ``cf.TimeoutError`` if it is not done within *timeout*."""
     if not s.done and not s.event.wait(timeout):
         raise cf.TimeoutError()
-    if s.status == "completed":
+    if s.status == JobStatus.COMPLETED:
         return s.value
-    if s.status == "killed":
+    if s.status == JobStatus.KILLED:
         raise cf.CancelledError()
     from dsage_core.client.job import Job
     raise Job(None, s)._exception()

@@ -7,12 +7,14 @@ from typing import Any, Callable
 from dsage_core import codec
 from dsage_core.client.remote_error import JobFailed, rebuild
 from dsage_core.model.job import TERMINAL, JobInfo
+from dsage_core.model.records import JobUpdate
+from dsage_core.model.status import JobStatus
 
 _NO_RESULT = object()
-_EVENT_LOCK = threading.Lock()   #: guards the lazy creation of JobState events
+_EVENT_LOCK = threading.Lock()   #: guards the lazy creation of JobTracker events
 
 
-class JobState:
+class JobTracker:
     """The client's copy of one job, updated on the reactor thread from pushed updates.
 
     A session may hold hundreds of thousands of these, and Python's full collections walk every
@@ -28,7 +30,7 @@ class JobState:
         self.id = job_id
         self.name = name
         self.kind = kind
-        self.status = "queued"
+        self.status = JobStatus.QUEUED
         self.worker: str | None = None
         self.created = created
         self.started: float | None = None
@@ -45,7 +47,7 @@ class JobState:
         self.exc: dict[str, Any] | None = None   #: the exception map of a job that raised (exc_info)
         self.exc_obj: BaseException | None = None   #: that exception, rebuilt once (Job.exception)
         self._event: threading.Event | None = None
-        self._callbacks: list[Callable[["JobState"], None]] | None = None
+        self._callbacks: list[Callable[["JobTracker"], None]] | None = None
         self._value: Any = _NO_RESULT
 
     @property
@@ -74,7 +76,7 @@ class JobState:
         if ev is not None:
             ev.set()
 
-    def add_callback(self, fn: Callable[["JobState"], None]) -> None:
+    def add_callback(self, fn: Callable[["JobTracker"], None]) -> None:
         """Run *fn(self)* when the job finishes (reactor thread only)."""
         if self.status in TERMINAL:
             fn(self)
@@ -83,24 +85,26 @@ class JobState:
         else:
             self._callbacks.append(fn)
 
-    def apply(self, u: list[Any]) -> bool:
-        """Apply a positional update; True if the job just became terminal."""
+    def apply(self, u: JobUpdate) -> bool:
+        """Apply a pushed :class:`~dsage_core.model.records.JobUpdate`; True if the job just became terminal."""
         if self.status in TERMINAL:
             return False  # a job finishes once: later updates are stale
-        (_, status, self.worker, self.started, self.finished, rb, self.result_preview, self.error,
-         self.progress, pm, self.attempts) = u[:11]
-        self.progress_message = pm or ""
-        if rb is not None:
-            self.result_bytes = rb
-        if len(u) > 11:
-            self.name = u[11] or self.name
-            self.created = u[12] or self.created
-            self.priority = u[13] or 0
-            self.kind = u[14] or self.kind
-            if len(u) > 15 and isinstance(u[15], dict):
-                self.extra = u[15]
-            if len(u) > 16:
-                self.exc = u[16] if isinstance(u[16], dict) else None
+        status = u.status
+        self.worker, self.started, self.finished = u.worker, u.started, u.finished
+        self.result_preview, self.error, self.progress = u.result_preview, u.error, u.progress
+        self.progress_message = u.progress_message or ""
+        self.attempts = u.attempts
+        if u.result is not None:
+            self.result_bytes = u.result
+        self.name = u.name or self.name
+        self.created = u.created or self.created
+        self.priority = u.priority or 0
+        self.kind = u.kind or self.kind
+        if isinstance(u.extra, dict):
+            self.extra = u.extra
+        exc = u.exc
+        if exc is not None:
+            self.exc = exc if isinstance(exc, dict) else None
         self.status = status   # last: readers on other threads check it without a lock
         if status in TERMINAL:
             with _EVENT_LOCK:
@@ -120,7 +124,7 @@ class JobState:
         if v is not _NO_RESULT:
             return v
         data = self.result_bytes
-        if self.status != "completed" or data is None:
+        if self.status != JobStatus.COMPLETED or data is None:
             v = self._value  # another thread may just have decoded it (and dropped the bytes)
             return None if v is _NO_RESULT else v
         if isinstance(data, LocalResult):
@@ -192,7 +196,7 @@ class Job:
     ``<Job 7 completed: 4>``, never the bare value.
     """
 
-    def __init__(self, client: Any, state: JobState) -> None:
+    def __init__(self, client: Any, state: JobTracker) -> None:
         self._client = client
         self._s = state
 
@@ -264,7 +268,7 @@ class Job:
         :meth:`exception`); one that ended otherwise (killed, timed out, lost, crashed) raises
         :class:`JobFailed` with the error."""
         self.wait(timeout)
-        if self.status != "completed":
+        if self.status != JobStatus.COMPLETED:
             raise self._exception()
         return self.result
 
@@ -274,14 +278,14 @@ class Job:
         :class:`~dsage_core.RemoteError` subclass named after the remote type), with the remote
         traceback text as ``__cause__``; otherwise a :class:`JobFailed` naming what happened."""
         self.wait(timeout)
-        return None if self.status == "completed" else self._exception()
+        return None if self.status == JobStatus.COMPLETED else self._exception()
 
     def _exception(self) -> BaseException:
         s = self._s
         summary = f"job {self.id} {self.status}: {self.error or ''}".rstrip(": ")
         exc = s.exc_obj
         if exc is None:
-            exc = (rebuild(s.exc, s.error, summary) if s.status == "failed" else None) or JobFailed(summary)
+            exc = (rebuild(s.exc, s.error, summary) if s.status == JobStatus.FAILED else None) or JobFailed(summary)
             s.exc_obj = exc   # one object per job, as a Future keeps its exception
         return exc
 
@@ -323,7 +327,7 @@ class Job:
     def waiting_reason(self) -> str | None:
         """Why a queued job is not running yet, when it is not simply its turn (e.g. no Sage worker,
         or ``needs 2 cpus; the largest worker has 1``); for a waiting job, the jobs it waits for."""
-        if self.status not in ("queued", "waiting"):
+        if self.status not in (JobStatus.QUEUED, JobStatus.WAITING):
             return None
         return self._client._sync(self._client.aclient.get_record, self.id, False).get("waiting_reason")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from dsage_core.client.job import JobFailed
+from dsage_core.model.status import JobStatus
 
 #: jobs a repr lists in full
 REPR_JOBS = 12
@@ -56,7 +57,7 @@ class JobList(list):
         first job that did not complete."""
         self.wait(timeout, progress)
         for j in self:
-            if j.status != "completed":
+            if j.status != JobStatus.COMPLETED:
                 raise JobFailed(f"job {j.id} {j.status}: {j.error or ''}".rstrip(": "))
         return self.results
 

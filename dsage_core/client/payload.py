@@ -12,6 +12,7 @@ import cloudpickle
 import msgpack
 
 from dsage_core.model import ext as ext_options
+from dsage_core.model import records
 
 
 class SubmitError(ValueError):
@@ -123,13 +124,12 @@ class Submission:
     blob: bytes | None = None
     needs: list[str] = field(default_factory=list)
 
-    def wire(self) -> list[Any]:
+    def wire(self) -> tuple:
+        """The :class:`~dsage_core.model.records.Submission` record the server reads."""
         o = self.options
-        rec = [self.name, self.kind, o.priority, bool(o.trusted_only), self.needs, self.payload,
-               self.blob_id, o.timeout, o.limits(), self.code]
-        if o.ext:
-            rec.append(o.ext)
-        return rec
+        return records.Submission(self.name, self.kind, o.priority, bool(o.trusted_only), self.needs,
+                                  self.payload, self.blob_id, o.timeout, o.limits(), self.code,
+                                  o.ext or None).to_wire()
 
 
 def _pack(d: dict[str, Any]) -> bytes:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import weakref
 from typing import Iterator
 
-from dsage_core.client.job import JobState
+from dsage_core.client.job import JobTracker
 
 
 class StateTable:
-    """Mapping job id → :class:`JobState`, updated on the reactor thread.
+    """Mapping job id → :class:`JobTracker`, updated on the reactor thread.
 
     Finished states are held by plain weak references (no callback: a ``WeakValueDictionary``
     entry costs a Python-level ``KeyedRef`` per job, ~3 us of the client's reactor time per
@@ -23,21 +23,21 @@ class StateTable:
     """
 
     def __init__(self) -> None:
-        self._live: dict[int, JobState] = {}
-        self._done: dict[int, "weakref.ref[JobState]"] = {}
+        self._live: dict[int, JobTracker] = {}
+        self._done: dict[int, "weakref.ref[JobTracker]"] = {}
         self._sweep_at = SWEEP_MIN
 
-    def _get_done(self, job_id: int) -> JobState | None:
+    def _get_done(self, job_id: int) -> JobTracker | None:
         r = self._done.get(job_id)
         return None if r is None else r()
 
-    def get(self, job_id: int, default: JobState | None = None) -> JobState | None:
+    def get(self, job_id: int, default: JobTracker | None = None) -> JobTracker | None:
         s = self._live.get(job_id)
         if s is None:
             s = self._get_done(job_id)
         return default if s is None else s
 
-    def __getitem__(self, job_id: int) -> JobState:
+    def __getitem__(self, job_id: int) -> JobTracker:
         s = self.get(job_id)
         if s is None:
             raise KeyError(job_id)
@@ -46,14 +46,14 @@ class StateTable:
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._live or self._get_done(job_id) is not None  # type: ignore[arg-type]
 
-    def __setitem__(self, job_id: int, state: JobState) -> None:
+    def __setitem__(self, job_id: int, state: JobTracker) -> None:
         if state.done:
             self._live.pop(job_id, None)
             self._keep_done(job_id, state)
         else:
             self._live[job_id] = state
 
-    def _keep_done(self, job_id: int, state: JobState) -> None:
+    def _keep_done(self, job_id: int, state: JobTracker) -> None:
         self._done[job_id] = weakref.ref(state)
         if len(self._done) >= self._sweep_at:
             self._sweep()
@@ -65,13 +65,13 @@ class StateTable:
             del self._done[k]
         self._sweep_at = max(SWEEP_MIN, 2 * len(self._done))
 
-    def setdefault(self, job_id: int, state: JobState) -> JobState:
+    def setdefault(self, job_id: int, state: JobTracker) -> JobTracker:
         s = self.get(job_id)
         if s is None:
             self[job_id] = s = state
         return s
 
-    def finished(self, state: JobState) -> None:
+    def finished(self, state: JobTracker) -> None:
         """*state* just became terminal: from now on only its users keep it."""
         if self._live.pop(state.id, None) is not None:
             self._keep_done(state.id, state)

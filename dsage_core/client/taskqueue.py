@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from dsage_core.client.job import Job
 from dsage_core.client.payload import Options, func_job, function_blob
+from dsage_core.model.status import JobStatus
 
 
 class TaskResult:
@@ -27,7 +28,7 @@ class TaskResult:
 
     @property
     def ok(self) -> bool:
-        return self.job.status == "completed"
+        return self.job.status == JobStatus.COMPLETED
 
     @property
     def value(self) -> Any:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from dsage_core.model.status import JobStatus
+
 #: the most copies a job may ask for
 MAX_REPLICAS = 9
 #: characters of each answer shown when replicas disagree
@@ -39,7 +41,7 @@ def answer_digest(status: str, result: bytes | None, error: str | None) -> bytes
     failure: its error's last line, e.g. ``ZeroDivisionError: division by zero``; tracebacks name
     paths that differ between machines)."""
     h = hashlib.sha256(status.encode())
-    if status == "completed":
+    if status == JobStatus.COMPLETED:
         h.update(b"\0" + (result or b""))
     else:
         lines = (error or "").strip().splitlines()
@@ -56,7 +58,7 @@ def agree_text(agree: int, of: int, decided_by: str | None = None) -> str:
 
 def answer_line(worker: str, user: str, status: str, preview: str | None, error: str | None) -> str:
     """One answer as a bounded line: worker, user, and the result preview (or the error's last line)."""
-    if status == "completed":
+    if status == JobStatus.COMPLETED:
         shown = preview if preview is not None else "?"
     else:
         lines = (error or "").strip().splitlines()

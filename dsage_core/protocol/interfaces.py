@@ -33,7 +33,7 @@ class RIClientListener(RemoteInterface):
     __remote_name__ = "RIClientListener_v1.dsage"
 
     def jobs_changed(updates=WIRE_BATCH):
-        """A batch of job updates (see ``dsage_core.protocol.updates``) for jobs this client watches."""
+        """A batch of job updates (``dsage_core.model.records.JobUpdate``) for jobs this client watches."""
         return None
 
     def stats(counters=SMALL_BYTES):

@@ -272,13 +272,15 @@ class LocalBroker(Protocol):
         if kind == _CALL and len(msg) == 6:
             self._call_in(*msg[1:])
         elif kind == _ANSWER and len(msg) == 3:
-            d = self.pending.pop(msg[1], None)
+            _, cid, value = msg
+            d = self.pending.pop(cid, None)
             if d is not None:
-                d.callback(msg[2])
+                d.callback(value)
         elif kind == _ERROR and len(msg) == 4:
-            d = self.pending.pop(msg[1], None)
+            _, cid, etype, message = msg
+            d = self.pending.pop(cid, None)
             if d is not None:
-                d.errback(RemoteException(_CopiedError(str(msg[2]), str(msg[3]))))
+                d.errback(RemoteException(_CopiedError(str(etype), str(message))))
         else:
             log.warn("dsage.localwire.malformed_message")
             self._abort()

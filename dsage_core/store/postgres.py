@@ -24,6 +24,7 @@ from typing import Any, Callable
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from dsage_core.model.status import JobStatus
 from dsage_core.store import pg_schema
 from dsage_core.store.errors import StoreError, StoreUnavailable
 from dsage_core.store.runner import Runner
@@ -338,7 +339,7 @@ class PgStore(SqliteStore):
         """New jobs through one COPY (about 5x faster than executemany here)."""
         with c.raw.cursor().copy(_COPY_JOBS) as cp:
             for r in rows:
-                cp.write_row((*r, "queued"))
+                cp.write_row((*r, JobStatus.QUEUED))
 
 
 def _float(x: Any) -> float | None:

@@ -16,6 +16,7 @@ from typing import Any, Callable, NamedTuple
 
 from twisted.internet.defer import Deferred
 
+from dsage_core.model.status import JobStatus
 from dsage_core.result_files import ResultFileError, ResultsDir
 from dsage_core.store.errors import InviteError, StoreError, StoreUnavailable
 from dsage_core.store.checkpoint import Checkpointer
@@ -247,7 +248,7 @@ class SqliteStore:
                 why = self._thd_check_result_file(result_file, r.verify_size)
                 if why is not None:
                     refused.append((r.id, why))
-                    status, error, result_file = "failed", why, None
+                    status, error, result_file = JobStatus.FAILED, why, None
             run = dispatched.pop(r.id, None) if dispatched else None
             if run is not None:
                 folded.append((status, result, result_file, r.result_preview, error, r.output, run.attempt,
@@ -458,7 +459,7 @@ class SqliteStore:
                                 f"({','.join('?' * len(chunk))})", chunk)
                 for r in cur.fetchall():
                     row = _row(cur, r)
-                    if row["status"] == "completed":
+                    if row["status"] == JobStatus.COMPLETED:
                         self._thd_read_result(row)
                     out[row["id"]] = row
             return out
@@ -591,9 +592,10 @@ class SqliteStore:
             r = _thd_invite(c, invite_id, secret_hash)
             known = c.execute("SELECT name, role FROM users WHERE pubkey=?", (pubkey,)).fetchone()
             if known is not None:
-                return str(known[0]), str(known[1]), False
+                user, user_role = known
+                return str(user), str(user_role), False
             _check_usable(r, now)
-            role = str(r[1])
+            role = str(r.role)
             if session is not None and role not in session_roles:
                 raise InviteError(f"this invite code is for a {role}, not a {session} (it was not used): "
                                   f"ask for 'dsage invite --role {session}'")
@@ -639,22 +641,31 @@ class SqliteStore:
         return self._read(thd)
 
 
-def _thd_invite(c: sqlite3.Connection, invite_id: str, secret_hash: str) -> tuple[Any, ...]:
-    """The invite row ``(secret_hash, role, expires, uses_left, revoked)``, if the secret matches
-    and it is not revoked (else :class:`InviteError`)."""
-    r = c.execute("SELECT secret_hash, role, expires, uses_left, revoked FROM invites WHERE id=?",
-                  (invite_id,)).fetchone()
-    if r is None or not hmac.compare_digest(str(r[0]), secret_hash):
+class _Invite(NamedTuple):
+    """An invite row, as :func:`_thd_invite` selects it."""
+
+    secret_hash: str
+    role: str
+    expires: float | None
+    uses_left: int | None
+    revoked: int
+
+
+def _thd_invite(c: sqlite3.Connection, invite_id: str, secret_hash: str) -> _Invite:
+    """The invite row, if the secret matches and it is not revoked (else :class:`InviteError`)."""
+    row = c.execute(f"SELECT {', '.join(_Invite._fields)} FROM invites WHERE id=?", (invite_id,)).fetchone()
+    r = None if row is None else _Invite(*row)
+    if r is None or not hmac.compare_digest(str(r.secret_hash), secret_hash):
         # one message for both: an attacker must not learn which invite ids exist
         raise InviteError("unknown invite code or wrong secret (check that it was copied whole)")
-    if r[4]:
+    if r.revoked:
         raise InviteError("this invite code was revoked")
-    return tuple(r)
+    return r
 
 
-def _check_usable(r: tuple[Any, ...], now: float) -> None:
+def _check_usable(r: _Invite, now: float) -> None:
     """Refuse an invite row that expired or has no uses left."""
-    if r[2] is not None and now > r[2]:
+    if r.expires is not None and now > r.expires:
         raise InviteError("this invite code has expired; ask for a new one")
-    if r[3] is not None and r[3] <= 0:
+    if r.uses_left is not None and r.uses_left <= 0:
         raise InviteError("this invite code was already used (no uses left); ask for a new one")

@@ -13,14 +13,16 @@ from PySide6.QtGui import QBrush, QColor
 
 from dsage_core import textsafe
 from dsage_core.model.job import JobInfo
+from dsage_core.model.status import JobStatus
 from dsage_core.progress import elapsed, fmt_seconds, job_eta
 from dsage_gui.models.base import ListTableModel
 
 COLUMNS = ("ID", "Name", "Status", "Worker", "Created", "Elapsed", "Result", "Progress", "ETA")
 #: "running" means a child runs it; "assigned" waits in a worker's buffer; "paused" is on a paused worker
-STATUS_COLORS = {"queued": "#7f8c8d", "assigned": "#5d6d7e", "running": "#2471a3", "paused": "#d68910",
-                 "completed": "#1e8449", "failed": "#c0392b", "killed": "#935116", "timed_out": "#b9770e",
-                 "lost": "#6c3483", "waiting": "#a6acaf"}
+STATUS_COLORS = {JobStatus.QUEUED: "#7f8c8d", JobStatus.ASSIGNED: "#5d6d7e", JobStatus.RUNNING: "#2471a3",
+                 JobStatus.PAUSED: "#d68910", JobStatus.COMPLETED: "#1e8449", JobStatus.FAILED: "#c0392b",
+                 JobStatus.KILLED: "#935116", JobStatus.TIMED_OUT: "#b9770e", JobStatus.LOST: "#6c3483",
+                 JobStatus.WAITING: "#a6acaf"}
 SORT_KEYS = ("id", "name", "status", "worker", "created", None, "result_preview", "progress", None)
 ELAPSED, ETA = 5, 8   #: computed columns (they change with the clock: the pane repaints them)
 
@@ -155,7 +157,7 @@ class JobsTableModel(ListTableModel):
             d = elapsed(job, time.time())
             return f"{d:.2f} s" if d is not None and d < 60 else fmt_seconds(d)
         if col == 6:
-            if job.status == "completed":
+            if job.status == JobStatus.COMPLETED:
                 return textsafe.line(job.result_preview)
             err = (job.error or "").strip().splitlines()
             return textsafe.line(err[-1]) if err else ""

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxL
 
 from dsage_core import textsafe
 from dsage_core.model.job import ALL_STATES, JobInfo
+from dsage_core.model.status import JobStatus
 from dsage_core.progress import Batches, elapsed
 from dsage_gui.export import result_text, write_rows
 from dsage_gui.models.jobs_model import JobsTableModel
@@ -225,7 +226,7 @@ class JobsPane(QWidget):
         def copy(row: dict[str, Any]) -> str:
             text = result_text(row)
             QGuiApplication.clipboard().setText(text)
-            self.session.post("info", f"copied the {'result' if row.get('status') == 'completed' else 'error'} "
+            self.session.post("info", f"copied the {'result' if row.get('status') == JobStatus.COMPLETED else 'error'} "
                                       f"of job {row['id']} ({len(text)} characters)")
             return text
         return d.addCallback(copy).addErrback(self.session.report_error)

@@ -9,7 +9,7 @@ import pytest
 
 from dsage_core import cli
 from dsage_core.client.api import Client
-from dsage_core.client.job import JobState
+from dsage_core.client.job import JobTracker
 from dsage_core.model.job import ALL_STATES
 
 pytestmark = pytest.mark.timeout(60)
@@ -182,7 +182,7 @@ class FakeAsyncClient:
 
     def watch(self, ids):
         self.watched.append(ids)
-        return {i: JobState(i) for i in ids if i == 46}
+        return {i: JobTracker(i) for i in ids if i == 46}
 
 
 @pytest.fixture

@@ -1,15 +1,18 @@
-"""The client's JobState: waiters wake on every terminal state; no Event is made unless needed."""
+"""The client's JobTracker: waiters wake on every terminal state; no Event is made unless needed."""
 import threading
 
-from dsage_core.client.job import JobState
+from dsage_core.client.job import JobTracker
+from dsage_core.model.records import JobUpdate
 
 
 def update(jid, status, result=None):
-    return [jid, status, "w1", 1.0, 2.0 if status == "completed" else None, result, None, None, None, "", 0]
+    """The update a server pushes for job *jid*."""
+    return JobUpdate(jid, status, "w1", 1.0, 2.0 if status == "completed" else None, result, None, None,
+                     None, "", 0, "", 0.0, 0, "expr")
 
 
 def test_no_event_or_callback_list_until_someone_waits():
-    s = JobState(1)
+    s = JobTracker(1)
     s.apply(update(1, "running"))
     s.apply(update(1, "completed", b"x"))
     assert s._event is None and s._callbacks is None
@@ -17,7 +20,7 @@ def test_no_event_or_callback_list_until_someone_waits():
 
 
 def test_a_waiter_before_the_result_is_woken():
-    s = JobState(2)
+    s = JobTracker(2)
     ev = s.event
     woke = []
     t = threading.Thread(target=lambda: woke.append(ev.wait(10)))
@@ -28,7 +31,7 @@ def test_a_waiter_before_the_result_is_woken():
 
 
 def test_callbacks_run_once_at_the_end_or_at_once_if_finished():
-    s = JobState(3)
+    s = JobTracker(3)
     seen = []
     s.add_callback(lambda st: seen.append(("early", st.status)))
     s.apply(update(3, "running"))
@@ -40,7 +43,7 @@ def test_callbacks_run_once_at_the_end_or_at_once_if_finished():
 
 
 def test_result_is_visible_once_the_status_is_terminal():
-    s = JobState(4)
+    s = JobTracker(4)
     s.apply(update(4, "completed", b"P\x04"))
     assert s.status == "completed" and s.result_bytes == b"P\x04"
 
@@ -49,7 +52,7 @@ def test_state_table_keeps_unfinished_jobs_and_finished_ones_only_while_used():
     import gc
     from dsage_core.client.states import StateTable
     t = StateTable()
-    running, kept, dropped = JobState(1), JobState(2), JobState(3)
+    running, kept, dropped = JobTracker(1), JobTracker(2), JobTracker(3)
     for s in (running, kept, dropped):
         t[s.id] = s
     for s in (kept, dropped):
@@ -70,7 +73,7 @@ def test_state_table_does_not_grow_with_finished_jobs_nobody_holds():
     t = st.StateTable()
     held = []
     for i in range(1, 10 * st.SWEEP_MIN + 1):
-        s = t.setdefault(i, JobState(i))
+        s = t.setdefault(i, JobTracker(i))
         s.apply(update(i, "completed", b"x"))
         t.finished(s)
         if i % 1000 == 0:
@@ -90,8 +93,31 @@ def test_subscribers_get_a_big_push_in_slices_one_turn_apart(tmp_path):
     seen = []
     c.subscribe(lambda kind, infos: kind == "jobs" and seen.append([i.id for i in infos]))
     n = 2 * EMIT_SLICE + 10
-    c._on_updates([update(i, "completed") for i in range(n)])
+    c._on_updates([list(update(i, "completed").to_wire()) for i in range(n)])   # arrays, as unpacked
     assert seen == [list(range(EMIT_SLICE))]
     clock.advance(0)
     assert [len(s) for s in seen] == [EMIT_SLICE, EMIT_SLICE, 10]
     assert [i for s in seen for i in s] == list(range(n))
+
+
+def test_a_push_of_15_16_or_17_fields_reads_as_one_job_update_record(tmp_path):
+    """The client reads a pushed array as a JobUpdate whatever optional fields the server left off
+    (extra, exc), and refuses an array of another length instead of misreading its fields."""
+    import pytest
+    from twisted.internet.task import Clock
+    from dsage_core.client.core import AsyncClient
+    c = AsyncClient(Clock(), tmp_path, "pb://x@tcp:127.0.0.1:1/login", None)
+    base = list(update(1, "running").to_wire())
+    exc = {"type": "ZeroDivisionError", "args": ["division by zero"]}
+    assert len(base) == 15
+    one, two, three = (c.states.setdefault(i, JobTracker(i)) for i in (1, 2, 3))   # held, as Job handles hold them
+    c._on_updates([base, list(update(2, "running").to_wire()) + [{"replicas": "1/2"}],
+                   list(update(3, "failed").to_wire()) + [None, exc]])
+    assert (one.status, one.kind, one.extra, one.exc) == ("running", "expr", None, None)
+    assert two.extra == {"replicas": "1/2"} and two.exc is None
+    assert three.done and three.status == "failed" and three.exc == exc and three.extra is None
+    with pytest.raises(TypeError):
+        c._on_updates([base[:14]])
+    with pytest.raises(TypeError):
+        c._on_updates([base + [None, None, None]])
+    assert c.states[1].status == "running"   # the refused arrays changed nothing
