@@ -8,11 +8,7 @@ PATH = re.compile(r"\bdsage_(?:core|gui)/[A-Za-z0-9_/]*(?:\.py\b|/)")
 
 #: modules of issue 19's target layout that other branches of the same session create; the docs
 #: describe that layout. Once merged, a path here must be removed (the test says which).
-PENDING = {
-    "dsage_core/latency.py", "dsage_core/worker/planner.py",
-    "dsage_core/server/intake.py", "dsage_core/server/table.py", "dsage_core/server/commits.py",
-    "dsage_core/server/results.py", "dsage_core/server/watchers.py",
-}
+PENDING = {"dsage_core/worker/planner.py"}
 
 
 def named_paths() -> dict[str, str]:
