@@ -19,6 +19,7 @@ from twisted.logger import Logger
 
 from dsage_core.model.records import ChildDone, ChildRun
 from dsage_core.protocol.eagerwrite import write_now
+from dsage_core.result_files import scratch_result_path
 from dsage_core.worker import contain, planner
 from dsage_core.worker.framing import FrameDecoder, pack_frame
 from dsage_core.worker.planner import (  # noqa: F401  (the tuning, named where it always was)
@@ -183,7 +184,7 @@ class ChildProcess(protocol.ProcessProtocol):
             # in its own scratch dir (the monitor moves it into the server's results dir): a job
             # child can neither see nor write the home
             # a copy of a replicated job answers in bytes: the server compares them
-            rfile = (f"{self.scratch}/results/{a.job_id}-{a.attempt}.bin"
+            rfile = (scratch_result_path(self.scratch, a.job_id, a.attempt)
                      if self.result_home is not None and self.scratch is not None
                      and not (a.extra and a.extra.get("replicas")) else None)
             entries.append(ChildRun(a.job_id, a.payload, a.blob_id, blob, a.limits or {}, rfile, a.extra))

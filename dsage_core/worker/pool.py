@@ -20,7 +20,7 @@ from typing import Any, Callable
 from twisted.logger import Logger
 
 from dsage_core import local_results
-from dsage_core.result_files import ResultFileError, ResultsDir
+from dsage_core.result_files import ResultFileError, ResultsDir, scratch_result_path
 from dsage_core.memory import tuned_env
 from dsage_core.model.records import (BACK, DONE, OUT, PROGRESS, START, BackEvent, ChildDone, DoneEvent,
                                       OutEvent, ProgressEvent, RunEntry, StartEvent)
@@ -46,7 +46,7 @@ PRIVATE_ENV = ("DSAGE_HOME", "DSAGE_SETTINGS_DIR", "DSAGE_EXIT_WITH_PID", "DSAGE
 
 def child_result_path(scratch: Path | None, a: Assigned) -> Path | None:
     """Where a child writes a large result of *a* (in its own scratch dir, beside the job's)."""
-    return Path(scratch) / "results" / f"{a.job_id}-{a.attempt}.bin" if scratch is not None else None
+    return Path(scratch_result_path(scratch, a.job_id, a.attempt)) if scratch is not None else None
 
 
 def child_env(environ: Any) -> dict[str, str]:
