@@ -307,7 +307,7 @@ class Child:
             except OSError:
                 pass  # the bytes go to the monitor as usual
         done = ChildDone(job_id, status, result, error, preview, self._job_cpu(wall), wall, size, time.time(), exc)
-        entry = done if exc is not None else done[:9]   # ChildDone.to_wire, without a call
+        entry = done.to_wire()
         with self.done_lock:
             if not self.pending_done:
                 self.oldest_done = t0  # when the batch's first job started: a job that ran

@@ -144,29 +144,35 @@ class Respawn(NamedTuple):
 KILLED_BY_OWNER = "killed by its owner"
 SHUTTING_DOWN = "worker shutting down"
 
-#: What a child's exit means for the job it was running, first matching row wins. Columns: the
-#: row's name, ``(kill reason the monitor set, handed back, worker closing, signal)`` to match
-#: (``None``: any; ``"other"``: any signal but SIGKILL), then the outcome: ``("back", failed,
-#: reason)`` or ``("done", status, message)``. Messages are formatted with the job's timeout, cpu
-#: and memory limits, the exit code, the signal and its name.
-EXIT_TABLE: tuple[tuple[str, tuple[Any, Any, Any, Any], tuple[Any, ...]], ...] = (
-    ("handed back", (None, True, None, None), ("back", False, "{handed_back}")),
-    ("timed out", ("timed_out", None, None, None),
-     ("done", JobStatus.TIMED_OUT.value,
-      "timed out: the job ran longer than its {timeout:g} s timeout and was killed")),
-    ("killed", ("killed", None, None, None), ("done", JobStatus.KILLED.value, KILLED_BY_OWNER)),
-    ("cpu limit", ("cpu_limit", None, None, None),
-     ("done", JobStatus.FAILED.value, "CPU time limit of {cpu:g} s exceeded (the job went on past its "
-                                "own limit; the worker killed it)")),
-    ("closing", (None, None, True, None), ("back", False, SHUTTING_DOWN)),
+class ExitRule(NamedTuple):
+    """One row of :data:`EXIT_TABLE`: what to match (None: anything) and the outcome."""
+    name: str
+    kill_reason: str | None     #: the reason the monitor marked the job with ("timed_out", ...)
+    handed_back: bool | None    #: True: the worker was handing its jobs back
+    closing: bool | None        #: True: the worker is shutting down
+    signal: Any                 #: a signal number, "other" (any signal but SIGKILL) or None
+    outcome: str                #: "back" (to the server, unrun) or "done" (ended, with *status*)
+    status: Any                 #: the job's status ("done"), or whether it counts as failed ("back")
+    message: str                #: formatted with handed_back, timeout, cpu, code, sig, signame, hint
+
+
+_T, _K, _F = JobStatus.TIMED_OUT.value, JobStatus.KILLED.value, JobStatus.FAILED.value
+#: What a child's exit means for the job it was running; the first matching row wins.
+EXIT_TABLE: tuple[ExitRule, ...] = (
+    ExitRule("handed back", None, True, None, None, "back", False, "{handed_back}"),
+    ExitRule("timed out", "timed_out", None, None, None, "done", _T,
+             "timed out: the job ran longer than its {timeout:g} s timeout and was killed"),
+    ExitRule("killed", "killed", None, None, None, "done", _K, KILLED_BY_OWNER),
+    ExitRule("cpu limit", "cpu_limit", None, None, None, "done", _F,
+             "CPU time limit of {cpu:g} s exceeded (the job went on past its own limit; the worker killed it)"),
+    ExitRule("closing", None, None, True, None, "back", False, SHUTTING_DOWN),
     # not our doing: the OOM killer, an operator, or the machine going down: retry elsewhere
-    ("SIGKILL", (None, None, None, _signal.SIGKILL), ("back", True, "child process was killed (SIGKILL)")),
-    ("signal", (None, None, None, "other"),
-     ("done", JobStatus.FAILED.value, "the job's process died from {signame} (signal {sig}){hint}; "
-                                "the worker restarted the slot")),
-    ("exit code", (None, None, None, None),
-     ("done", JobStatus.FAILED.value, "the job's process exited with code {code} before finishing "
-                                "(os._exit or sys.exit in a C extension?); the worker restarted the slot")),
+    ExitRule("SIGKILL", None, None, None, _signal.SIGKILL, "back", True, "child process was killed (SIGKILL)"),
+    ExitRule("signal", None, None, None, "other", "done", _F,
+             "the job's process died from {signame} (signal {sig}){hint}; the worker restarted the slot"),
+    ExitRule("exit code", None, None, None, None, "done", _F,
+             "the job's process exited with code {code} before finishing (os._exit or sys.exit in a "
+             "C extension?); the worker restarted the slot"),
 )
 
 
@@ -182,28 +188,26 @@ def exit_outcome(job: Any, code: int | None, sig: int | None, handed_back: str |
                  closing: bool = False) -> Done | Back:
     """What *job* (current in a child that exited with *code* / *sig*) becomes: one row of
     :data:`EXIT_TABLE`."""
-    for _name, (reason, back, close, signal), outcome in EXIT_TABLE:
-        if reason is not None and job.kill_reason != reason:
+    for rule in EXIT_TABLE:
+        if rule.kill_reason is not None and job.kill_reason != rule.kill_reason:
             continue
-        if back is not None and not handed_back:
+        if rule.handed_back and not handed_back:
             continue
-        if close is not None and not closing:
+        if rule.closing and not closing:
             continue
-        if signal == "other":
+        if rule.signal == "other":
             if sig is None or sig == _signal.SIGKILL:
                 continue
-        elif signal is not None and sig != signal:
+        elif rule.signal is not None and sig != rule.signal:
             continue
         limits = job.limits or {}
         mem = limits.get("mem")
-        text = outcome[2].format(
+        text = rule.message.format(
             handed_back=handed_back, timeout=job.timeout or 0.0, cpu=limits.get("cpu") or 0.0,
             code=code, sig=sig, signame=signame(sig) if sig is not None else "",
             hint=(f" (its memory limit of {int(mem) // 2**20} MiB was probably exceeded: "
                   f"an allocation in C code failed)" if mem else ""))
-        if outcome[0] == "back":
-            return Back(job, outcome[1], text)
-        return Done(job, outcome[1], text)
+        return Back(job, rule.status, text) if rule.outcome == "back" else Done(job, rule.status, text)
     raise AssertionError("the exit table's last row matches every exit")  # pragma: no cover
 
 

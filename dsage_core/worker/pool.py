@@ -1,7 +1,8 @@
 """The worker's slots: N child processes, a local queue, and the events reported to the server.
 
-A job never takes the worker down: it runs in a child; a child that dies is replaced. Why a job
-ended is decided here, from what the monitor did (timeout, kill) and how the child exited:
+A job never takes the worker down: it runs in a child; a child that dies is replaced. This module
+is the I/O layer: every decision (which child gets which job, when to read a pipe, what a child's
+exit means: ``EXIT_TABLE``) is the pure ``SlotPlanner``'s (worker/planner.py), carried out here:
 
 * killed by us for a timeout → ``timed_out``; killed on request → ``killed``
 * SIGKILL we did not send (OOM killer, an operator, chaos) → handed back to the server (retried)

@@ -194,8 +194,9 @@ def test_exit_table(reason, handed, closing, code, sig, expect):
 
 def test_exit_table_rows_have_names_and_the_last_matches_everything():
     """Every row is named; the catch-all row is last (an exit always has an outcome)."""
-    assert [r[0] for r in p.EXIT_TABLE][-1] == "exit code"
-    assert p.EXIT_TABLE[-1][1] == (None, None, None, None)
+    last = p.EXIT_TABLE[-1]
+    assert last.name == "exit code" and (last.kill_reason, last.handed_back, last.closing, last.signal) == (None,) * 4
+    assert len({r.name for r in p.EXIT_TABLE}) == len(p.EXIT_TABLE)
     assert p.signame(99) == "signal 99"
 
 
