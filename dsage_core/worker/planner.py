@@ -106,7 +106,8 @@ class WakeAt(NamedTuple):
 
 
 class Kill(NamedTuple):
-    """SIGKILL the child and its process tree (it is replaced; its exit settles its jobs)."""
+    """SIGKILL the child and its process tree (it is replaced; its exit settles its jobs);
+    *child* None: the child the event came from."""
     child: Any
 
 
