@@ -18,7 +18,7 @@ import secrets
 from pathlib import Path
 
 from dsage_core.fileio import write_private
-from dsage_core.result_files import ResultFileError, ResultsDir
+from dsage_core.result_files import ResultFileError, ResultsDir, result_name as _name
 
 TOKEN_FILE = ".local-token"
 LARGE = 256 * 1024   #: results above this go through files (same threshold as the store's files)
@@ -71,7 +71,7 @@ def server_id_of(furl: str) -> str:
 
 def result_name(job_id: int, attempt: int) -> str:
     """The only name a worker may write a result of (job, attempt) under, relative to the home."""
-    return f"results/{job_id // 1000:06d}/{job_id}-{attempt}.bin"
+    return _name(job_id, attempt)
 
 
 def write_result(home: Path, job_id: int, attempt: int, data: bytes) -> str:

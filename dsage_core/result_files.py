@@ -28,6 +28,20 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
+def result_name(job_id: int, attempt: int | None = None) -> str:
+    """The one naming scheme of result files, relative to the home: ``results/NNNNNN/<id>.bin``
+    for the store's own files, ``results/NNNNNN/<id>-<attempt>.bin`` for one a worker wrote (the
+    attempt: a late writer of an old attempt never replaces a newer one's file)."""
+    stem = f"{job_id}" if attempt is None else f"{job_id}-{attempt}"
+    return f"results/{job_id // 1000:06d}/{stem}.bin"
+
+
+def scratch_result_path(scratch: str | os.PathLike[str], job_id: int, attempt: int) -> str:
+    """Where a job child writes a large result in its own scratch directory (its monitor moves it
+    to :func:`result_name` in the home): the same file name."""
+    return f"{scratch}/results/{job_id}-{attempt}.bin"
+
+
 class ResultFileError(Exception):
     """A result file that cannot be used; the message says why, for the job's error."""
 

@@ -224,7 +224,7 @@ class BackEvent(NamedTuple):
     job_id: int
     attempt: int
     failed: bool
-    reason: str = ""               #: why, for the log (workers have always sent it)
+    reason: str = ""               #: why, for the server's log (workers have always sent it)
 
 
 class StartEvent(NamedTuple):

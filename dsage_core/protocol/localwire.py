@@ -42,6 +42,7 @@ from zope.interface import implementer
 
 from dsage_core.protocol.eagerwrite import write_now
 from dsage_core.server_lock import SOCKET_NAME, socket_path
+from dsage_core.worker.framing import HEADER as _HEADER   # the one length-prefixed framing
 
 log = Logger(namespace="dsage.localwire")
 
@@ -51,7 +52,6 @@ MAX_FRAME = 256 * 1024 * 1024 + 64 * 1024
 MAX_ERROR = 4000
 _REF = 1
 _CALL, _ANSWER, _ERROR = 0, 1, 2
-_HEADER = struct.Struct(">I")
 
 
 class _CopiedError:

@@ -17,7 +17,7 @@ from typing import Any, Callable, NamedTuple
 from twisted.internet.defer import Deferred
 
 from dsage_core.model.status import JobStatus
-from dsage_core.result_files import ResultFileError, ResultsDir
+from dsage_core.result_files import ResultFileError, ResultsDir, result_name
 from dsage_core.store.errors import InviteError, StoreError, StoreUnavailable
 from dsage_core.store.checkpoint import Checkpointer
 from dsage_core.store.runner import Runner
@@ -299,7 +299,7 @@ class SqliteStore:
         Written in place (no temporary and rename): only a committed row makes a file visible, and
         a job's result is committed once."""
         assert self.results is not None
-        rel = f"results/{job_id // 1000:06d}/{job_id}.bin"
+        rel = result_name(job_id)
         try:
             self.results.write(rel, data)
         except (OSError, ResultFileError) as e:

@@ -28,11 +28,14 @@ import msgpack
 from dsage_core import _progress as progress_mod, codec, latency, local_results
 from dsage_core.model import inputs
 from dsage_core.model import exc_info
+from dsage_core.model.records import ChildDone, ChildRun
+from dsage_core.model.status import JobStatus
 from dsage_core.worker import contain
 from dsage_core.worker.capture import Capture
 from dsage_core.worker.framing import FrameDecoder, frame_parts
 
 MAX_ERROR = 64 * 1024
+COMPLETED, FAILED = JobStatus.COMPLETED.value, JobStatus.FAILED.value   #: bound once: the hot path
 COALESCE_S = latency.current().child_coalesce
 #: jobs shorter than this report their wall time as CPU time: reading the process CPU clock is a
 #: system call (~10 µs on a VM, a quarter of a no-op job's cost here), so it is read only after
@@ -145,7 +148,7 @@ class Child:
         self.chan = channel
         self.contained = contained or {}
         self.blobs: OrderedDict[str, Any] = OrderedDict()
-        self.pending_done: list[list[Any]] = []
+        self.pending_done: list[Any] = []   #: ChildDone records (as their wire tuples)
         self.oldest_done = 0.0
         self.scratch_base = Path(os.environ.get("DSAGE_SCRATCH") or os.path.join(
             os.environ.get("TMPDIR", "/tmp"), f"dsage-child-{os.getpid()}"))
@@ -273,11 +276,12 @@ class Child:
             return 0
 
     # ------------------------------------------------------------------ one job
-    def run_one(self, entry: list[Any]) -> float:
-        """Run one job and queue its done entry; returns its wall time."""
-        job_id, payload_bytes, blob_id, blob, limits = entry[:5]
-        result_path = entry[5] if len(entry) > 5 else None   # where a large result goes (local server)
-        extra = entry[6] if len(entry) > 6 else None         # dsage_core.model.ext options
+    def run_one(self, entry: Any) -> float:
+        """Run one job (a ``ChildRun`` on the wire) and queue its done entry; returns its wall time."""
+        run = ChildRun.from_wire(entry)
+        job_id, payload_bytes, blob_id, blob, limits = run.job_id, run.payload, run.blob_id, run.blob, run.limits
+        result_path = run.result_path   # where a large result goes (local server)
+        extra = run.ext                 # dsage_core.model.ext options
         if extra and extra.get("env_path"):   # the job's packages (worker/envs.py), first on the path
             import importlib
             sys.path.insert(0, extra["env_path"])
@@ -289,7 +293,7 @@ class Child:
             self.job_started.set()
         t0 = time.perf_counter()
         scratch = self.scratch
-        status, result, error, preview, exc = "completed", None, None, None, None
+        status, result, error, preview, exc = COMPLETED, None, None, None, None
         self.capture.begin(job_id, int(limits.get("out") or 1024 * 1024))
         progress_mod._set_sender(job_id, self.chan)
         try:
@@ -301,20 +305,20 @@ class Child:
                 result = codec.encode_value(value)
                 preview = codec.preview(value.obj if isinstance(value, codec.SageValue) else value)
             except Exception as e:
-                status, error = "failed", f"the job's result could not be serialised: {type(e).__name__}: {e}"
+                status, error = FAILED, f"the job's result could not be serialised: {type(e).__name__}: {e}"
         except MemoryError as e:
             restore()
             restore = _nothing
-            status = "failed"
+            status = FAILED
             mem = limits.get("mem")
             what = f"memory limit of {int(mem) // 2**20} MiB exceeded" if mem else "out of memory"
             error = f"MemoryError: {what}\n" + _bounded_traceback(e)
         except CpuLimitExceeded as e:
-            status, error = "failed", f"CPU time limit of {limits.get('cpu'):g} s exceeded\n" + _bounded_traceback(e)
+            status, error = FAILED, f"CPU time limit of {limits.get('cpu'):g} s exceeded\n" + _bounded_traceback(e)
         except SystemExit as e:
-            status, error = "failed", f"the job called sys.exit({e.code!r})"
+            status, error = FAILED, f"the job called sys.exit({e.code!r})"
         except BaseException as e:  # noqa: BLE001 - a job's failure is data
-            status, error = "failed", self._process_limit_note(e) + _bounded_traceback(e)
+            status, error = FAILED, self._process_limit_note(e) + _bounded_traceback(e)
             exc = exc_info.describe(e)   # the exception itself, for its owner (model/exc_info.py)
         finally:
             restore()
@@ -325,16 +329,15 @@ class Child:
         wall = time.perf_counter() - t0
         # the end time lets a monitor that reads this later start the next job's timeout clock
         # (and date the job) when it really started
-        entry = [job_id, status, result, error, preview, self._job_cpu(wall), wall, None, time.time()]
-        if exc is not None:
-            entry.append(exc)
+        size = None
         if result_path and result is not None and len(result) > local_results.LARGE:
             try:  # the server reads it there: the bytes never cross the pipe
                 local_results.write_result_at(Path(result_path), result)
-                entry[2] = None
-                entry[7] = len(result)
+                result, size = None, len(result)
             except OSError:
                 pass  # the bytes go to the monitor as usual
+        done = ChildDone(job_id, status, result, error, preview, self._job_cpu(wall), wall, size, time.time(), exc)
+        entry = done.to_wire()
         with self.done_lock:
             if not self.pending_done:
                 self.oldest_done = t0  # when the batch's first job started: a job that ran

@@ -17,27 +17,22 @@ from typing import Any, Callable
 from twisted.internet import abstract, protocol
 from twisted.logger import Logger
 
-from dsage_core import latency
+from dsage_core.model.records import ChildDone, ChildRun
 from dsage_core.protocol.eagerwrite import write_now
-from dsage_core.worker import contain
+from dsage_core.result_files import scratch_result_path
+from dsage_core.worker import contain, planner
 from dsage_core.worker.framing import FrameDecoder, pack_frame
+from dsage_core.worker.planner import (  # noqa: F401  (the tuning, named where it always was)
+    CPU_GRACE, LAZY_BATCH_MAX, LAZY_MAX_SLEEP, LAZY_MAX_WALL, LAZY_MIN_SLEEP, LAZY_MIN_WALL, LAZY_READ, LAZY_SPAN,
+    Kill, ReadEagerly, SlotPlanner)
 
 log = Logger(namespace="dsage.worker.child")
 
 CHILD_ARGS = [sys.executable, "-m", "dsage_core.worker.child"]
 
-#: Lazy reading. A child whose jobs take a while and who holds several writes its dones at once,
-#: but the monitor need not wake for each: it stops polling that child's pipe and reads it on a
-#: timer, when the child is predicted to be half-way through its second-to-last job (or whenever
-#: the monitor is awake anyway). On 2 cores every wake-up preempts a busy child and runs on cold
-#: caches; for 20 ms jobs this was the monitor's one wake per job.
-LAZY_READ = latency.current().lazy_read            #: False (plain): every pipe is polled
-LAZY_MIN_WALL = latency.current().lazy_min_wall    #: shorter jobs: read at once (the child coalesces their dones itself)
-LAZY_MAX_WALL = latency.current().lazy_max_wall    #: longer jobs: read at once (they hold one job at a time anyway)
-LAZY_MAX_SLEEP = latency.current().lazy_max_sleep  #: never unread for longer (a pace just skewed by one long job)
-LAZY_SPAN = latency.current().lazy_span            #: a lazily-read child gets about this much extra work (in job time) ...
-LAZY_BATCH_MAX = latency.current().lazy_batch_max  #: ... but never more than this many extra jobs
-LAZY_MIN_SLEEP = latency.current().lazy_min_sleep  #: a pause shorter than this is not worth two epoll_ctl calls
+#: Lazy reading and the other decisions on this child are the planner's (worker/planner.py):
+#: this class carries them out on the child's pipes and the reactor's clock.
+_PLANNER = SlotPlanner()
 
 
 @dataclass(slots=True)
@@ -63,7 +58,7 @@ class Assigned:
 class ChildEvents:
     """Callbacks from a child to its pool."""
 
-    done: Callable[["ChildProcess", Assigned, list[Any]], None]
+    done: Callable[["ChildProcess", Assigned, ChildDone], None]
     output: Callable[[Assigned, str], None]
     progress: Callable[[Assigned, float, str], None]
     ended: Callable[["ChildProcess", list[Assigned], Any], None]
@@ -79,11 +74,12 @@ def describe_exit(reason: Any) -> tuple[int | None, int | None]:
 
 
 class ChildProcess(protocol.ProcessProtocol):
-    """Drives one child; the pool decides what to send, this class does the pipes and the clock."""
+    """Drives one child; the planner decides, this class does the pipes and the clock."""
 
     def __init__(self, index: int, reactor: Any, env: dict[str, str], events: ChildEvents,
-                 policy: dict[str, Any] | None = None) -> None:
+                 policy: dict[str, Any] | None = None, planner: SlotPlanner | None = None) -> None:
         self.index = index
+        self.planner = planner or _PLANNER
         #: what the child contains itself in (worker/contain.py), sent as its first frame
         self.policy = policy
         self.reactor = reactor
@@ -162,18 +158,19 @@ class ChildProcess(protocol.ProcessProtocol):
     def load(self) -> int:
         return len(self.inflight)
 
+    @property
+    def accepting(self) -> bool:
+        """It takes jobs: started, not asked to be recycled, not stopping."""
+        return self.ready and not self.recycling and not self.stopped
+
+    @property
+    def readable(self) -> bool:
+        """It may be read lazily: accepting, and its message pipe is open."""
+        return self.accepting and self.messages is not None and self.messages.fd >= 0
+
     def allowance(self, key: str | None = None) -> int:
-        """How many jobs this child may hold: 1 for slow jobs (none waits behind a long one); for
-        jobs up to 0.1 s, 2 plus a lazy-reading batch (the next job is there when one ends, and
-        the monitor reads dones a batch at a time); more for short jobs."""
-        if not self.ready or self.recycling or self.stopped:
-            return 0
-        avg = self.avg_wall if key == self.avg_key else None  # another function: duration unknown
-        if avg is None or avg > LAZY_MAX_WALL:
-            return 1
-        if avg >= LAZY_MIN_WALL:
-            return 2 + max(1, min(LAZY_BATCH_MAX, int(LAZY_SPAN / avg)))
-        return max(2, min(128, int(0.005 / max(avg, 1e-6))))
+        """How many jobs of function *key* this child may hold (see planner.allowance)."""
+        return planner.allowance(self, key)
 
     def send(self, jobs: list[Assigned], blobs: dict[str, bytes]) -> None:
         entries = []
@@ -187,10 +184,10 @@ class ChildProcess(protocol.ProcessProtocol):
             # in its own scratch dir (the monitor moves it into the server's results dir): a job
             # child can neither see nor write the home
             # a copy of a replicated job answers in bytes: the server compares them
-            rfile = (f"{self.scratch}/results/{a.job_id}-{a.attempt}.bin"
+            rfile = (scratch_result_path(self.scratch, a.job_id, a.attempt)
                      if self.result_home is not None and self.scratch is not None
                      and not (a.extra and a.extra.get("replicas")) else None)
-            entries.append([a.job_id, a.payload, a.blob_id, blob, a.limits or {}, rfile, a.extra])
+            entries.append(ChildRun(a.job_id, a.payload, a.blob_id, blob, a.limits or {}, rfile, a.extra))
             self.inflight.append(a)
         if len(self.inflight) == len(jobs):
             self._became_current()
@@ -206,27 +203,8 @@ class ChildProcess(protocol.ProcessProtocol):
         return self._lazy
 
     def lazy_until(self, now: float) -> float | None:
-        """When this child's pipe must be read next if it is read lazily; None: read it at once.
-
-        The child must hold at least 3 jobs of the function its pace was measured on, none of
-        them marked for a kill. The read comes half-way through the second-to-last job, and no
-        later than the earliest moment a queued job could reach its timeout."""
-        if not self.ready or self.stopped or self.recycling or self.messages is None or self.messages.fd < 0:
-            return None
-        load, avg = len(self.inflight), self.avg_wall
-        if not LAZY_READ or load < 3 or avg is None or not LAZY_MIN_WALL <= avg <= LAZY_MAX_WALL:
-            return None
-        current = self.inflight[0]
-        s0 = current.started if current.started is not None else now
-        t = s0 + (load - 1.5) * avg
-        for a in self.inflight:
-            if a.blob_id != self.avg_key or a.kill_reason:
-                return None
-            if a is not current and a.timeout:
-                t = min(t, s0 + a.timeout)  # it cannot have started before the current job
-        if t - now < LAZY_MIN_SLEEP:
-            return None
-        return min(t, now + LAZY_MAX_SLEEP)
+        """When this child's pipe must be read next if read lazily; None: at once (planner.lazy_until)."""
+        return planner.lazy_until(self, now)
 
     def read_lazily(self) -> None:
         if not self._lazy and self.messages is not None and self.messages.fd >= 0:
@@ -248,17 +226,15 @@ class ChildProcess(protocol.ProcessProtocol):
         """Kill the job if this child holds it: the whole child goes (it restarts). With
         *unstarted_only* (a cancel) the job that is running now is spared."""
         self.catch_up()  # the job that is current now, not the one current at the last read
-        for a in self.inflight:
-            if a.job_id == job_id:
-                if unstarted_only and a is self.inflight[0]:
-                    return True   # running: a cancel comes too late
-                a.kill_reason = reason
-                if a is self.inflight[0]:
-                    self.signal("KILL")
-                else:
-                    self.read_eagerly()  # see at once when it becomes current
-                return True
-        return False
+        actions = self.planner.kill(self, job_id, reason, unstarted_only)
+        if actions is None:
+            return False
+        for act in actions:
+            if type(act) is Kill:
+                self.signal("KILL")
+            elif type(act) is ReadEagerly:
+                self.read_eagerly()  # see at once when it becomes current
+        return True
 
     def _became_current(self, started: float | None = None) -> None:
         """The head of the queue is running: since *started* (the end of the job before it, as
@@ -266,20 +242,15 @@ class ChildProcess(protocol.ProcessProtocol):
         if not self.inflight:
             return
         a = self.inflight[0]
-        now = self.reactor.seconds()
-        if started is None:
-            started = now
-        # it cannot have started before it was sent (the done before it may be older)
-        a.started = max(started, a.sent) if a.sent is not None else started
-        if a.kill_reason:
-            self._kill_pending = True
-            if not self._in_data:
-                self._kill_if_current_marked()
-            return
-        elif a.timeout:
-            a.timer = self.reactor.callLater(max(0.0, a.timeout - (now - a.started)), self._timed_out, a)
+        for act in self.planner.current(a, started, self.reactor.seconds()):
+            if type(act) is Kill:
+                self._kill_pending = True
+                if not self._in_data:
+                    self._kill_if_current_marked()
+                return
+            a.timer = self.reactor.callLater(act.delay, self._timed_out, a)   # a StartClock
         cpu = (a.limits or {}).get("cpu")
-        if cpu and self.pid and not a.kill_reason:
+        if cpu and self.pid:
             # the child's RLIMIT_CPU is a soft limit the job can lift: check from outside too
             a.cpu_mark = process_cpu(self.pid)
             a.cpu_timer = self.reactor.callLater(float(cpu) + CPU_GRACE, self._check_cpu, a)
@@ -290,21 +261,16 @@ class ChildProcess(protocol.ProcessProtocol):
         self.catch_up()
         if not (self.inflight and self.inflight[0] is a) or a.kill_reason or self.pid is None:
             return
-        budget = float((a.limits or {}).get("cpu") or 0) + CPU_GRACE
-        now, mark = process_cpu(self.pid), a.cpu_mark
-        if now is None or mark is None:
-            return
-        if now - mark >= budget:
-            a.kill_reason = "cpu_limit"
+        act = self.planner.cpu_check(a, process_cpu(self.pid))
+        if type(act) is Kill:
             self.signal("KILL")
-        else:
-            a.cpu_timer = self.reactor.callLater(max(0.05, budget - (now - mark)), self._check_cpu, a)
+        elif act is not None:
+            a.cpu_timer = self.reactor.callLater(act, self._check_cpu, a)
 
     def _timed_out(self, a: Assigned) -> None:
         a.timer = None
         self.catch_up()  # it may have ended, unread
-        if self.inflight and self.inflight[0] is a:
-            a.kill_reason = "timed_out"
+        if self.planner.timed_out(self, a):
             self.signal("KILL")
 
     # ---------------------------------------------------------------- receiving
@@ -364,28 +330,20 @@ class ChildProcess(protocol.ProcessProtocol):
                 return a
         return None
 
-    def _done(self, entry: list[Any]) -> None:
-        if not self.inflight or self.inflight[0].job_id != entry[0]:
-            log.warn("dsage.worker.unexpected_done", child=self.index, job=entry[0])
+    def _done(self, entry: Any) -> None:
+        done = ChildDone.from_wire(entry)
+        if not self.inflight or self.inflight[0].job_id != done.job_id:
+            log.warn("dsage.worker.unexpected_done", child=self.index, job=done.job_id)
             return
         a = self.inflight.popleft()
         _cancel_timers(a)
-        wall = entry[6] or 0.0
-        if self.avg_wall is None or a.blob_id != self.avg_key:
-            self.avg_wall, self.avg_key = wall, a.blob_id
-        else:
-            self.avg_wall = 0.8 * self.avg_wall + 0.2 * wall
-        self._became_current(done_time(entry, self.reactor.seconds()))
-        self.events.done(self, a, entry)
+        self.avg_wall, self.avg_key = planner.pace(self.avg_wall, self.avg_key, a.blob_id, done.wall or 0.0)
+        self._became_current(planner.done_time(done.end_time, self.reactor.seconds()))
+        self.events.done(self, a, done)
 
     def wants_more(self, key: str | None = None) -> int:
-        """How many jobs to send now: top up only once the child's pipeline is half empty, so
-        frames carry many jobs when jobs are short (one frame per job caps the hop at ~45k/s); a
-        lazily-read child is filled up at every read, so the next read comes as late as it can."""
-        allow = self.allowance(key)
-        if self.load > allow // 2 and not self._lazy:
-            return 0
-        return allow - self.load  # a lazily-read child is topped up whenever it is read
+        """How many jobs to send now (see planner.wants_more)."""
+        return planner.wants_more(self, key)
 
     def processEnded(self, reason: Any) -> None:
         if self._ended:
@@ -402,9 +360,6 @@ class ChildProcess(protocol.ProcessProtocol):
         self.events.ended(self, left, reason)
 
 
-#: seconds of CPU a job may use past its cpu_limit before the monitor kills it (its own SIGXCPU
-#: comes first and fails it with a clear error, unless it lifted its limit)
-CPU_GRACE = 1.0
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -422,13 +377,6 @@ def _cancel_timers(a: Assigned) -> None:
     for t in (a.timer, a.cpu_timer):
         if t is not None and t.active():
             t.cancel()
-
-
-def done_time(entry: list[Any], now: float) -> float | None:
-    """When the job of a done entry ended (the child's ``time.time()``), if the child said so and
-    it is plausible on the monitor's clock *now* (a test's fake clock is not)."""
-    t = entry[8] if len(entry) > 8 else None
-    return t if isinstance(t, float) and now - 3600 < t <= now else None
 
 
 def _grow_pipe(fd: int, size: int = 1 << 20) -> None:

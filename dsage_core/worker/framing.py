@@ -1,4 +1,8 @@
-"""Frames between the monitor and its children: 4-byte big-endian length + msgpack body."""
+"""Length-prefixed msgpack frames: 4-byte big-endian length + msgpack body.
+
+The one framing of dsage's pipes and local sockets: the monitor and its children (this module's
+encoder and decoder) and the local transport (``protocol/localwire.py``, which packs its bodies with
+its own hooks and uses :data:`HEADER`)."""
 from __future__ import annotations
 
 import struct
@@ -6,7 +10,8 @@ from typing import Any
 
 import msgpack
 
-_LEN = struct.Struct(">I")
+HEADER = struct.Struct(">I")   #: a frame's length prefix
+_LEN = HEADER
 
 
 class FrameTooLarge(ValueError):

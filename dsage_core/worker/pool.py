@@ -1,7 +1,8 @@
 """The worker's slots: N child processes, a local queue, and the events reported to the server.
 
-A job never takes the worker down: it runs in a child; a child that dies is replaced. Why a job
-ended is decided here, from what the monitor did (timeout, kill) and how the child exited:
+A job never takes the worker down: it runs in a child; a child that dies is replaced. This module
+is the I/O layer: every decision (which child gets which job, when to read a pipe, what a child's
+exit means: ``EXIT_TABLE``) is the pure ``SlotPlanner``'s (worker/planner.py), carried out here:
 
 * killed by us for a timeout → ``timed_out``; killed on request → ``killed``
 * SIGKILL we did not send (OOM killer, an operator, chaos) → handed back to the server (retried)
@@ -13,54 +14,31 @@ import errno
 import os
 import shutil
 import stat as _stat
-import signal as _signal
 from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
 from twisted.logger import Logger
 
-from dsage_core import latency, local_results
-from dsage_core.result_files import ResultFileError, ResultsDir
+from dsage_core import local_results
+from dsage_core.result_files import ResultFileError, ResultsDir, scratch_result_path
 from dsage_core.memory import tuned_env
+from dsage_core.model.records import (BACK, DONE, OUT, PROGRESS, START, BackEvent, ChildDone, DoneEvent,
+                                      OutEvent, ProgressEvent, RunEntry, StartEvent)
+from dsage_core.model.status import JobStatus
 from dsage_core.worker.envs import EnvCache, on_ready
 from dsage_core.worker.reaping import ensure_reaper
-from dsage_core.worker.children import Assigned, ChildEvents, ChildProcess, describe_exit, done_time
+from dsage_core.worker.children import Assigned, ChildEvents, ChildProcess, describe_exit
+from dsage_core.worker.planner import (  # noqa: F401  (the tuning, named where it always was)
+    HOLD_FRACTION, HOLD_MAX, HOLD_MIN_WALL, KILLED_BY_OWNER, SHUTTING_DOWN, START_MARK_DELAY,
+    START_MARK_HOLD, WAKE_SLACK, Back, Done, ReadLazily, Requeue, Respawn, SlotPlanner, WakeAt,
+    done_time, report_hold)
 
 log = Logger(namespace="dsage.worker.pool")
 
 Report = Callable[..., None]   #: report(events, hold=0.0): see Batcher.add_many
 
-#: A result of a job that ran a while may wait for company, at most this multiple of the job's
-#: wall time, never more than HOLD_MAX seconds, and never longer than half the work its slot
-#: still has ahead (its child's jobs and its share of the queue, at this job's pace): the server,
-#: which tops a worker up once half its buffer is free, then hears in time for the new jobs to
-#: arrive before the slot runs dry, even over a slow network; several results share one message.
-#: On this 2-core VM every message wakes processes that preempt a busy child (~0.1 ms each, more on
-#: cold caches). W3 rose by about one point from 1× / 20 ms to 2.5× / 50 ms, by about another half
-#: point at 5× / 100 ms once children were read lazily, and by about another point at 10× / 200 ms
-#: bounded by half the work ahead (server CPU per W3 job ~0.3 → ~0.2 ms). A batch's throughput is
-#: unchanged; each of its results is seen at most that much later.
-HOLD_FRACTION = latency.current().report_hold_fraction
-HOLD_MIN_WALL = latency.current().report_hold_min_wall
-HOLD_MAX = latency.current().report_hold_max
-
-
-#: "start" marks (a job became current in its child: the server shows it running, not just
-#: assigned) are not sent per job: the pool collects them and sends those of jobs still running
-#: every START_MARK_DELAY seconds (a job that ended meanwhile needs none: its done says when it
-#: started), held START_MARK_HOLD seconds so they ride with the next report. At most one small
-#: event per slot per delay, however many jobs per second run.
-START_MARK_DELAY = latency.current().start_mark_delay
-START_MARK_HOLD = latency.current().start_mark_hold
-
-
-def report_hold(wall: float | None, jobs_ahead: float) -> float:
-    """How long a finished job's report may wait for company (0: send now). *jobs_ahead*: the jobs
-    its slot still has to run before it would idle (0: the server must hear now)."""
-    if not wall or wall < HOLD_MIN_WALL or jobs_ahead <= 0:
-        return 0.0
-    return min(HOLD_MAX, HOLD_FRACTION * wall, jobs_ahead * wall / 2)
+COMPLETED, FAILED, KILLED = JobStatus.COMPLETED.value, JobStatus.FAILED.value, JobStatus.KILLED.value
 
 
 #: what a job's environment never holds: where dsage keeps its keys, the desktop app's pid
@@ -69,7 +47,7 @@ PRIVATE_ENV = ("DSAGE_HOME", "DSAGE_SETTINGS_DIR", "DSAGE_EXIT_WITH_PID", "DSAGE
 
 def child_result_path(scratch: Path | None, a: Assigned) -> Path | None:
     """Where a child writes a large result of *a* (in its own scratch dir, beside the job's)."""
-    return Path(scratch) / "results" / f"{a.job_id}-{a.attempt}.bin" if scratch is not None else None
+    return Path(scratch_result_path(scratch, a.job_id, a.attempt)) if scratch is not None else None
 
 
 def child_env(environ: Any) -> dict[str, str]:
@@ -78,13 +56,6 @@ def child_env(environ: Any) -> dict[str, str]:
     for name in PRIVATE_ENV:
         env.pop(name, None)
     return env
-
-
-def _signame(sig: int) -> str:
-    try:
-        return _signal.Signals(sig).name
-    except ValueError:
-        return f"signal {sig}"
 
 
 class ChildPool:
@@ -112,7 +83,8 @@ class ChildPool:
         self.closing = False
         self.jobs_done = 0
         self._seq = 0
-        self._crash_times: deque[float] = deque(maxlen=5)
+        #: every decision (which child gets which job, when to read, what an exit means)
+        self.planner = SlotPlanner()
         self._idle_waiters: list[Any] = []
         self.capabilities: dict[str, Any] = {}
         self.cpu_fraction = 1.0
@@ -174,7 +146,7 @@ class ChildPool:
         events = ChildEvents(done=self._on_done, output=self._on_output, progress=self._on_progress,
                              ended=self._on_ended, ready=lambda c: self._on_ready(c),
                              drained=lambda c: self._pump(), started=self._on_started)
-        child = ChildProcess(idx, self.reactor, env, events, policy)
+        child = ChildProcess(idx, self.reactor, env, events, policy, self.planner)
         child.scratch = scratch  # type: ignore[attr-defined]
         child.result_home = self._local_home
         self.children.append(child)
@@ -190,11 +162,11 @@ class ChildPool:
         (*extra*: the options of ``dsage_core.model.ext`` the worker is given)."""
         self.blobs.update(blobs)
         for entry in jobs:
-            jid, attempt, payload, blob_id, timeout, limits = entry[:6]
+            r = RunEntry.from_wire(entry)
             lim = dict(self.default_limits)
-            lim.update(limits or {})
-            extra = entry[6] if len(entry) > 6 else None
-            a = Assigned(jid, attempt, payload, blob_id, timeout, lim or None, extra=extra)
+            lim.update(r.limits or {})
+            extra = r.ext
+            a = Assigned(r.job_id, r.attempt, r.payload, r.blob_id, r.timeout, lim or None, extra=extra)
             if extra and extra.get("packages"):
                 self._with_packages(a, extra["packages"])
             else:
@@ -217,7 +189,7 @@ class ChildPool:
         def failed(message: str) -> None:
             if a in self.installing:
                 self.installing.remove(a)
-                self._report_done(a, "failed", None, None, message, 0.0, 0.0)
+                self._report_done(a, FAILED, None, None, message, 0.0, 0.0)
         on_ready(self.envs.ensure(requirements), ok, failed)
 
     def kill(self, job_id: int, attempt: int, unstarted_only: bool = False) -> None:
@@ -225,15 +197,15 @@ class ChildPool:
         for a in self.installing:
             if a.job_id == job_id and a.attempt == attempt:
                 self.installing.remove(a)
-                self._report_done(a, "killed", None, None, "killed by its owner", 0.0, 0.0)
+                self._report_done(a, KILLED, None, None, KILLED_BY_OWNER, 0.0, 0.0)
                 return
         for a in self.queue:
             if a.job_id == job_id and a.attempt == attempt:
                 self.queue.remove(a)
-                self._report_done(a, "killed", None, None, "killed by its owner", 0.0, 0.0)
+                self._report_done(a, KILLED, None, None, KILLED_BY_OWNER, 0.0, 0.0)
                 return
         for c in self.children:
-            if c.kill_job(job_id, "killed", unstarted_only):
+            if c.kill_job(job_id, KILLED, unstarted_only):
                 return
 
     def pause(self, paused: bool) -> None:
@@ -279,10 +251,10 @@ class ChildPool:
         """Return jobs not yet started to the server (e.g. before a long pause or on quit)."""
         while self.installing:
             a = self.installing.pop()
-            self.report([["back", a.job_id, a.attempt, False, reason]])
+            self.report([BackEvent(BACK, a.job_id, a.attempt, False, reason)])
         while self.queue:
             a = self.queue.popleft()
-            self.report([["back", a.job_id, a.attempt, False, reason]])
+            self.report([BackEvent(BACK, a.job_id, a.attempt, False, reason)])
 
     def _pump(self, gathered: bool = False) -> None:
         if self._gathering:
@@ -295,33 +267,11 @@ class ChildPool:
         self._check_idle()
 
     def _fill(self) -> None:
-        """Top children up from the queue, by function (each child's pace is per function). When
-        the queue cannot fill every child, jobs go one by one to the least loaded one, so a
-        batch's last jobs spread evenly and its children finish together."""
-        while self.queue:
-            key = self.queue[0].blob_id
-            rooms = {}
-            for c in self.children:
-                room = min(c.wants_more(key), 64)
-                if room > 0:
-                    rooms[c] = room
-            if not rooms:
-                return
-            batches: dict[ChildProcess, list[Assigned]] = {c: [] for c in rooms}
-            if len(self.queue) >= sum(rooms.values()):
-                for c, room in rooms.items():
-                    while len(batches[c]) < room and self.queue[0].blob_id == key:
-                        batches[c].append(self.queue.popleft())
-            else:
-                while self.queue and rooms and self.queue[0].blob_id == key:
-                    c = min(rooms, key=lambda c: c.load + len(batches[c]))
-                    batches[c].append(self.queue.popleft())
-                    rooms[c] -= 1
-                    if not rooms[c]:
-                        del rooms[c]
-            for c, batch in batches.items():
-                if batch:
-                    c.send(batch, self.blobs)
+        """Top children up from the queue, as the planner deals the jobs (SlotPlanner.fill)."""
+        if self.queue:
+            blobs = self.blobs
+            for send in self.planner.fill(self.queue, self.children):
+                send.child.send(send.jobs, blobs)
 
     # ---------------------------------------------------------------- lazy reading (children.py)
     def _gather(self) -> None:
@@ -339,26 +289,22 @@ class ChildPool:
 
     def _plan_reads(self) -> None:
         """Read each child's pipe at once or lazily, and set the one timer for the lazy ones."""
+        eager = self.paused or self.closing or self.cpu_fraction < 1.0
         wake = None
-        if not (self.paused or self.closing or self.cpu_fraction < 1.0):
-            now = self.reactor.seconds()
-            for c in self.children:
-                t = c.lazy_until(now)
-                if t is None:
-                    c.read_eagerly()
-                else:
-                    c.read_lazily()
-                    wake = t if wake is None or t < wake else wake
-        else:
-            for c in self.children:
-                c.read_eagerly()
+        for act in self.planner.reads(self.children, self.reactor.seconds(), eager):
+            if type(act) is WakeAt:
+                wake = act.when
+            elif type(act) is ReadLazily:
+                act.child.read_lazily()
+            else:
+                act.child.read_eagerly()
         call = self._lazy_call
         if wake is None:
             if call is not None and call.active():
                 call.cancel()
             self._lazy_call = None
         elif call is not None and call.active():
-            if abs(call.getTime() - wake) > 0.0005:
+            if abs(call.getTime() - wake) > WAKE_SLACK:
                 call.reset(max(0.0, wake - self.reactor.seconds()))
         else:
             self._lazy_call = self.reactor.callLater(max(0.0, wake - self.reactor.seconds()), self._lazy_wake)
@@ -384,28 +330,28 @@ class ChildPool:
         marks, self._unmarked = self._unmarked, {}
         if marks and not self.closing:
             now = self.reactor.seconds()
-            self.report([["start", a.job_id, a.attempt, max(0.0, now - (a.started or now))]
+            self.report([StartEvent(START, a.job_id, a.attempt, max(0.0, now - (a.started or now)))
                          for a in marks.values()], START_MARK_HOLD)
 
-    def _on_done(self, child: ChildProcess, a: Assigned, entry: list[Any]) -> None:
-        _, status, result, error, preview, cpu, wall = entry[:7]
-        in_file = entry[7] if len(entry) > 7 and isinstance(entry[7], int) else None
-        exc = entry[9] if len(entry) > 9 and status == "failed" else None   # see model/exc_info.py
-        if a.kill_reason == "killed":
-            status, result, error, exc = "killed", None, "killed by its owner", None
-        if in_file is not None and status != "completed":
+    def _on_done(self, child: ChildProcess, a: Assigned, done: ChildDone) -> None:
+        status, result, error, exc = done.status, done.result, done.error, done.exc
+        in_file = done.file_size if isinstance(done.file_size, int) else None
+        if status != FAILED:
+            exc = None   # see model/exc_info.py
+        if a.kill_reason == KILLED:
+            status, result, error, exc = KILLED, None, KILLED_BY_OWNER, None
+        if in_file is not None and status != COMPLETED:
             self._drop_result_file(a, child)
             in_file = None
         if in_file is not None:
             why = self._adopt_result_file(child, a, in_file)
             if why:
-                status, result, error, in_file = "failed", None, why, None
-        ended = done_time(entry, self.reactor.seconds())
+                status, result, error, in_file = FAILED, None, why, None
+        now = self.reactor.seconds()
+        ended = done_time(done.end_time, now)
         ahead = 0.0 if self.closing else child.load + len(self.queue) / max(1, self.target)
-        hold = report_hold(wall, ahead)
-        if hold and ended is not None:  # read late (lazy reading): the hold counts from its end
-            hold = max(0.0, hold - max(0.0, self.reactor.seconds() - ended))
-        self._report_done(a, status, result, preview, error, cpu, wall, hold, in_file, ended, exc)
+        hold = self.planner.done(child, a, done.wall, ahead, now, ended)
+        self._report_done(a, status, result, done.preview, error, done.cpu, done.wall, hold, in_file, ended, exc)
 
     def _adopt_result_file(self, child: ChildProcess, a: Assigned, size: int) -> str | None:
         """Move the large result the child wrote in its own scratch directory (the only place it
@@ -472,109 +418,69 @@ class ChildPool:
         size = in_file if in_file is not None else len(result) if isinstance(result, bytes) else 0
         if size > self.max_result:
             # never send what the server must refuse (a report that size would not even arrive)
-            status, result, error = "failed", None, (f"result too large: {size} bytes > limit "
+            status, result, error = FAILED, None, (f"result too large: {size} bytes > limit "
                                                      f"{self.max_result}")
             if in_file is not None:
                 self._drop_result_file(a)
                 in_file = None
-        event = ["done", a.job_id, a.attempt, status, result, preview, error, started, now, cpu]
-        if exc is not None and status == "failed":
-            event.append({"exc": exc})
-            self.report([event], hold)
+        if exc is not None and status == FAILED:
+            self.report([DoneEvent(DONE, a.job_id, a.attempt, status, result, preview, error, started, now,
+                                   cpu, {"exc": exc})], hold)
             return
         if in_file is not None:
-            event[4] = None
-            event.append({"file": local_results.result_name(a.job_id, a.attempt), "size": in_file})
-            self.report([event], hold)
+            self.report([DoneEvent(DONE, a.job_id, a.attempt, status, None, preview, error, started, now, cpu,
+                                   {"file": local_results.result_name(a.job_id, a.attempt), "size": in_file})],
+                        hold)
             return
-        if (self.local_home is not None and status == "completed" and isinstance(result, bytes)
+        if (self.local_home is not None and status == COMPLETED and isinstance(result, bytes)
                 and len(result) > local_results.LARGE):
             try:  # the server reads it where it expects it; only the name crosses the network
                 rel = local_results.write_result(self.local_home, a.job_id, a.attempt, result)
-                event[4] = None
-                event.append({"file": rel, "size": len(result)})
+                self.report([DoneEvent(DONE, a.job_id, a.attempt, status, None, preview, error, started, now,
+                                       cpu, {"file": rel, "size": len(result)})], hold)
+                return
             except OSError as e:
                 log.warn("dsage.worker.result_file_failed", job=a.job_id, error=str(e))
-        self.report([event], hold)
+        self.report([DoneEvent(DONE, a.job_id, a.attempt, status, result, preview, error, started, now, cpu)],
+                    hold)
 
     def _on_output(self, a: Assigned, text: str) -> None:
-        self.report(self._start_mark_now(a) + [["out", a.job_id, a.attempt, text]])
+        self.report(self._start_mark_now(a) + [OutEvent(OUT, a.job_id, a.attempt, text)])
 
     def _on_progress(self, a: Assigned, fraction: float, message: str) -> None:
-        self.report(self._start_mark_now(a) + [["progress", a.job_id, a.attempt, fraction, message]])
+        self.report(self._start_mark_now(a) + [ProgressEvent(PROGRESS, a.job_id, a.attempt, fraction, message)])
 
-    def _start_mark_now(self, a: Assigned) -> list[list[Any]]:
+    def _start_mark_now(self, a: Assigned) -> list[Any]:
         """The job's pending start mark, to go before its first output or progress: a job that
         reports progress is running, never shown as merely assigned (the mark is otherwise held
         up to START_MARK_DELAY)."""
         if self._unmarked.pop(a.job_id, None) is None:
             return []
         now = self.reactor.seconds()
-        return [["start", a.job_id, a.attempt, max(0.0, now - (a.started or now))]]
+        return [StartEvent(START, a.job_id, a.attempt, max(0.0, now - (a.started or now)))]
 
     def _on_ended(self, child: ChildProcess, left: list[Assigned], reason: Any) -> None:
         self.children.remove(child)
         shutil.rmtree(getattr(child, "scratch", ""), ignore_errors=True)
         code, sig = describe_exit(reason)
-        if left:
-            # a child that asked to be recycled ran nothing after its last done
-            current, rest = (None, left) if child.recycling and code == 0 else (left[0], left[1:])
-            if current is not None:
-                self._settle_current(current, code, sig, getattr(child, "handing_back", None))
-            for a in reversed(rest):  # never started: run them on another child, not a failure
-                if a.kill_reason == "killed":
-                    self._report_done(a, "killed", None, None, "killed by its owner", 0.0, 0.0)
-                elif self.closing or getattr(child, "handing_back", None):
-                    self.report([["back", a.job_id, a.attempt, False, "worker shutting down"]])
-                else:
-                    self.queue.appendleft(a)
         if not (child.stopped or child.recycling or self.closing):  # closing: we killed it
             log.warn("dsage.worker.child_died", child=child.index, code=code, signal=sig)
-        if not self.closing and len([c for c in self.children if not c.stopped]) < self.target:
-            self._respawn_later(crashed=not (child.stopped or child.recycling))
+        live = len([c for c in self.children if not c.stopped])
+        for act in self.planner.exited(left, code, sig, recycling=child.recycling, stopped=child.stopped,
+                                       handed_back=getattr(child, "handing_back", None),
+                                       closing=self.closing, live=live, target=self.target,
+                                       now=self.reactor.seconds()):
+            kind = type(act)
+            if kind is Requeue:
+                self.queue.appendleft(act.job)
+            elif kind is Back:
+                self._unmarked.pop(act.job.job_id, None)
+                self.report([BackEvent(BACK, act.job.job_id, act.job.attempt, act.failed, act.reason)])
+            elif kind is Done:
+                self._report_done(act.job, act.status, None, None, act.error, 0.0, 0.0)
+            elif kind is Respawn:
+                self.reactor.callLater(act.delay, self._respawn)
         self._check_idle()
-
-    def _settle_current(self, a: Assigned, code: int | None, sig: int | None,
-                        handed_back: str | None = None) -> None:
-        self._unmarked.pop(a.job_id, None)
-        if handed_back:
-            self.report([["back", a.job_id, a.attempt, False, handed_back]])
-        elif a.kill_reason == "timed_out":
-            self._report_done(a, "timed_out", None, None,
-                              f"timed out: the job ran longer than its {a.timeout:g} s timeout and was killed",
-                              0.0, 0.0)
-        elif a.kill_reason == "killed":
-            self._report_done(a, "killed", None, None, "killed by its owner", 0.0, 0.0)
-        elif a.kill_reason == "cpu_limit":
-            self._report_done(a, "failed", None, None,
-                              f"CPU time limit of {(a.limits or {}).get('cpu'):g} s exceeded (the job "
-                              f"went on past its own limit; the worker killed it)", 0.0, 0.0)
-        elif self.closing:
-            self.report([["back", a.job_id, a.attempt, False, "worker shutting down"]])
-        elif sig == _signal.SIGKILL:
-            # not our doing: the OOM killer, an operator, or the machine going down: retry elsewhere
-            self.report([["back", a.job_id, a.attempt, True, "child process was killed (SIGKILL)"]])
-        elif sig is not None:
-            mem = (a.limits or {}).get("mem")
-            hint = (f" (its memory limit of {int(mem) // 2**20} MiB was probably exceeded: "
-                    f"an allocation in C code failed)" if mem else "")
-            self._report_done(a, "failed", None, None,
-                              f"the job's process died from {_signame(sig)} (signal {sig}){hint}; "
-                              f"the worker restarted the slot", 0.0, 0.0)
-        else:
-            self._report_done(a, "failed", None, None,
-                              f"the job's process exited with code {code} before finishing "
-                              f"(os._exit or sys.exit in a C extension?); the worker restarted the slot",
-                              0.0, 0.0)
-
-    def _respawn_later(self, crashed: bool) -> None:
-        now = self.reactor.seconds()
-        delay = 0.0
-        if crashed:
-            self._crash_times.append(now)
-            if len(self._crash_times) == self._crash_times.maxlen and now - self._crash_times[0] < 5:
-                delay = 2.0  # a child that dies at start-up must not spin the CPU
-        self.reactor.callLater(delay, self._respawn)
 
     def _respawn(self) -> None:
         if not self.closing and len([c for c in self.children if not c.stopped]) < self.target:
