@@ -148,6 +148,7 @@ class Respawn(NamedTuple):
 KILLED_BY_OWNER = "killed by its owner"
 SHUTTING_DOWN = "worker shutting down"
 
+
 class ExitRule(NamedTuple):
     """One row of :data:`EXIT_TABLE`: what to match (None: anything) and the outcome."""
     name: str
@@ -164,9 +165,9 @@ _T, _K, _F = JobStatus.TIMED_OUT.value, JobStatus.KILLED.value, JobStatus.FAILED
 #: What a child's exit means for the job it was running; the first matching row wins.
 EXIT_TABLE: tuple[ExitRule, ...] = (
     ExitRule("handed back", None, True, None, None, "back", False, "{handed_back}"),
-    ExitRule("timed out", "timed_out", None, None, None, "done", _T,
+    ExitRule("timed out", _T, None, None, None, "done", _T,
              "timed out: the job ran longer than its {timeout:g} s timeout and was killed"),
-    ExitRule("killed", "killed", None, None, None, "done", _K, KILLED_BY_OWNER),
+    ExitRule("killed by its owner", _K, None, None, None, "done", _K, KILLED_BY_OWNER),
     ExitRule("cpu limit", "cpu_limit", None, None, None, "done", _F,
              "CPU time limit of {cpu:g} s exceeded (the job went on past its own limit; the worker killed it)"),
     ExitRule("closing", None, None, True, None, "back", False, SHUTTING_DOWN),

@@ -65,6 +65,7 @@ def test_one_transaction_per_turn(gc):
     assert gc.transactions == [(2, 1, 0)] and status(gc, 1) == "running" and status(gc, 2) == "queued"
 
 
+@pytest.mark.normal_latency
 def test_a_held_commit_waits_for_its_delay_or_a_flush(gc):
     """flush_soon holds the commit up to COMMIT_DELAY; a flush before that takes it along and
     answers its waiter."""
@@ -81,6 +82,7 @@ def test_a_held_commit_waits_for_its_delay_or_a_flush(gc):
     assert gc.transactions == [(1, 0, 1)]
 
 
+@pytest.mark.normal_latency
 def test_the_held_commit_fires_at_its_deadline(gc):
     """Nothing else comes: the held commit is made after COMMIT_DELAY."""
     gc.new_rows.append(new(1))

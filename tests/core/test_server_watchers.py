@@ -1,6 +1,8 @@
 """Watchers and pushes alone: who is handed which changed jobs, and how long a push may wait."""
 from types import SimpleNamespace
 
+import pytest
+
 from dsage_core.server.watchers import PUSH_HOLD_MAX, Watchers, push_hold
 
 
@@ -43,6 +45,7 @@ def test_forget_and_ended_stop_pushes():
     assert w.by_job == {} and s.pushes == t.pushes == []
 
 
+@pytest.mark.normal_latency
 def test_push_hold_only_for_jobs_that_ran_a_while():
     """Short jobs are pushed at once; longer ones may wait a multiple of their run, capped."""
     assert push_hold(None) == 0.0 and push_hold(0.001) == 0.0

@@ -90,6 +90,7 @@ def test_no_jobs_for_a_child_that_is_not_accepting():
 
 
 # ------------------------------------------------------------------------------ lazy reads
+@pytest.mark.normal_latency
 def test_reads_plan_lazy_children_and_one_wake_up():
     """Children with a deep pipeline of measured 20 ms jobs are read lazily, at the earliest of
     their predicted reads; paused, closing or duty-cycled: everything eagerly, no wake-up."""
@@ -148,6 +149,7 @@ def test_cpu_limit_is_checked_from_outside():
 
 
 # ------------------------------------------------------------------------------ dones
+@pytest.mark.normal_latency
 def test_report_hold_counts_from_the_jobs_end():
     """A done read late (lazily) may wait for company only what is left of its hold."""
     planner = p.SlotPlanner()
