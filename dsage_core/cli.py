@@ -11,6 +11,7 @@ from typing import Any
 
 from dsage_core import __version__
 from dsage_core import textsafe as safe
+from dsage_core.model.records import UNTRUSTED_RESULT
 from dsage_core.model.status import ALL_STATES, JobStatus
 
 
@@ -423,7 +424,9 @@ def cmd_job(args: argparse.Namespace) -> int:
             try:
                 data = rec["result"]
                 text = codec.text_form(data)   # a Sage object: its string form, as at the sage: prompt
-                shown = codec.decode_value(text) if text is not None else repr(codec.decode_value(data))
+                mine = not (rec.get("extra") or {}).get(UNTRUSTED_RESULT)   # else never unpickled here
+                shown = (codec.decode_value(text) if text is not None
+                         else repr(codec.decode_value(data, allow_pickle=mine)))
                 print("---- result ----\n" + safe.block(shown))
             except Exception as e:
                 print(f"---- result ----\n(not decodable here: {safe.line(e)}) "

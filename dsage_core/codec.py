@@ -159,7 +159,8 @@ def decode_value(data: bytes, *, allow_pickle: bool = True) -> Any:
         return text
     if tag == PICKLED:
         if not allow_pickle:
-            raise UnsafeResult("this result was pickled by an untrusted (anonymous) worker and is not unpickled")
+            raise UnsafeResult("this result was pickled by a worker that may not pickle for you (an anonymous worker or another "
+                               "user's) and is not unpickled")
         import cloudpickle
         with memoryview(data) as view:
             return cloudpickle.loads(view[1:])

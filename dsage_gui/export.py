@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from dsage_core import codec
+from dsage_core.model.records import UNTRUSTED_RESULT
 from dsage_core.model.status import JobStatus
 
 FIELDS = ("id", "name", "status", "worker", "created", "started", "finished", "elapsed_s", "progress",
@@ -33,6 +34,11 @@ def result_value(row: dict[str, Any]) -> Any:
     data = row.get("result")
     if row.get("status") != JobStatus.COMPLETED or not isinstance(data, bytes):
         return None
+    if (row.get("extra") or {}).get(UNTRUSTED_RESULT):   # made by a worker that may not pickle for you
+        try:
+            return codec.decode_value(data, allow_pickle=False)
+        except codec.UnsafeResult:
+            return row.get("result_preview")   # its text, never its pickle
     return codec.decode_value(data)
 
 

@@ -7,7 +7,7 @@ from typing import Any, Callable
 from dsage_core import codec
 from dsage_core.client.remote_error import JobFailed, rebuild
 from dsage_core.model.job import TERMINAL, JobInfo
-from dsage_core.model.records import JobUpdate
+from dsage_core.model.records import UNTRUSTED_RESULT, JobUpdate
 from dsage_core.model.status import JobStatus
 
 _NO_RESULT = object()
@@ -129,7 +129,7 @@ class JobTracker:
             return None if v is _NO_RESULT else v
         if isinstance(data, LocalResult):
             data = data.read()
-        v = codec.decode_value(data)
+        v = codec.decode_value(data, allow_pickle=not (self.extra and self.extra.get(UNTRUSTED_RESULT)))
         self._value = v             # set before the bytes go, for a thread reading concurrently
         self.result_bytes = None    # decoded once: do not keep a large result twice
         return v

@@ -254,6 +254,11 @@ def event_from_wire(seq: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------- server -> client
+#: the key in :attr:`JobUpdate.extra` that says the result was made by a worker that may not pickle
+#: for the job's owner (another user's or an anonymous worker): its client must not unpickle it
+UNTRUSTED_RESULT = "untrusted"
+
+
 class JobUpdate(NamedTuple):
     """What a client learns of a job: pushed on every change, returned by ``watch``."""
 

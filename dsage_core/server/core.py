@@ -27,7 +27,7 @@ from dsage_core import codec, local_results
 from dsage_core.limits import Limits
 from dsage_core.model import exc_info
 from dsage_core.model.ext import decode as ext_decode, worker_view
-from dsage_core.model.records import (BACK, DONE, OUT, PROGRESS, DoneEvent, JobUpdate, KillItem, OutEvent,
+from dsage_core.model.records import (BACK, DONE, OUT, PROGRESS, UNTRUSTED_RESULT, DoneEvent, JobUpdate, KillItem, OutEvent,
                                       ProgressEvent, StartEvent, WireError, event_from_wire)
 from dsage_core.model.resources import request_of
 from dsage_core.model.status import HELD, TERMINAL, WORKER_OUTCOMES, JobStatus
@@ -382,6 +382,8 @@ class JobServer(ReplicaServer):
         row["needs"] = sorted(row.get("needs") or ())
         if "ext" in row:
             row["extra"] = rep.extra_of(row["ext"]) or {}
+        if row.get("result_untrusted"):
+            row["extra"] = {**(row.get("extra") or {}), UNTRUSTED_RESULT: 1}
         if not isinstance(row.get("exc"), (dict, type(None))):
             row["exc"] = unpack_exc(row["exc"])
         row["exc"] = exc_info.for_viewer(row.get("exc"), row["owner"], owner)
@@ -945,7 +947,14 @@ def _job_record(job: ActiveJob) -> dict[str, Any]:
             "result_preview": job.result_preview, "error": job.error, "output": job.output_text(),
             "progress": job.progress, "progress_message": job.progress_message, "code": job.code,
             "timeout": job.timeout, "blob_id": job.blob_id, "exc": job.exc,
-            "extra": {"replicas": job.replicas.text()} if job.replicas is not None else {}}
+            "extra": _extra_of(job)}
+
+
+def _extra_of(job: ActiveJob) -> dict[str, Any]:
+    extra: dict[str, Any] = {"replicas": job.replicas.text()} if job.replicas is not None else {}
+    if job.result_untrusted:
+        extra[UNTRUSTED_RESULT] = 1
+    return extra
 
 
 def _row_update(row: dict[str, Any]) -> list[Any]:
@@ -955,6 +964,8 @@ def _row_update(row: dict[str, Any]) -> list[Any]:
         result = {"missing": row["result_missing"]}
     exc = unpack_exc(row.get("exc"))
     extra = rep.extra_of(row.get("ext"))
+    if row.get("result_untrusted"):   # stored with the result: holds after a restart
+        extra = {**(extra or {}), UNTRUSTED_RESULT: 1}
     u = JobUpdate(row["id"], row["status"], row["worker"], row["started"], row["finished"], result,
                   row.get("result_preview"), row.get("error"), row.get("progress"),
                   row.get("progress_message") or "", row.get("attempts") or 0, row.get("name") or "",

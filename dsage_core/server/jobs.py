@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from dsage_core.model.records import UNTRUSTED_RESULT
 from dsage_core.model.status import JobStatus
 
 TRUNCATED = "\n[dsage: output truncated after {n} bytes]\n"
@@ -84,6 +85,8 @@ class ActiveJob:
                self.result_preview, self.error, self.progress, self.progress_message,
                self.attempt, self.name, self.created, self.priority, self.kind]
         extra = {"replicas": self.replicas.text()} if self.replicas is not None else None
+        if self.result_untrusted:   # the client must not unpickle this result (model/records.py)
+            extra = {**(extra or {}), UNTRUSTED_RESULT: 1}
         if extra is not None or self.exc is not None:
             rec.append(extra)   # the optional 16th field
         if self.exc is not None:

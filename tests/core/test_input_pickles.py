@@ -111,3 +111,47 @@ def test_a_sage_pickle_from_another_user_is_refused_too(core):
     join(core, "alice")
     b = submit(core, a)
     assert status(core, b)[0] == "failed"
+
+
+class Mkdir:
+    """A result whose unpickling creates a directory: proof that the client loaded it."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        import os
+        return (os.mkdir, (self.path,))
+
+
+def seen_by_alice(core, job_id):
+    """Alice's client's copy of *job_id*, built from what the server tells her (``watch``)."""
+    from dsage_core.client.job import JobTracker
+    from dsage_core.model.records import JobUpdate
+    out = []
+    core.watch("alice", False, [job_id], object()).addCallback(out.extend)
+    t = JobTracker(job_id)
+    t.apply(JobUpdate.from_wire(out[0]))
+    return t
+
+
+def test_alices_client_never_unpickles_a_result_from_bobs_worker(core, tmp_path):
+    """Bob's keyed worker answers alice's job with a pickle that would create a directory: alice's
+    client refuses to unpickle it with a clear message, also after a server restart."""
+    proof = tmp_path / "pwned"
+    a = run_input_on(core, "bob", codec.PICKLED + pickle.dumps(Mkdir(proof)))
+    t = seen_by_alice(core, a)
+    assert t.status == "completed"
+    with pytest.raises(codec.UnsafeResult, match="another user's"):
+        t.value
+    core.store.close()
+    again = _server(tmp_path / "d.sqlite")
+    with pytest.raises(codec.UnsafeResult):
+        seen_by_alice(again, a).value
+    assert not proof.exists()
+
+
+def test_alices_own_workers_pickled_result_is_unpickled(core):
+    """The rule costs alice nothing with her own keyed worker: its pickled result decodes."""
+    a = run_input_on(core, "alice", codec.PICKLED + pickle.dumps({1, 2}))
+    assert seen_by_alice(core, a).value == {1, 2}
