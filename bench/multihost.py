@@ -20,12 +20,12 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import jobs as bj  # noqa: E402
+import loops  # noqa: E402
 import cloudpickle  # noqa: E402
 
 cloudpickle.register_pickle_by_value(bj)  # dsage children do not have bench/ on their path
@@ -37,30 +37,14 @@ ROUNDS = 3
 DELAY_MS = 10   #: each way: a 20 ms round-trip time
 
 
-def _pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
-
-
 def figures(D) -> dict[str, float]:
     """W1 and W2 on a connected client (the same loops as bench/run.py)."""
-    import dsage_core as dsage
     D.submit(bj.noop, 0).wait(120)
     D.map(bj.noop, range(200))[-1].wait(120)   # warm the pipeline once
-    w1 = []
-    for _ in range(ROUNDS):
-        t = time.perf_counter()
-        jobs = D.map(bj.noop, range(N1))
-        for _j in dsage.as_completed(jobs):
-            pass
-        w1.append(N1 / (time.perf_counter() - t))
-        assert all(j.status == "completed" for j in jobs)
-    lat = []
-    for i in range(N2):
-        t = time.perf_counter()
-        D.submit(bj.noop, i).wait(60)
-        lat.append((time.perf_counter() - t) * 1000)
-    return {"W1": statistics.median(w1), "W1_runs": w1, "W2p50": _pct(lat, 50), "W2p99": _pct(lat, 99)}
+    w1 = [loops.w1_round(D, N1) for _ in range(ROUNDS)]
+    lat = loops.w2_latencies(D, N2, timeout=60)
+    return {"W1": statistics.median(w1), "W1_rounds": w1,
+            "W2p50": loops.pct(lat, 50), "W2p99": loops.pct(lat, 99)}
 
 
 def client_main() -> int:

@@ -24,11 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import jobs as bj  # noqa: E402
+import loops  # noqa: E402
 import cloudpickle  # noqa: E402
 
 cloudpickle.register_pickle_by_value(bj)
 
-N1 = 10_000
+N1 = loops.N1
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -123,13 +124,7 @@ def main() -> int:
             rates = []
             t_all = time.perf_counter()
             for _ in range(opts.rounds):
-                t = time.perf_counter()
-                jobs = D.map(bj.noop, range(N1))
-                for _j in dsage.as_completed(jobs):
-                    pass
-                rates.append(N1 / (time.perf_counter() - t))
-                assert all(j.status == "completed" for j in jobs)
-                del jobs, _j
+                rates.append(loops.w1_round(D, N1))
             wall = time.perf_counter() - t_all
             after = {n: cpu_seconds(p) for n, p in procs.items()}
             tafter = {n: thread_cpu(p) for n, p in procs.items()}

@@ -1,7 +1,8 @@
 """``make bench``: dsage against a multiprocessing.Pool(2) baseline measured in the same run.
 
-W1  10,000 no-op jobs submitted then gathered (jobs/s; every job durable in SQLite; median of 3)
-W1e the same through ``D.executor().map`` (median of 3, alternating with W1)
+W1  10,000 no-op jobs submitted then gathered (jobs/s; every job durable in SQLite): three rounds
+    alternating with the baseline's (Pool, dsage, Pool, dsage, ...); the medians of each side
+W1e the same through ``D.executor().map`` (median of 3, in the same alternation)
 W2  200 sequential round trips of one tiny job (p50 / p99 ms)
 W3  200 jobs of ~20 ms pure-Python CPU (efficiency = job CPU / wall / slots)
 W4  100 jobs each returning 1 MiB (MiB/s)
@@ -27,44 +28,62 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import jobs as bj  # noqa: E402  (job functions importable by pool workers)
+import loops  # noqa: E402  (the measured loops, shared with profile_w1.py and multihost.py)
 import cloudpickle  # noqa: E402
 
 cloudpickle.register_pickle_by_value(bj)  # dsage children do not have bench/ on their path
 
-N1, N2, N3, N4 = 10_000, 200, 200, 100
-ROUNDS = 3  #: W1 / W1e repetitions (medians are printed)
+N1, N2, N3, N4 = loops.N1, loops.N2, 200, 100
+ROUNDS = 3  #: W1 / W1e alternations (medians are printed)
 
 
-def baseline() -> dict[str, float]:
-    r: dict[str, float] = {}
-    ctx = mp.get_context("spawn")
+def open_pool():
+    """The baseline: a spawn ``multiprocessing.Pool(2)``, warmed; returns (pool, W5 seconds)."""
     t0 = time.perf_counter()
-    with ctx.Pool(2) as pool:
-        pool.apply(bj.noop, (0,))
-        r["W5"] = time.perf_counter() - t0
-        w1 = []
-        for _ in range(ROUNDS):
-            t = time.perf_counter()
-            pool.map(bj.noop, range(N1), chunksize=1)
-            w1.append(N1 / (time.perf_counter() - t))
-        r["W1"] = statistics.median(w1)
-        lat = []
-        for i in range(N2):
-            t = time.perf_counter()
-            pool.apply(bj.noop, (i,))
-            lat.append((time.perf_counter() - t) * 1000)
-        r["W2p50"], r["W2p99"] = _pct(lat, 50), _pct(lat, 99)
+    pool = mp.get_context("spawn").Pool(2)
+    pool.apply(bj.noop, (0,))
+    return pool, time.perf_counter() - t0
+
+
+def baseline_rest(pool) -> dict[str, float]:
+    """W2-W4 of the baseline *pool* (its W1 alternates with dsage's in :func:`alternate_w1`)."""
+    r: dict[str, float] = {}
+    lat = []
+    for i in range(N2):
         t = time.perf_counter()
-        cpu = sum(pool.map(bj.spin, [0.02] * N3, chunksize=1))
-        r["W3"] = 100 * cpu / ((time.perf_counter() - t) * 2)
-        t = time.perf_counter()
-        total = sum(len(b) for b in pool.map(bj.mib, range(N4), chunksize=1))
-        r["W4"] = total / 2**20 / (time.perf_counter() - t)
+        pool.apply(bj.noop, (i,))
+        lat.append((time.perf_counter() - t) * 1000)
+    r["W2p50"], r["W2p99"] = loops.pct(lat, 50), loops.pct(lat, 99)
+    t = time.perf_counter()
+    cpu = sum(pool.map(bj.spin, [0.02] * N3, chunksize=1))
+    r["W3"] = 100 * cpu / ((time.perf_counter() - t) * 2)
+    t = time.perf_counter()
+    total = sum(len(b) for b in pool.map(bj.mib, range(N4), chunksize=1))
+    r["W4"] = total / 2**20 / (time.perf_counter() - t)
     return r
 
 
-def w1_only(home: Path, store: str | None = None) -> float:
-    """Median W1 of a fresh start_all whose server keeps its jobs in *store* (None: SQLite)."""
+def alternate_w1(D, pool, executor: bool = True) -> tuple[dict[str, float], dict[str, float]]:
+    """W1 (and W1e) of client *D* and W1 of *pool*, alternating round by round (Pool, dsage,
+    dsage executor; three times): on a shared VM one run of ~1 s swings by tens of percent, so
+    each side's median comes from the same minutes. Returns (dsage figures, baseline figures)."""
+    D.submit(bj.noop, 0).wait(60)
+    D.map(bj.noop, range(200))[-1].wait(60)  # warm the pipeline once
+    base, w1, w1e = [], [], []
+    for _ in range(ROUNDS):
+        base.append(loops.pool_w1_round(pool))
+        w1.append(loops.w1_round(D))
+        if executor:
+            w1e.append(loops.w1e_round(D))
+    ours = {"W1": statistics.median(w1), "W1_rounds": w1}
+    if w1e:
+        ours["W1e"] = statistics.median(w1e)
+    return ours, {"W1": statistics.median(base), "W1_rounds": base}
+
+
+def w1_only(home: Path, pool, store: str | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    """W1 of a fresh start_all whose server keeps its jobs in *store* (None: SQLite), alternating
+    with *pool*."""
     import dsage_core as dsage
     old = os.environ.get("DSAGE_STORE")
     if store:
@@ -77,48 +96,19 @@ def w1_only(home: Path, store: str | None = None) -> float:
         else:
             os.environ["DSAGE_STORE"] = old
     try:
-        D.map(bj.noop, range(200))[-1].wait(60)  # warm the pipeline once
-        w1 = []
-        for _ in range(ROUNDS):
-            t = time.perf_counter()
-            jobs = D.map(bj.noop, range(N1))
-            for j in dsage.as_completed(jobs):
-                pass
-            w1.append(N1 / (time.perf_counter() - t))
-            assert all(j.status == "completed" for j in jobs)
-        return statistics.median(w1)
+        return alternate_w1(D, pool, executor=False)
     finally:
         D.shutdown()
 
 
-def dsage_figures(home: Path) -> dict[str, float]:
+def dsage_figures(home: Path, pool) -> tuple[dict[str, float], dict[str, float]]:
+    """Every dsage figure but W5, and the baseline's W1 measured alternating with dsage's."""
     import dsage_core as dsage
-    r: dict[str, float] = {}
     D = dsage.start_all(workers=2, home=home)
     try:
-        D.submit(bj.noop, 0).wait(60)
-        D.map(bj.noop, range(200))[-1].wait(60)  # warm the pipeline once
-        # W1 and W1e alternate three times and report medians: on a shared VM one run of ~1 s
-        # swings by tens of percent, and W1e's target is a ratio to W1
-        w1, w1e = [], []
-        ex = D.executor()
-        for _ in range(ROUNDS):
-            t = time.perf_counter()
-            jobs = D.map(bj.noop, range(N1))
-            for j in dsage.as_completed(jobs):
-                pass
-            w1.append(N1 / (time.perf_counter() - t))
-            assert all(j.status == "completed" for j in jobs)
-            t = time.perf_counter()
-            list(ex.map(bj.noop, range(N1)))
-            w1e.append(N1 / (time.perf_counter() - t))
-        r["W1"], r["W1e"] = statistics.median(w1), statistics.median(w1e)
-        lat = []
-        for i in range(N2):
-            t = time.perf_counter()
-            D.submit(bj.noop, i).wait(30)
-            lat.append((time.perf_counter() - t) * 1000)
-        r["W2p50"], r["W2p99"] = _pct(lat, 50), _pct(lat, 99)
+        r, base = alternate_w1(D, pool)
+        lat = loops.w2_latencies(D, N2)
+        r["W2p50"], r["W2p99"] = loops.pct(lat, 50), loops.pct(lat, 99)
         t = time.perf_counter()
         jobs = D.map(bj.spin, [0.02] * N3)
         cpu = sum(j.wait(120).result for j in jobs)
@@ -129,7 +119,7 @@ def dsage_figures(home: Path) -> dict[str, float]:
         r["W4"] = total / 2**20 / (time.perf_counter() - t)
     finally:
         D.shutdown()
-    return r
+    return r, base
 
 
 def cold_start(home: Path) -> float:
@@ -142,11 +132,6 @@ def cold_start(home: Path) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def _pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
-
-
 def main() -> int:
     import argparse
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -154,20 +139,22 @@ def main() -> int:
     ap.add_argument("--w1-only", action="store_true", help="W1 only (SQLite, and --store if given)")
     opts = ap.parse_args()
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    if opts.w1_only:
-        base = {}
+    pool, pool_w5 = open_pool()
+    try:
         with tempfile.TemporaryDirectory(prefix="dsage-bench-") as tmp:
-            ours = {"W1": w1_only(Path(tmp) / "home")}
+            if opts.w1_only:
+                ours, base = w1_only(Path(tmp) / "home", pool)
+            else:
+                ours, base = dsage_figures(Path(tmp) / "home", pool)
+                base.update(baseline_rest(pool), W5=pool_w5)
+                cold_start(Path(tmp) / "cold")  # first run creates keys and certificates
+                ours["W5"] = min(cold_start(Path(tmp) / "cold") for _ in range(2))
             if opts.store:
-                ours["W1pg"] = w1_only(Path(tmp) / "pg", opts.store)
-    else:
-        base = baseline()
-        with tempfile.TemporaryDirectory(prefix="dsage-bench-") as tmp:
-            ours = dsage_figures(Path(tmp) / "home")
-            cold_start(Path(tmp) / "cold")  # first run creates keys and certificates
-            ours["W5"] = min(cold_start(Path(tmp) / "cold") for _ in range(2))
-            if opts.store:
-                ours["W1pg"] = w1_only(Path(tmp) / "pg", opts.store)
+                pg, pg_base = w1_only(Path(tmp) / "pg", pool, opts.store)
+                ours["W1pg"], base["W1pg"] = pg["W1"], pg_base["W1"]
+    finally:
+        pool.terminate()
+        pool.join()
     rows = [("W1  10k no-op jobs", "jobs/s", "W1", True),
             ("W1  on PostgreSQL (--store)", "jobs/s", "W1pg", True),
             ("W1e executor().map", "jobs/s", "W1e", True),
@@ -178,9 +165,11 @@ def main() -> int:
     for label, unit, key, _ in rows:
         if key not in ours:
             continue
-        b = base.get("W1" if key in ("W1e", "W1pg") else key)
+        b = base.get(key if key == "W1pg" else "W1" if key == "W1e" else key)
         ratio = ours[key] / b if b else float("nan")
         print(f"{label:<30} {unit:<7} {ours[key]:>10.2f} {b or float('nan'):>11.2f} {ratio:>7.3f}")
+    print("W1 rounds, alternating: " + ", ".join(
+        f"Pool {b:,.0f} / dsage {d:,.0f}" for b, d in zip(base["W1_rounds"], ours["W1_rounds"])))
     if opts.w1_only:
         return 0
     Path("bench/results").mkdir(parents=True, exist_ok=True)
