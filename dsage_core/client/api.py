@@ -10,14 +10,19 @@ from typing import Any, Iterable
 
 from dsage_core.client import reactor_thread as rt
 from dsage_core.client.job import Job, JobTracker
-from dsage_core.client.payload import (Options, SubmitError, code_job, file_job, func_job, function_blob,
-                                      refuse_unknown)
+from dsage_core.client.payload import (Options, SubmitError, _is_plain, code_job, file_job, func_job,
+                                      func_jobs, function_blob, refuse_unknown)
 from dsage_core.model.status import JobStatus
 from dsage_core.protocol.errors import ClientClosed
 from dsage_core.client.joblist import JobList
 
 #: argument types that cannot hold a job: ``map`` skips the search for jobs among them
 _SCALARS = frozenset((int, float, str, bytes, bool, type(None), complex))
+
+
+def _may_hold_job(x: Any) -> bool:
+    """False for what surely holds no :class:`Job` (plain data); True otherwise (then searched)."""
+    return not _is_plain(x)
 
 
 class Client:
@@ -96,20 +101,32 @@ class Client:
         self._check_open("submitting")
         opts = Options.pop_from(options)
         _no_extra(options)
-        blob = function_blob(fn)
-        subs = []
+        blob = function_blob(fn)   # the function is pickled once per map
+        subs: list[Any] = []
         shared: Options | None = None   # one Options for every job whose arguments hold no job
+        run: list[tuple[Any, ...]] = []   # consecutive such jobs: one Submission of many payloads
+
+        def flush() -> None:
+            if run:
+                subs.extend(func_jobs(fn, run, shared, blob))
+                run.clear()
+        scalars = _SCALARS
         for args in zip(*iterables):
-            if all(type(a) in _SCALARS for a in args):   # no Job among them: nothing to replace
+            for a in args:
+                if type(a) not in scalars and _may_hold_job(a):
+                    break
+            else:   # no Job among them: nothing to replace
                 if shared is None:
                     shared = Options(**vars(opts))
                     shared.ext = dict(opts.ext)
-                o = shared
-            else:
-                o = Options(**vars(opts))
-                o.ext = dict(opts.ext)   # copies share the ext dict otherwise
-                args, _ = self._job_inputs(args, {}, o)
+                run.append(args)
+                continue
+            flush()
+            o = Options(**vars(opts))
+            o.ext = dict(opts.ext)   # copies share the ext dict otherwise
+            args, _ = self._job_inputs(args, {}, o)
             subs.append(func_job(fn, args, {}, o, blob=blob))
+        flush()
         return JobList(self._submit(subs))
 
     def _job_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any], opts: Options

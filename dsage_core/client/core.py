@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
 from twisted.logger import Logger
 
 from dsage_core import local_results, server_lock
-from dsage_core.client.job import JobTracker, LocalResult
+from dsage_core.client.job import JobTracker
 from dsage_core.client.payload import Options, Submission, code_job, file_job
 from dsage_core.client.states import StateTable
 from dsage_core.model.job import JobInfo
@@ -68,7 +68,6 @@ class _SubmitGroup:
             self.deferred.errback(f)
 
 
-_UPDATE_PAD = [None, None]   #: JobUpdate's optional ``extra`` and ``exc``, when the server left them off
 
 
 class AsyncClient:
@@ -207,21 +206,23 @@ class AsyncClient:
 
     # ------------------------------------------------------------------ updates
     def _on_updates(self, updates: list[list[Any]]) -> None:
-        changed = []
-        make, pad = JobUpdate._make, _UPDATE_PAD
+        # each array is applied as it came (JobTracker.apply_wire, JobUpdate's field order): no
+        # record per update; the id is JobUpdate's first field
+        states, home = self.states, self.local_home
+        get, finished = states.get, states.finished
+        changed: list[JobTracker] | None = [] if self._subscribers else None
         for w in updates:
-            # the server's array as the record: _make, the cheapest way to build a NamedTuple (the
-            # server leaves off the two optional trailing fields when empty; a wrong length raises)
-            u = make(w if len(w) == 17 else list(w) + pad[len(w) - 15:])
-            if isinstance(u.result, dict):
-                u = u._replace(result=LocalResult(self.local_home, u.result))  # reads the file, or a clear error
-            s = self.states.get(u.id)
+            jid = w[0]
+            s = get(jid)
             if s is None:
-                s = self.states[u.id] = JobTracker(u.id)
-            if s.apply(u):
-                self.states.finished(s)
-            changed.append(s)
-        if changed and self._subscribers:
+                s = JobTracker(jid)
+                s.apply_wire(w, home)   # a malformed array raises before the table keeps it
+                states[jid] = s         # a finished one is kept only while referred to
+            elif s.apply_wire(w, home):
+                finished(s)
+            if changed is not None:
+                changed.append(s)
+        if changed:
             # subscribers (the desktop app) get big pushes in slices, one reactor turn apart:
             # a push of 2,000 updates is ~20 ms of their work, a hiccup on a shared GUI loop
             self._emit("jobs", [s.info() for s in changed[:EMIT_SLICE]])
@@ -246,6 +247,18 @@ class AsyncClient:
         else:
             self.reactor.callFromThread(on_reactor)
 
+    def call_each_when_done(self, states: list[JobTracker], fn: Callable[[JobTracker], None]) -> None:
+        """:meth:`call_when_done_many` with one *fn* for every state (no pair per job)."""
+        if self.closed and any(not s.done for s in states):
+            raise ClientClosed("waiting on a job")
+        def on_reactor() -> None:
+            for s in states:
+                s.add_callback(fn)
+        if self._on_reactor_thread():
+            on_reactor()
+        else:
+            self.reactor.callFromThread(on_reactor)
+
     def _on_reactor_thread(self) -> bool:
         from twisted.python import threadable
         return threadable.isInIOThread()
@@ -260,45 +273,62 @@ class AsyncClient:
         return d.addCallback(lambda _: self._enqueue(subs))
 
     def _enqueue(self, subs: list[Submission]) -> Deferred:
-        group = _SubmitGroup(len(subs))
-        self._submits.add_many([(s, group, i) for i, s in enumerate(subs)])
+        """Batcher items ``(wire record, submission, group, index)``: one per job (a submission
+        may carry many, see ``Submission.payloads``)."""
+        items: list[tuple[tuple, Submission, _SubmitGroup, int]] = []
+        group = _SubmitGroup(sum(s.count for s in subs))
+        add = items.append
+        i = 0
+        for s in subs:
+            for w in s.wires():
+                add((w, s, group, i))
+                i += 1
+        if not items:
+            group.deferred.callback([])
+            return group.deferred
+        self._submits.add_many(items)
         return group.deferred
 
-    def _send_submits(self, items: list[tuple[Submission, "_SubmitGroup", int]]) -> Deferred:
+    def _send_submits(self, items: list[tuple[tuple, Submission, "_SubmitGroup", int]]) -> Deferred:
         now = self.reactor.seconds()
         assert self.session is not None
-        d = self.session.call("submit", envelope.pack([s.wire() for s, _, _ in items]))
+        d = self.session.call("submit", envelope.pack([it[0] for it in items]))
 
         def got(ids_packed: bytes) -> None:
             ids = envelope.unpack(ids_packed)
             states = self.states
-            for (sub, group, i), jid in zip(items, ids):
-                st = states.get(jid)
+            get = states.get
+            last = None
+            for (_, sub, group, i), jid in zip(items, ids):
+                if sub is not last:   # what every job of one submission shares
+                    last, name, kind, code = sub, sub.name, sub.kind, sub.code
+                    ext, priority = sub.options.ext, sub.options.priority
+                st = get(jid)
                 if st is None:
-                    st = states[jid] = JobTracker(jid, sub.name, sub.kind, now)
-                    if sub.options.ext and _waits(sub.options.ext, states):
+                    st = states[jid] = JobTracker(jid, name, kind, now)
+                    if ext and _waits(ext, states):
                         st.status = JobStatus.WAITING   # until the server's push says otherwise
-                st.code, st.priority = sub.code, sub.options.priority
+                st.code, st.priority = code, priority
                 group.put(i, st)
 
         def failed(f: Any) -> None:
             if f.check(UnknownBlob) and self._resubmit(items):
                 return
-            for _, group, _ in items:
+            for _, _, group, _ in items:
                 group.fail(f)
         d.addCallbacks(got, failed)
         return d
 
-    def _resubmit(self, items: list[tuple[Submission, "_SubmitGroup", int]]) -> bool:
+    def _resubmit(self, items: list[tuple[tuple, Submission, "_SubmitGroup", int]]) -> bool:
         """The server no longer holds a function blob of these jobs (it frees a blob once no
         unfinished job needs it): forget what we uploaded, upload again, and send the jobs again.
         Once per submit call; False if that was done already."""
-        groups = {id(g): g for _, g, _ in items}.values()
+        groups = {id(g): g for _, _, g, _ in items}.values()
         if any(g.reuploaded for g in groups):
             return False
         for g in groups:
             g.reuploaded = True
-        blobs = {s.blob_id: s.blob for s, _, _ in items if s.blob_id and s.blob is not None}
+        blobs = {s.blob_id: s.blob for _, s, _, _ in items if s.blob_id and s.blob is not None}
         self._uploaded.difference_update(blobs)
         d = self._upload_blobs(blobs)
         d.addCallback(lambda _: self._submits.add_many(items))

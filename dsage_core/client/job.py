@@ -47,7 +47,8 @@ class JobTracker:
         self.exc: dict[str, Any] | None = None   #: the exception map of a job that raised (exc_info)
         self.exc_obj: BaseException | None = None   #: that exception, rebuilt once (Job.exception)
         self._event: threading.Event | None = None
-        self._callbacks: list[Callable[["JobTracker"], None]] | None = None
+        #: None, the one done-callback (most jobs have one), or a list of them
+        self._callbacks: Any = None
         self._value: Any = _NO_RESULT
 
     @property
@@ -78,12 +79,30 @@ class JobTracker:
 
     def add_callback(self, fn: Callable[["JobTracker"], None]) -> None:
         """Run *fn(self)* when the job finishes (reactor thread only)."""
+        cbs = self._callbacks
         if self.status in TERMINAL:
             fn(self)
-        elif self._callbacks is None:
-            self._callbacks = [fn]
+        elif cbs is None:
+            self._callbacks = fn   # a lone callback is kept as is: no list per job
+        elif type(cbs) is list:
+            cbs.append(fn)
         else:
-            self._callbacks.append(fn)
+            self._callbacks = [cbs, fn]
+
+    def _finish(self) -> None:
+        """Just became terminal: wake waiters, run the done-callbacks once."""
+        with _EVENT_LOCK:
+            ev = self._event
+        if ev is not None:
+            ev.set()
+        cbs = self._callbacks
+        if cbs is not None:
+            self._callbacks = None
+            if type(cbs) is list:
+                for cb in cbs:
+                    cb(self)
+            else:
+                cbs(self)
 
     def apply(self, u: JobUpdate) -> bool:
         """Apply a pushed :class:`~dsage_core.model.records.JobUpdate`; True if the job just became terminal."""
@@ -107,13 +126,51 @@ class JobTracker:
             self.exc = exc if isinstance(exc, dict) else None
         self.status = status   # last: readers on other threads check it without a lock
         if status in TERMINAL:
-            with _EVENT_LOCK:
-                ev = self._event
-            if ev is not None:
-                ev.set()
-            cbs, self._callbacks = self._callbacks, None
-            for cb in cbs or ():
-                cb(self)
+            self._finish()
+            return True
+        return False
+
+    def apply_wire(self, w: Any, local_home: Any) -> bool:
+        """:meth:`apply` straight from the server's array (no JobUpdate built): the fields in
+        :class:`~dsage_core.model.records.JobUpdate` order, the two optional trailing ones left
+        off when empty; another length raises TypeError (nothing applied). A ``{"file", "size"}`` result becomes a
+        :class:`LocalResult` of *local_home*."""
+        n = len(w)
+        if not 15 <= n <= 17:
+            raise TypeError(f"a job update has 15 to 17 fields, not {n}")
+        if self.status in TERMINAL:
+            return False  # a job finishes once: later updates are stale
+        if n == 15:
+            (_, status, worker, started, finished, result, preview, error, progress, message,
+             attempts, name, created, priority, kind) = w
+            extra = exc = None
+        elif n == 16:
+            (_, status, worker, started, finished, result, preview, error, progress, message,
+             attempts, name, created, priority, kind, extra) = w
+            exc = None
+        else:
+            (_, status, worker, started, finished, result, preview, error, progress, message,
+             attempts, name, created, priority, kind, extra, exc) = w
+        self.worker, self.started, self.finished = worker, started, finished
+        self.result_preview, self.error, self.progress = preview, error, progress
+        self.progress_message = message or ""
+        self.attempts = attempts
+        if result is not None:
+            self.result_bytes = LocalResult(local_home, result) if isinstance(result, dict) else result
+        if name:
+            self.name = name
+        if created:
+            self.created = created
+        self.priority = priority or 0
+        if kind:
+            self.kind = kind
+        if isinstance(extra, dict):
+            self.extra = extra
+        if exc is not None:
+            self.exc = exc if isinstance(exc, dict) else None
+        self.status = status   # last: readers on other threads check it without a lock
+        if status in TERMINAL:
+            self._finish()
             return True
         return False
 

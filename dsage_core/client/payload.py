@@ -123,6 +123,22 @@ class Submission:
     blob_id: str | None = None
     blob: bytes | None = None
     needs: list[str] = field(default_factory=list)
+    #: several jobs that differ only in their payload (``D.map``): sent as one wire record per
+    #: payload, each as if ``payload`` were that one (``payload`` itself is then unused)
+    payloads: list[bytes] | None = None
+
+    @property
+    def count(self) -> int:
+        """How many jobs this stands for."""
+        return 1 if self.payloads is None else len(self.payloads)
+
+    def wires(self) -> list[tuple]:
+        """The wire record of each of its jobs, in order."""
+        w = self.wire()
+        if self.payloads is None:
+            return [w]
+        head, tail = w[:5], w[6:]   # every field but the payload is shared
+        return [head + (p,) + tail for p in self.payloads]
 
     def wire(self) -> tuple:
         """The :class:`~dsage_core.model.records.Submission` record the server reads."""
@@ -136,19 +152,27 @@ def _pack(d: dict[str, Any]) -> bytes:
     return msgpack.packb(d, use_bin_type=True)
 
 
-_PLAIN = (int, float, str, bytes, bool, type(None), complex)
+_PLAIN = frozenset((int, float, str, bytes, bool, type(None), complex))
 
 
 def _is_plain(obj: Any, depth: int = 0) -> bool:
+    """Whether *obj* is only built-in data (the C pickler then pickles it as cloudpickle would)."""
     t = type(obj)
     if t in _PLAIN:
         return True
     if depth > 8:
         return False
     if t is tuple or t is list:
-        return all(_is_plain(x, depth + 1) for x in obj)
+        for x in obj:   # scalars, the usual content, without a call each
+            if type(x) not in _PLAIN and not _is_plain(x, depth + 1):
+                return False
+        return True
     if t is dict:
-        return all(_is_plain(k, depth + 1) and _is_plain(v, depth + 1) for k, v in obj.items())
+        for k, v in obj.items():
+            if (type(k) not in _PLAIN and not _is_plain(k, depth + 1)) or \
+                    (type(v) not in _PLAIN and not _is_plain(v, depth + 1)):
+                return False
+        return True
     return False
 
 
@@ -226,6 +250,36 @@ def func_job(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], options: Op
     payload = _pack(d)
     name = options.name or getattr(fn, "__name__", "function")
     return Submission("func", payload, name, None, options, blob_id=blob_id, blob=data)
+
+
+#: jobs one multi-payload Submission of ``func_jobs`` carries at most (a submit batch's size)
+MAP_BATCH = 500
+
+
+def func_jobs(fn: Any, argsets: list[tuple[Any, ...]], options: Options, blob: tuple[str, bytes]
+              ) -> list[Submission]:
+    """Function jobs ``fn(*args)`` for each of *argsets* sharing one *options* and one *blob*: one
+    :class:`Submission` per :data:`MAP_BATCH` of them, carrying their payloads."""
+    if not callable(fn):
+        raise SubmitError(f"{fn!r} is not callable")
+    blob_id, data = blob
+    files = _files(options.files or ())
+    name = options.name or getattr(fn, "__name__", "function")
+    plain, dumps, pack, empty = _PLAIN, pickle.dumps, _pack, {}
+    payloads = []
+    for args in argsets:
+        for a in args:
+            if type(a) not in plain:
+                d: dict[str, Any] = {"k": "func", "args": _pickle((args, empty), "the arguments")}
+                break
+        else:   # scalars only: plain for sure
+            d = {"k": "func", "args": dumps((args, empty), protocol=5)}
+        if files:
+            d["files"] = files
+        payloads.append(pack(d))
+    return [Submission("func", b"", name, None, options, blob_id=blob_id, blob=data,
+                       payloads=payloads[k:k + MAP_BATCH])
+            for k in range(0, len(payloads), MAP_BATCH)]
 
 
 def function_blob(fn: Any) -> tuple[str, bytes]:
