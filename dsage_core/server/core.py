@@ -214,8 +214,8 @@ class JobServer(ReplicaServer):
         """Store new jobs durably, queue them, and return their ids (after the commit)."""
         specs, uses = self.intake.check(owner, raw_jobs)
         outcomes = None
-        if any(s["ext"] and "inputs" in s["ext"] for s in specs):  # jobs as arguments
-            outcomes = yield self.deps.lookup(owner, [s["ext"] for s in specs])
+        if any(s.ext and "inputs" in s.ext for s in specs):  # jobs as arguments
+            outcomes = yield self.deps.lookup(owner, [s.ext for s in specs])
         self.intake.check_quota(self.table.queued(owner), len(specs))
         now = self.clock.seconds()
         jobs = self.intake.make_jobs(owner, specs, uses, now)
