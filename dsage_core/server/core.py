@@ -263,7 +263,10 @@ class JobServer(ReplicaServer):
             linked = [j for j in jobs if input_ids(j.ext)]
             ready = {j.id for j in self.deps.attach(linked, rows)}
             to_schedule = [j for j in jobs if not input_ids(j.ext) or j.id in ready]
-        self._apply(self.scheduler.handle(ev.JobsSubmitted([self._sched(j) for j in to_schedule])))
+        sched = self._sched   # a plain job (no ext options): its record built here, one call less
+        self._apply(self.scheduler.handle(ev.JobsSubmitted([
+            sched(j) if j.ext else SchedJob(j.id, j.priority, j.trusted_only, j.needs, j.attempt, j.failures)
+            for j in to_schedule])))
         if self.watching.follows_owner(owner):
             # sessions that follow all of the owner's jobs (the desktop app) see them from submit
             # on; dispatched ones were pushed by _dispatch already
