@@ -815,10 +815,11 @@ class JobServer(ReplicaServer):
                 self._release_blob(job)
             if deps.dependents or deps.values:
                 deps.ended(job)
-            rows.append((FinishedJob(job.id, COMPLETED, result, job.result_preview, job.error,
-                                     job.output_text() or None, job.started, job.finished, job.worker,
-                                     job.result_file, job.result_size if job.result_file else None,
-                                     pack_exc(job.exc) if job.exc else None, untrusted), job))
+            rows.append((_make_record(FinishedJob, (
+                job.id, COMPLETED, result, job.result_preview, job.error, job.output_text() or None,
+                job.started, job.finished, job.worker, job.result_file,
+                job.result_size if job.result_file else None, pack_exc(job.exc) if job.exc else None,
+                untrusted)), job))
         if fast:
             w.jobs_done += fast
             counts[COMPLETED] = counts.get(COMPLETED, 0) + fast
@@ -896,6 +897,7 @@ class JobServer(ReplicaServer):
         entries, blobs = [], {}
         jobs = self.jobs
         running_rows = self.group_commit.running_rows
+        wid = w.id
         for jid, attempt in a.jobs:
             job = jobs[jid]
             # assigned until the worker says a child started it (a "start" mark, or its done)
@@ -905,15 +907,17 @@ class JobServer(ReplicaServer):
                 job.status = PAUSED if w.paused else ASSIGNED
                 job.attempt, job.worker, job.started = attempt, w.id, None
                 job.output, job.output_len, job.output_truncated = [], 0, False
-            running_rows.append(RunningJob(jid, attempt, w.id, now))
+            running_rows.append(_make_record(RunningJob, (jid, attempt, wid, now)))
             if job.blob_id and job.blob_id not in w.sent_blobs:
                 data = self.blobs.get(job.blob_id)
                 if data is not None:   # else (its row was lost) the worker fails the job, clearly
                     blobs[job.blob_id] = data
                     w.sent_blobs.add(job.blob_id)
-            wext = worker_view(job.ext)
-            if job.ext is not None and "inputs" in job.ext:
-                wext = self.deps.worker_view(jid, wext)
+            wext = None
+            if job.ext is not None:
+                wext = worker_view(job.ext)
+                if "inputs" in job.ext:
+                    wext = self.deps.worker_view(jid, wext)
             # a RunEntry's wire form (model/records.py), without its optional ext when there is none
             entry = [jid, attempt, job.payload, job.blob_id, job.timeout, job.limits]
             if wext is not None:

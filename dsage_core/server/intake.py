@@ -95,9 +95,11 @@ class Intake:
 
 def new_rows(jobs: list[ActiveJob], now: float) -> list[NewJob]:
     """The store rows that insert *jobs*."""
-    return [NewJob(j.id, j.owner, j.name, j.kind, j.priority, j.trusted_only,
-                   ",".join(sorted(j.needs)) if j.needs else "", j.payload, j.blob_id, j.timeout,
-                   pack(j.limits) if j.limits else None, j.code, now, ext_encode(j.ext) if j.ext else None)
+    # tuple.__new__ with all 14 fields: what NewJob(...) makes, without its Python-level __new__
+    return [_make(NewJob, (j.id, j.owner, j.name, j.kind, j.priority, j.trusted_only,
+                           ",".join(sorted(j.needs)) if j.needs else "", j.payload, j.blob_id, j.timeout,
+                           pack(j.limits) if j.limits else None, j.code, now,
+                           ext_encode(j.ext) if j.ext else None))
             for j in jobs]
 
 
@@ -135,6 +137,7 @@ def _limits_of(jlimits: Any) -> dict[str, Any] | None:
 
 
 _NO_NEEDS: frozenset[str] = frozenset()
+_make = tuple.__new__   # a NamedTuple from a tuple of exactly its fields
 
 
 def parse_submission(raw: Any, limits: Limits, owner: str = "") -> ActiveJob:

@@ -92,6 +92,8 @@ def test_make_jobs_gives_consecutive_ids_and_holds_the_blob(intake):
     assert all(j.blob_held and j.owner == "alice" and j.created == 5.0 for j in jobs)
     rows = new_rows(jobs, 5.0)
     assert [r.id for r in rows] == [7, 8] and msgpack.unpackb(rows[0].limits) == {"mem": 1 << 20}
+    from dsage_core.store import NewJob
+    assert len(rows[0]) == len(NewJob._fields) and rows[0].ext is None and rows[0].created == 5.0
 
 
 def test_anonymous_replicas_add_copies_to_untrusted_jobs(intake):
