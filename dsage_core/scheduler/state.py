@@ -73,6 +73,30 @@ class JobQueue:
         self._class[job.id] = cls
         heapq.heappush(self._heaps.setdefault(cls, []), (-job.priority, job.id, self._seq))
 
+    def push_many(self, jobs: list[SchedJob]) -> None:
+        """Queue *jobs*, as :meth:`push` one by one would (a submitted batch: its jobs mostly share
+        one class, looked up once per run of equal classes)."""
+        token, klass, heaps = self._token, self._class, self._heaps
+        push = heapq.heappush
+        last_trusted: Any = None
+        last_needs: Any = None
+        cls: Any = None
+        h: list[tuple[int, int, int]] = []
+        for job in jobs:
+            if job.res is not None:   # sized: its own class (rare)
+                self.push(job)
+                last_needs = None
+                continue
+            if job.needs is not last_needs or job.trusted_only is not last_trusted:
+                last_trusted, last_needs = job.trusted_only, job.needs
+                cls = (last_trusted, last_needs)
+                h = heaps.setdefault(cls, [])
+            self._seq = seq = self._seq + 1
+            jid = job.id
+            token[jid] = seq
+            klass[jid] = cls
+            push(h, (-job.priority, jid, seq))
+
     def remove(self, job_id: int) -> bool:
         """Drop a queued job (lazily: its heap entry is skipped later). False if it was not queued."""
         if self._token.pop(job_id, None) is None:
@@ -89,6 +113,8 @@ class JobQueue:
         """Take up to *n* best job ids among the classes *can_run* accepts; ids *skip* names stay
         queued (a replicated job this worker may not take)."""
         heaps = [h for cls, h in self._heaps.items() if can_run(cls)]
+        if len(heaps) == 1 and skip is None:
+            return self._pop_one_heap(heaps[0], n)
         taken: list[int] = []
         passed: list[tuple[list[tuple[int, int, int]], tuple[int, int, int]]] = []
         while len(taken) < n:
@@ -112,6 +138,47 @@ class JobQueue:
             taken.append(job_id)
         for h, entry in passed:
             heapq.heappush(h, entry)
+        return taken
+
+    def _pop_one_heap(self, h: list[tuple[int, int, int]], n: int) -> list[int]:
+        """:meth:`pop_many` when one heap is eligible and nothing is skipped (the common case):
+        its best *n* live entries, stale ones dropped on the way."""
+        token, klass = self._token, self._class
+        taken: list[int] = []
+        if n <= 0:
+            return taken
+        if 4 * n >= len(h):
+            # a large share of the heap: sort it (a sorted list is a heap, and a heap of jobs
+            # pushed in id order is nearly sorted already) and cut the taken prefix off
+            h.sort()
+            i = 0
+            for entry in h:
+                i += 1
+                jid = entry[1]
+                if token.get(jid) != entry[2]:
+                    self._stale -= 1
+                    continue
+                del token[jid]
+                if len(klass.pop(jid)) == 3:
+                    self.sized -= 1
+                taken.append(jid)
+                if len(taken) == n:
+                    break
+            del h[:i]
+            return taken
+        pop = heapq.heappop
+        while h:
+            entry = pop(h)
+            jid = entry[1]
+            if token.get(jid) != entry[2]:
+                self._stale -= 1
+                continue
+            del token[jid]
+            if len(klass.pop(jid)) == 3:
+                self.sized -= 1
+            taken.append(jid)
+            if len(taken) == n:
+                break
         return taken
 
     def _skip_stale(self, h: list[tuple[int, int, int]]) -> None:
@@ -268,10 +335,13 @@ class Scheduler(ReplicaMoves):
         if len(set(ids)) != len(ids) or any(i in self.jobs for i in ids):
             dup = next(i for n, i in enumerate(ids) if i in self.jobs or i in ids[:n])
             raise InvalidTransition(f"job {dup} submitted twice")
+        jobs = self.jobs
+        queued = []
         for job in e.jobs:
-            self.jobs[job.id] = job
+            jobs[job.id] = job
             if job.replicas <= 1 or self._new_copies(job, out):
-                self._queue.push(job)
+                queued.append(job)
+        self._queue.push_many(queued)
 
     def _joined(self, e: ev.WorkerJoined, out: list[act.Action]) -> None:
         if e.worker_id in self.workers:

@@ -1,5 +1,9 @@
 """Intake: a submitted batch checked field by field, given ids, and turned into jobs and rows.
 
+Each packed job is parsed straight into its :class:`~dsage_core.server.jobs.ActiveJob` (no spec
+map in between: on the path of every job, the intermediate shape cost as much as the checks);
+:meth:`Intake.make_jobs` then gives the checked jobs their ids and creation time.
+
 :class:`Intake` holds what a submit needs besides the job table: the next job id, the blob table
 (a function job names a blob its owner uploaded), and the server's options for anonymous workers
 (``--anonymous-packages``, ``--anonymous-replicas``). It does no I/O: the server stores the rows it
@@ -14,6 +18,7 @@ from dsage_core.model.ext import check_ext, encode as ext_encode
 from dsage_core.model.job import KINDS
 from dsage_core.model.records import Submission
 from dsage_core.model.resources import request_of, with_requests
+from dsage_core.protocol.envelope import pack, unpack
 from dsage_core.protocol.errors import BadRequest, QuotaExceeded, UnknownBlob
 from dsage_core.server import replicas as rep
 from dsage_core.server.jobs import ActiveJob
@@ -38,19 +43,20 @@ class Intake:
         #: number (``dsage server --anonymous-replicas``)
         self.anonymous_replicas = 1
 
-    def check(self, owner: str, raw_jobs: list[Any]) -> tuple[list[dict[str, Any]], dict[str, int]]:
-        """The batch's job specs and how many of them use each blob; raises :class:`BadRequest`
-        (a malformed job, too many jobs) or :class:`UnknownBlob` (a blob *owner* does not hold)."""
+    def check(self, owner: str, raw_jobs: list[Any]) -> tuple[list[ActiveJob], dict[str, int]]:
+        """The batch's jobs (of *owner*, without ids yet: :meth:`make_jobs`) and how many of them
+        use each blob; raises :class:`BadRequest` (a malformed job, too many jobs) or
+        :class:`UnknownBlob` (a blob *owner* does not hold)."""
         if len(raw_jobs) > self.limits.max_batch_jobs:
             raise BadRequest(f"too many jobs in one call: {len(raw_jobs)} > {self.limits.max_batch_jobs}")
-        specs = [parse_submission(r, self.limits) for r in raw_jobs]
-        if not self.anonymous_packages:
-            for s in specs:   # an anonymous worker is nobody's to install packages on
-                if s["ext"] and "packages" in s["ext"]:
-                    s["trusted_only"] = True
+        limits = self.limits
+        specs = [parse_submission(r, limits, owner) for r in raw_jobs]
         uses: dict[str, int] = {}
+        packages_trusted = not self.anonymous_packages
         for s in specs:
-            b = s["blob_id"]
+            if s.ext and packages_trusted and "packages" in s.ext:
+                s.trusted_only = True   # an anonymous worker is nobody's to install packages on
+            b = s.blob_id
             if b:
                 uses[b] = uses.get(b, 0) + 1
         for b in uses:
@@ -65,17 +71,21 @@ class Intake:
             raise QuotaExceeded(f"queued-jobs quota reached: {queued} queued, limit "
                                 f"{self.limits.max_queued_per_user}; wait for some to finish")
 
-    def make_jobs(self, owner: str, specs: list[dict[str, Any]], uses: dict[str, int],
+    def make_jobs(self, owner: str, jobs: list[ActiveJob], uses: dict[str, int],
                   now: float) -> list[ActiveJob]:
-        """The jobs of checked *specs*, with the next ids, one blob reference each, and the copies
-        the server's replica option asks for."""
-        first = self.next_id
-        self.next_id += len(specs)
-        jobs = [ActiveJob(id=first + i, owner=owner, created=now, blob_held=s["blob_id"] is not None, **s)
-                for i, s in enumerate(specs)]
+        """The checked *jobs* (of *owner*), given the next ids and *now* as their creation time,
+        one blob reference each, and the copies the server's replica option asks for."""
+        jid = self.next_id
+        self.next_id += len(jobs)
+        for j in jobs:
+            j.id = jid
+            j.created = now
+            jid += 1
+            if j.blob_id is not None:
+                j.blob_held = True
         for b, n in uses.items():   # one reference per job: the blob stays while any is unfinished
             self.blob_table.acquire(owner, b, n)
-        if self.anonymous_replicas > 1 or any(s["ext"] for s in specs):
+        if self.anonymous_replicas > 1 or any(j.ext for j in jobs):
             for j in jobs:
                 if request_of(j.ext) is None:   # a sized job runs once (checked in _check_combinations)
                     j.ext = rep.with_replicas(j.ext, rep.replicas_wanted(j.ext, j.trusted_only,
@@ -85,8 +95,11 @@ class Intake:
 
 def new_rows(jobs: list[ActiveJob], now: float) -> list[NewJob]:
     """The store rows that insert *jobs*."""
-    return [NewJob(j.id, j.owner, j.name, j.kind, j.priority, j.trusted_only, ",".join(sorted(j.needs)),
-                   j.payload, j.blob_id, j.timeout, pack_limits(j.limits), j.code, now, ext_encode(j.ext))
+    # tuple.__new__ with all 14 fields: what NewJob(...) makes, without its Python-level __new__
+    return [_make(NewJob, (j.id, j.owner, j.name, j.kind, j.priority, j.trusted_only,
+                           ",".join(sorted(j.needs)) if j.needs else "", j.payload, j.blob_id, j.timeout,
+                           pack(j.limits) if j.limits else None, j.code, now,
+                           ext_encode(j.ext) if j.ext else None))
             for j in jobs]
 
 
@@ -123,9 +136,13 @@ def _limits_of(jlimits: Any) -> dict[str, Any] | None:
     return jlimits
 
 
-def parse_submission(raw: Any, limits: Limits) -> dict[str, Any]:
-    """Validate one packed job (a :class:`~dsage_core.model.records.Submission`); raise
-    :class:`BadRequest` with a clear message."""
+_NO_NEEDS: frozenset[str] = frozenset()
+_make = tuple.__new__   # a NamedTuple from a tuple of exactly its fields
+
+
+def parse_submission(raw: Any, limits: Limits, owner: str = "") -> ActiveJob:
+    """Validate one packed job (a :class:`~dsage_core.model.records.Submission`) of *owner*; raise
+    :class:`BadRequest` with a clear message. The job has no id yet (0; see :meth:`Intake.make_jobs`)."""
     if not isinstance(raw, list) or len(raw) not in (10, 11):
         raise BadRequest("each job must be a list of 10 or 11 fields")
     # unpacked in Submission's field order (Submission.from_wire would build the same fields by
@@ -146,7 +163,8 @@ def parse_submission(raw: Any, limits: Limits) -> dict[str, Any]:
         raise BadRequest("priority must be an int")
     if not isinstance(trusted, bool):
         raise BadRequest("trusted_only must be a bool")
-    if not isinstance(needs, list) or len(needs) > 8 or not all(isinstance(n, str) and len(n) < 32 for n in needs):
+    if not isinstance(needs, list) or len(needs) > 8 or (
+            needs and not all(isinstance(n, str) and len(n) < 32 for n in needs)):
         raise BadRequest("needs must be a short list of capability names")
     if not isinstance(payload, bytes):
         raise BadRequest("payload must be bytes")
@@ -161,18 +179,16 @@ def parse_submission(raw: Any, limits: Limits) -> dict[str, Any]:
     code = _str(code, "code", limits.max_code, optional=True)
     if ext:  # resource requests: needs= joins the needs field, memory= is also the memory limit
         needs, jlimits = with_requests(ext, needs, jlimits)
-    return dict(name=name, kind=kind, priority=priority, trusted_only=trusted,
-                needs=frozenset(needs), payload=payload, blob_id=blob_id, timeout=timeout,
-                limits=jlimits, code=code, ext=ext)
+    # positional, in ActiveJob's field order (its keyword form costs more on every job)
+    return ActiveJob(0, owner, name, kind, priority, trusted, frozenset(needs) if needs else _NO_NEEDS,
+                     payload, blob_id, timeout, jlimits, 0.0, code, ext)
 
 
 def pack_limits(limits: dict[str, Any] | None) -> bytes | None:
     """A job's limits as the store keeps them."""
-    from dsage_core.protocol.envelope import pack
     return pack(limits) if limits else None
 
 
 def unpack_limits(data: bytes | None) -> dict[str, Any] | None:
     """A stored job's limits."""
-    from dsage_core.protocol.envelope import unpack
     return unpack(data) if data else None

@@ -16,6 +16,7 @@ from zope.interface import implementer
 from dsage_core import __version__, latency
 from dsage_core.model import exc_info
 from dsage_core.model.job import TERMINAL
+from dsage_core.model.status import JobStatus
 from dsage_core.model.records import JobUpdate, RunEntry
 from dsage_core.protocol import envelope
 from dsage_core.protocol.batcher import PIGGYBACK, Batcher
@@ -32,6 +33,7 @@ log = Logger(namespace="dsage.server.remote")
 # read by these names, not rebuilt as records (that would cost more than the rest of a push)
 _U_RESULT, _U_EXC = JobUpdate._fields.index("result"), JobUpdate._fields.index("exc")
 _R_PAYLOAD, _R_BLOB, _R_EXT = (RunEntry._fields.index(f) for f in ("payload", "blob_id", "ext"))
+ASSIGNED = JobStatus.ASSIGNED.value
 
 
 def _peer(rref: Any) -> str:
@@ -58,6 +60,12 @@ class KeyedPusher:
     batch's commit usually takes them along). Updates that only say "running" or carry progress
     wait up to ``lazy_delay``: a short job's running update is then replaced by its result, which
     halves the calls per job when jobs take milliseconds.
+
+    An "assigned" update (a job just dispatched) waits its whole ``lazy_delay`` in :attr:`young`,
+    even when another push goes sooner: a short job's result nearly always comes within that time
+    and replaces it (the client sees the job go from queued to its end, as it would if the job
+    had run at once), so the client decodes one update per job instead of two. An assigned
+    update not replaced in time goes then, as before; any later update of the job replaces it.
     """
 
     def __init__(self, rref: Any, clock: Any = None, max_items: int = 2000, lazy_delay: float | None = None,
@@ -68,6 +76,8 @@ class KeyedPusher:
         self.max_bytes = max_bytes
         self.clock = clock
         self.pending: dict[int, Any] = {}
+        #: assigned updates waiting for their job's next state: id -> (job, due), oldest first
+        self.young: dict[int, tuple[Any, float]] = {}
         self.in_flight = False
         self.max_items = max_items
         self.dead = False
@@ -78,21 +88,53 @@ class KeyedPusher:
     def push_jobs(self, jobs: list[Any], hold: float = 0.0) -> None:
         urgent = self.clock is None
         delay = hold if hold > 0 else self.lazy_delay
+        pending, young = self.pending, self.young
+        lazy = not urgent and self.lazy_delay > 0
+        due = None
         for j in jobs:
-            self.pending[j.id] = j
-            if j.status in TERMINAL:
+            jid = j.id
+            status = j.status
+            if lazy and status == ASSIGNED and jid not in pending:
+                if jid not in young:
+                    if due is None:
+                        due = self.clock.seconds() + self.lazy_delay
+                    young[jid] = (j, due)
+                continue
+            if young and jid in young:
+                del young[jid]   # a later state replaces the assigned one
+            pending[jid] = j
+            if status in TERMINAL:
                 if hold <= 0:
                     urgent = True
             elif hold > 0:
                 delay = min(delay, self.lazy_delay)
+        if due is not None and not pending:
+            self._timer.within(self.lazy_delay)   # only assigned updates: they go when due
+            return
         if urgent or delay <= 0 or (hold > 0 and self._timer.due_within(delay * PIGGYBACK)):
             self._pump()   # urgent, or a hold about to end: these go along, no timer wake-up
         else:
             self._timer.within(delay)
 
+    def _take_due_young(self) -> None:
+        """Assigned updates whose wait is over join the pending ones; the timer is set for the next."""
+        young = self.young
+        now = self.clock.seconds()
+        due = []
+        for jid, (job, at) in young.items():
+            if at > now:
+                self._timer.within(at - now)
+                break
+            due.append(jid)
+        pending = self.pending
+        for jid in due:
+            pending[jid] = young.pop(jid)[0]
+
     def _pump(self) -> None:
         if self._timer is not None:
             self._timer.cancel()  # everything pending goes now
+        if self.young:
+            self._take_due_young()
         if self.in_flight or not self.pending or self.dead:
             return
         # a few MiB per call: Foolscap reassembles one huge string slowly on the receiving side

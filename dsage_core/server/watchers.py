@@ -31,19 +31,23 @@ class Watchers:
     """Sessions by the job ids they watch and by the owners they follow; all on the reactor."""
 
     def __init__(self, queued_by_owner: dict[str, int]) -> None:
-        self.by_job: dict[int, set[Any]] = {}
+        self.by_job: dict[int, frozenset[Any]] = {}   #: shared by the jobs of one watch call
         self.by_owner: dict[str, set[Any]] = {}   #: sessions that follow all of a user's jobs
         self._queued_by_owner = queued_by_owner   #: the job table's (read for the hold)
 
     def watch(self, job_ids: Iterable[int], watcher: Any) -> None:
-        """*watcher* follows these jobs until they end."""
+        """*watcher* follows these jobs until they end. The jobs of one call share one frozen set
+        of watchers (a submitted batch: no set per job); a second watcher of a job replaces the
+        job's set by a new one, so a shared set never changes under the jobs that share it."""
         by_job = self.by_job
+        get = by_job.get
+        alone = frozenset((watcher,))
         for jid in job_ids:
-            ws = by_job.get(jid)
+            ws = get(jid)
             if ws is None:
-                by_job[jid] = {watcher}
-            else:
-                ws.add(watcher)
+                by_job[jid] = alone
+            elif watcher not in ws:
+                by_job[jid] = ws | alone
 
     def follows_owner(self, owner: str) -> bool:
         """Whether some session follows all of *owner*'s jobs."""
@@ -63,11 +67,13 @@ class Watchers:
         """A session went away: it follows nothing any more."""
         for owner in list(self.by_owner):
             self.watch_owner(owner, watcher, False)
-        for jid in [j for j, ws in self.by_job.items() if watcher in ws]:
-            ws = self.by_job[jid]
-            ws.discard(watcher)
-            if not ws:
-                del self.by_job[jid]
+        by_job = self.by_job
+        for jid in [j for j, ws in by_job.items() if watcher in ws]:
+            rest = by_job[jid] - {watcher}
+            if rest:
+                by_job[jid] = rest
+            else:
+                del by_job[jid]
 
     def ended(self, jobs: Iterable[Any]) -> None:
         """These jobs' ends were pushed: nobody watches them by id any more."""

@@ -167,3 +167,48 @@ def test_a_finished_job_is_pushed_only_once_its_commit_is_done():
     p.push_jobs([j1])
     assert [c[0] for c in ref.calls][-1] == [1]
     assert sum(c[0].count(1) for c in ref.calls) == 1
+
+
+def test_an_assigned_update_waits_its_delay_for_the_jobs_result_which_replaces_it():
+    """A just-dispatched job's 'assigned' update is not taken along by another job's result: its
+    own result, coming within the delay, replaces it (one update for the job, its end)."""
+    clock, ref = Clock(), FakeRef()
+    p = KeyedPusher(ref, clock, lazy_delay=0.05)
+    j1 = SimpleNamespace(id=1, status="assigned", result=None, result_size=0, announced=True)
+    j1.update = lambda: [1, j1.status, None, None, None, None, None, None, None, "", 0]
+    sent = []
+    real_update = j1.update
+    j1.update = lambda: (sent.append(j1.status), real_update())[1]
+    p.push_jobs([j1])
+    p.push_jobs([job(2, "completed")])
+    assert [c[0] for c in ref.calls] == [[2]]
+    clock.advance(0.02)
+    j1.status = "completed"
+    p.push_jobs([j1])
+    if ref.calls[-1][1] is not None:
+        ref.calls[-1][1].callback(None)
+    assert [c[0] for c in ref.calls] == [[2], [1]] and sent == ["completed"]
+    clock.advance(1)
+    assert len(ref.calls) == 2 and not p.young
+
+
+def test_an_assigned_update_not_replaced_goes_when_its_delay_is_over():
+    """A longer job's 'assigned' update goes after the delay (alone, or with what is pending), and
+    a running update of the job replaces a waiting assigned one at once."""
+    clock, ref = Clock(), FakeRef()
+    p = KeyedPusher(ref, clock, lazy_delay=0.05)
+    p.push_jobs([job(1, "assigned")])
+    clock.advance(0.03)
+    p.push_jobs([job(2, "assigned")])
+    assert ref.calls == []
+    clock.advance(0.02)
+    assert [c[0] for c in ref.calls] == [[1]]     # job 2's delay is not over yet
+    if ref.calls[-1][1] is not None:
+        ref.calls[-1][1].callback(None)
+    clock.advance(0.03)
+    assert [c[0] for c in ref.calls] == [[1], [2]]
+    if ref.calls[-1][1] is not None:
+        ref.calls[-1][1].callback(None)
+    p.push_jobs([job(3, "assigned")])
+    p.push_jobs([job(3, "running"), job(4, "completed")])   # running: no longer waits as assigned
+    assert [c[0] for c in ref.calls][-1] == [3, 4] and not p.young

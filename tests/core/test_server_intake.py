@@ -27,11 +27,11 @@ def intake():
 
 
 def test_check_accepts_a_batch_and_counts_blob_uses(intake):
-    """A good batch comes back as specs by name, with how many jobs use each blob."""
+    """A good batch comes back as jobs (no ids yet), with how many jobs use each blob."""
     intake.blob_table.put("alice", "b1", b"fn", 0.0)
     specs, uses = intake.check("alice", [raw(), raw(kind="func", blob_id="b1"), raw(kind="func", blob_id="b1")])
-    assert [s["kind"] for s in specs] == ["expr", "func", "func"] and uses == {"b1": 2}
-    assert specs[0]["needs"] == frozenset() and specs[0]["code"] == "1+1"
+    assert [s.kind for s in specs] == ["expr", "func", "func"] and uses == {"b1": 2}
+    assert specs[0].needs == frozenset() and specs[0].code == "1+1" and specs[0].owner == "alice"
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -68,9 +68,9 @@ def test_a_blob_of_another_user_is_unknown(intake):
 def test_packages_make_a_job_trusted_only_unless_the_server_allows_them(intake):
     """A job that installs packages never goes to anonymous workers, unless the server says so."""
     job = raw(ext={"packages": ["numpy"]})
-    assert intake.check("alice", [job])[0][0]["trusted_only"] is True
+    assert intake.check("alice", [job])[0][0].trusted_only is True
     intake.anonymous_packages = True
-    assert intake.check("alice", [job])[0][0]["trusted_only"] is False
+    assert intake.check("alice", [job])[0][0].trusted_only is False
 
 
 def test_quota_counts_what_is_already_queued(intake):
@@ -92,6 +92,8 @@ def test_make_jobs_gives_consecutive_ids_and_holds_the_blob(intake):
     assert all(j.blob_held and j.owner == "alice" and j.created == 5.0 for j in jobs)
     rows = new_rows(jobs, 5.0)
     assert [r.id for r in rows] == [7, 8] and msgpack.unpackb(rows[0].limits) == {"mem": 1 << 20}
+    from dsage_core.store import NewJob
+    assert len(rows[0]) == len(NewJob._fields) and rows[0].ext is None and rows[0].created == 5.0
 
 
 def test_anonymous_replicas_add_copies_to_untrusted_jobs(intake):
@@ -104,7 +106,7 @@ def test_anonymous_replicas_add_copies_to_untrusted_jobs(intake):
 
 def test_parse_submission_reads_the_optional_ext_field():
     """The 11th field is the job's ext options, checked (an unknown option is refused)."""
-    assert parse_submission(raw(ext={"retries": 2}), Limits())["ext"] == {"retries": 2}
+    assert parse_submission(raw(ext={"retries": 2}), Limits()).ext == {"retries": 2}
     with pytest.raises(BadRequest):
         parse_submission(raw(ext={"no such option": 1}), Limits())
 
@@ -116,4 +118,15 @@ def test_parse_submission_unpacks_in_the_records_field_order():
     assert FIELDS == ("name", "kind", "priority", "trusted_only", "needs", "payload", "blob_id",
                       "timeout", "limits", "code", "ext")
     spec = parse_submission(raw(name="n", priority=3, timeout=2, code="c"), Limits())
-    assert (spec["name"], spec["priority"], spec["timeout"], spec["code"]) == ("n", 3, 2.0, "c")
+    assert (spec.name, spec.priority, spec.timeout, spec.code) == ("n", 3, 2.0, "c")
+
+
+def test_parse_submission_fills_every_field_of_the_job_by_name():
+    """The job comes straight from the packed fields (positionally, in ActiveJob's order): each
+    field lands where its name says, and the job has no id or creation time until make_jobs."""
+    spec = parse_submission(raw(kind="func", trusted_only=True, needs=["gpu"], blob_id="b9",
+                                limits={"cpu": 5}, code="c", ext={"retries": 1}), Limits(), "bob")
+    assert (spec.id, spec.owner, spec.kind, spec.trusted_only, spec.needs, spec.payload) == (
+        0, "bob", "func", True, frozenset({"gpu"}), PAYLOAD)
+    assert (spec.blob_id, spec.limits, spec.code, spec.ext, spec.created) == ("b9", {"cpu": 5}, "c", {"retries": 1}, 0.0)
+    assert spec.status == "queued" and not spec.blob_held and spec.output == []

@@ -45,6 +45,22 @@ def test_forget_and_ended_stop_pushes():
     assert w.by_job == {} and s.pushes == t.pushes == []
 
 
+def test_the_jobs_of_one_watch_share_a_set_a_second_watcher_does_not_leak():
+    """A batch's jobs share one frozen set of watchers; a second session watching one of them
+    (or a forgotten one) changes that job's watchers only."""
+    w = Watchers({})
+    s, t = Session(), Session()
+    w.watch([1, 2, 3], s)
+    assert w.by_job[1] is w.by_job[2] is w.by_job[3] and w.by_job[1] == {s}
+    w.watch([2], t)
+    w.watch([3], s)   # already watching: unchanged
+    assert w.by_job == {1: {s}, 2: {s, t}, 3: {s}}
+    w.notify([job(1), job(2), job(3)])
+    assert s.pushes == [([1, 2, 3], 0.0)] and t.pushes == [([2], 0.0)]
+    w.forget(t)
+    assert w.by_job == {1: {s}, 2: {s}, 3: {s}}
+
+
 @pytest.mark.normal_latency
 def test_push_hold_only_for_jobs_that_ran_a_while():
     """Short jobs are pushed at once; longer ones may wait a multiple of their run, capped."""
