@@ -21,7 +21,7 @@ from dsage_core.result_files import ResultFileError, ResultsDir, result_name
 from dsage_core.store.errors import InviteError, StoreError, StoreUnavailable
 from dsage_core.store.checkpoint import Checkpointer
 from dsage_core.store.runner import Runner
-from dsage_core.store.schema import connect, migrate
+from dsage_core.store.schema import ENDED_JOBS, OPEN_JOBS, connect, migrate
 
 #: list_jobs summaries: no payload, result, output or code (get_job has them)
 JOB_COLUMNS = ("id, owner, name, kind, status, priority, trusted_only, needs, blob_id, timeout, "
@@ -203,7 +203,7 @@ class SqliteStore:
         max_id = c.execute("SELECT COALESCE(MAX(id), 0) FROM jobs").fetchone()[0]
         cur = c.execute("SELECT id, owner, name, kind, status, priority, trusted_only, needs, payload, blob_id, "
                         "timeout, limits, code, created, attempts, failures, ext FROM jobs "
-                        "WHERE status IN ('queued', 'running') ORDER BY id")
+                        f"WHERE {OPEN_JOBS} ORDER BY id")
         return Snapshot(max_id, [_row(cur, r) for r in cur.fetchall()])
 
     def close(self) -> Deferred:
@@ -477,6 +477,10 @@ class SqliteStore:
             if status:
                 where.append("status = ?")
                 args.append(status)
+                if status in (JobStatus.QUEUED, JobStatus.RUNNING):   # the partial indexes (schema.py)
+                    where.append(OPEN_JOBS)
+                elif status != JobStatus.COMPLETED:
+                    where.append(ENDED_JOBS)
             if text:
                 where.append("(name LIKE ? OR code LIKE ?)")
                 args += [f"%{text}%", f"%{text}%"]
@@ -489,8 +493,15 @@ class SqliteStore:
     def count_by_status(self, owner: str | None = None) -> Deferred:
         """Fires with ``{status: count}``, for one owner or everyone."""
         def thd(c: sqlite3.Connection) -> dict[str, int]:
-            if owner is None:
-                rows = c.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
+            if owner is None:   # the partial indexes, not the table: completed = all - the rest
+                counts = dict(c.execute(f"SELECT status, COUNT(*) FROM jobs WHERE {OPEN_JOBS} "
+                                        "GROUP BY status").fetchall())
+                counts.update(c.execute(f"SELECT status, COUNT(*) FROM jobs WHERE {ENDED_JOBS} "
+                                        "GROUP BY status").fetchall())
+                completed = c.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] - sum(counts.values())
+                if completed:
+                    counts[JobStatus.COMPLETED] = completed
+                return counts
             else:
                 rows = c.execute("SELECT status, COUNT(*) FROM jobs WHERE owner=? GROUP BY status",
                                  (owner,)).fetchall()
@@ -514,7 +525,7 @@ class SqliteStore:
         finished, or that no job ever used); fires with how many went."""
         return self._write(lambda c: c.execute(
             "DELETE FROM blobs WHERE id NOT IN (SELECT blob_id FROM jobs WHERE blob_id IS NOT NULL "
-            "AND status IN ('queued', 'running'))").rowcount)
+            f"AND {OPEN_JOBS})").rowcount)
 
     def get_blob(self, blob_id: str) -> Deferred:
         """Fires with a blob's bytes, or None."""
