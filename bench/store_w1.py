@@ -78,7 +78,7 @@ def main() -> int:
     for i in range(a.rounds):
         us.append(one_round(a.jobs, a.batch, a.running, a.finished, a.mode))
         print(f"round {i + 1}: {us[-1]:.2f} us/job", flush=True)
-    print(f"median: {statistics.median(us):.2f} us/job (store thread CPU, mode={a.mode}, batch={a.batch}, "
+    print(f"median: {statistics.median(us):.2f} us/job, min {min(us):.2f} (store thread CPU, mode={a.mode}, batch={a.batch}, "
           f"running={a.running}, finished={a.finished})")
     return 0
 
