@@ -225,6 +225,28 @@ class JobTests(StoreCase):
         self.assertEqual(self.ok(s.get_job(13))["status"], "queued")
         self.assertEqual([r["id"] for r in self.reopen().active], [1, 11, 13])
 
+    def test_an_end_writes_each_column_it_names(self):
+        """An end stores status, result, preview, error, output, finish time and the untrusted mark;
+        a None start time or worker keeps the dispatch's; the payload goes; a completed job's
+        progress is 1.0, another's is kept."""
+        s = self.store
+        self.ok(s.insert_jobs([new(1), new(2), new(3)]))
+        self.ok(s.record([RunningJob(1, 1, "w1", 1.5), RunningJob(2, 1, "w2", 1.5), RunningJob(3, 1, "w3", 1.5)],
+                         []))
+        self.ok(s.record([], [done(1, untrusted=True),
+                              done(2, status="failed", result=None, error="boom", output=None,
+                                   started=None, worker=None, exc=b"\x80"),
+                              done(3, untrusted=False, started=2.5, worker="w9")]))
+        one, two, three = (self.ok(s.get_job(i)) for i in (1, 2, 3))
+        self.assertEqual((one["status"], bytes(one["result"]), one["result_preview"], one["error"], one["output"],
+                          one["started"], one["finished"], one["worker"], one["progress"], one["result_untrusted"],
+                          one["payload"]),
+                         ("completed", b"P\x04", "4", None, "out", 2.0, 3.0, "w", 1.0, 1, None))
+        self.assertEqual((two["status"], two["result"], two["error"], two["output"], two["started"], two["worker"],
+                          two["progress"], two["result_untrusted"], bytes(two["exc"])),
+                         ("failed", None, "boom", None, 1.5, "w2", None, None, b"\x80"))
+        self.assertEqual((three["started"], three["worker"], three["result_untrusted"]), (2.5, "w9", None))
+
     def test_large_results_live_in_files(self):
         """A result over the threshold is stored in a file beside the database and read back whole."""
         s = self.store
