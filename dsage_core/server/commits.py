@@ -8,6 +8,11 @@ shares a transaction with the first result that follows (:meth:`flush_soon`); a 
 everything written before it, so readers :meth:`settle` a held commit first (the store runs calls
 in order).
 
+One commit is in flight at a time: a flush while one runs waits for it to land, and everything
+gathered meanwhile goes in the next transaction (fewer, bigger commits; the store runs calls in
+order, so waiting costs it nothing). :meth:`settle` and :meth:`pending_writes` issue a waiting
+flush at once: a read issued next must still find those rows written.
+
 The owner learns of a committed batch of ends through *on_committed(refused, jobs)* (the store's
 answer, the jobs), and of a failed one through *on_failed(failure, jobs)*.
 """
@@ -47,6 +52,8 @@ class GroupCommit:
         self._flush_waiters: list[Deferred] = []   #: submits acknowledged at the next commit
         self._commit_timer: Any = None              #: the held commit's deadline
         self._store_writes: set[Deferred] = set()
+        self._in_flight: Deferred | None = None   #: the last commit issued, until it landed
+        self._flush_after = False   #: a flush waits for _in_flight to land
 
     def flush_soon(self, delay: float) -> Deferred:
         """A Deferred for the commit that takes what is pending now, made within *delay* seconds
@@ -59,8 +66,8 @@ class GroupCommit:
 
     def settle(self) -> None:
         """Commit a held commit now: a store read issued next must see what it writes."""
-        if self._commit_timer is not None:
-            self.flush()
+        if self._commit_timer is not None or self._flush_after:
+            self.flush(force=True)
 
     def schedule_flush(self) -> None:
         """Flush at the end of this reactor turn: everything a batch of events produced goes in
@@ -77,14 +84,24 @@ class GroupCommit:
         else:
             self._flush_scheduled = False  # the held commit takes this turn's rows along
 
-    def flush(self, want_result: bool = False) -> Deferred | None:
+    def flush(self, want_result: bool = False, force: bool = False) -> Deferred | None:
         """Write what is pending in one transaction. With *want_result*, returns a Deferred that
         fires when it committed (errors go to that caller); otherwise errors are logged. Submits
-        waiting on a held commit (:meth:`flush_soon`) are answered by this one."""
+        waiting on a held commit (:meth:`flush_soon`) are answered by this one. While a commit is
+        in flight, the flush waits for it to land (unless *force*) and then takes what came
+        meanwhile too."""
         self._flush_scheduled = False
         timer, self._commit_timer = self._commit_timer, None
         if timer is not None and timer.active():
             timer.cancel()
+        if self._in_flight is not None and not force:
+            self._flush_after = True
+            if not want_result:
+                return None
+            mine_later: Deferred = Deferred()
+            self._flush_waiters.append(mine_later)
+            return mine_later
+        self._flush_after = False
         waiters, self._flush_waiters = self._flush_waiters, []
         mine: Deferred | None = Deferred() if want_result else None
         if mine is not None:
@@ -103,8 +120,19 @@ class GroupCommit:
             jobs = [j for _, j in batch]
             d.addCallback(self._committed, jobs)
             d.addErrback(self._on_failed, jobs)
+        d.addBoth(self._landed, d)
         self.store_call(d, log_errors=not waiters)  # a submitter's error is theirs to report
+        if not d.called:
+            self._in_flight = d
         return mine
+
+    def _landed(self, r: Any, d: Deferred) -> Any:
+        """A commit answered: the flush that waited for it goes now."""
+        if self._in_flight is d:
+            self._in_flight = None
+        if self._flush_after and self._in_flight is None:
+            self.flush()
+        return r
 
     def _committed(self, refused: Any, jobs: list[Any]) -> None:
         self._on_committed(refused, jobs)
@@ -121,7 +149,7 @@ class GroupCommit:
 
     def pending_writes(self) -> Deferred:
         """Fires when every store write issued so far has finished (for shutdown and tests)."""
-        self.flush()
+        self.flush(force=True)
         return DeferredList(list(self._store_writes), consumeErrors=True)
 
 

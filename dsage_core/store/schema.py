@@ -12,6 +12,11 @@ PRAGMAS = (
     "PRAGMA busy_timeout=5000",
 )
 
+#: the condition of the partial index of queued and running jobs (queries repeat it word for word)
+OPEN_JOBS = "(status='queued' OR status='running')"
+#: the condition of the partial index of ended jobs other than completed ones (failed, killed, ...)
+ENDED_JOBS = "(status<>'queued' AND status<>'running' AND status<>'completed')"
+
 #: append only: migration ``i`` (1-based) brings a database from user_version ``i-1`` to ``i``
 MIGRATIONS = [
     """
@@ -43,6 +48,13 @@ MIGRATIONS = [
     # 1: the result was made by a worker that may not pickle for the job's owner (another user's or an
     # anonymous one): a dependent's worker never receives it unless it is plain data (server/deps.py)
     "ALTER TABLE jobs ADD COLUMN result_untrusted INT",
+    # the status index holds only jobs that are not completed (the bulk): a job's dispatch and end
+    # no longer add an entry for every completed job, and the index stays small. A query uses one of
+    # these partial indexes only if its WHERE repeats the index's condition (OPEN_JOBS, ENDED_JOBS).
+    # An older dsage refuses a database migrated past the version it knows.
+    f"""DROP INDEX jobs_status;
+    CREATE INDEX jobs_open ON jobs (status, id) WHERE {OPEN_JOBS};
+    CREATE INDEX jobs_ended ON jobs (status, id) WHERE {ENDED_JOBS}""",
 ]
 
 

@@ -21,7 +21,7 @@ from dsage_core.result_files import ResultFileError, ResultsDir, result_name
 from dsage_core.store.errors import InviteError, StoreError, StoreUnavailable
 from dsage_core.store.checkpoint import Checkpointer
 from dsage_core.store.runner import Runner
-from dsage_core.store.schema import connect, migrate
+from dsage_core.store.schema import ENDED_JOBS, OPEN_JOBS, connect, migrate
 
 #: list_jobs summaries: no payload, result, output or code (get_job has them)
 JOB_COLUMNS = ("id, owner, name, kind, status, priority, trusted_only, needs, blob_id, timeout, "
@@ -75,6 +75,17 @@ class FinishedJob(NamedTuple):
     verify_size: int | None = None
     exc: bytes | None = None   #: the exception a failed job raised (msgpack, see model/exc_info.py)
     untrusted: bool = False    #: its result came from a worker that may not pickle for its owner
+
+
+#: a FinishedJob's UPDATE, its fields bound by position (?1 = id, ?2 = status, ...): the records go
+#: to executemany as they are, with no parameter tuple built per row
+_FINISH = ("UPDATE jobs SET status=?2, result=?3, result_file=?10, result_preview=?4, error=?5, output=?6, "
+           "started=COALESCE(?7, started), finished=?8, worker=COALESCE(?9, worker), "
+           "progress=CASE WHEN ?2='completed' THEN 1.0 ELSE progress END, payload=NULL, "
+           "result_untrusted=CASE WHEN ?13 THEN 1 END WHERE id=?1")
+assert FinishedJob._fields[:10] == ("id", "status", "result", "result_preview", "error", "output", "started",
+                                    "finished", "worker", "result_file")
+assert FinishedJob._fields[12:] == ("untrusted",)   # all 13 are bound (?11 verify_size, ?12 exc unused)
 
 
 class Snapshot(NamedTuple):
@@ -203,7 +214,7 @@ class SqliteStore:
         max_id = c.execute("SELECT COALESCE(MAX(id), 0) FROM jobs").fetchone()[0]
         cur = c.execute("SELECT id, owner, name, kind, status, priority, trusted_only, needs, payload, blob_id, "
                         "timeout, limits, code, created, attempts, failures, ext FROM jobs "
-                        "WHERE status IN ('queued', 'running') ORDER BY id")
+                        f"WHERE {OPEN_JOBS} ORDER BY id")
         return Snapshot(max_id, [_row(cur, r) for r in cur.fetchall()])
 
     def close(self) -> Deferred:
@@ -238,25 +249,27 @@ class SqliteStore:
         (those jobs are recorded as failed with that reason and the files removed). *dispatched*:
         dispatches of this transaction whose UPDATE was not run; each is folded into its job's
         first outcome here (one row write instead of two; see :meth:`record`)."""
-        params, refused, folded = [], [], []
+        params: list[FinishedJob] = []
+        refused: list[tuple[int, str]] = []
+        folded = []
+        large = self.large_result
         for r in rows:
-            result, result_file, status, error = r.result, r.result_file, r.status, r.error
-            if result is not None and len(result) > self.large_result:
-                result_file = self._thd_write_result(r.id, result)
-                result = None
+            result, result_file = r.result, r.result_file
+            if result is not None and len(result) > large:
+                r = r._replace(result=None, result_file=self._thd_write_result(r.id, result))
             elif result_file is not None and r.verify_size is not None:
                 why = self._thd_check_result_file(result_file, r.verify_size)
                 if why is not None:
                     refused.append((r.id, why))
-                    status, error, result_file = JobStatus.FAILED, why, None
+                    r = r._replace(status=JobStatus.FAILED, error=why, result_file=None)
             run = dispatched.pop(r.id, None) if dispatched else None
             if run is not None:
-                folded.append((status, result, result_file, r.result_preview, error, r.output, run.attempt,
+                status = r.status
+                folded.append((status, r.result, r.result_file, r.result_preview, r.error, r.output, run.attempt,
                                r.started, run.started, r.finished, r.worker, run.worker, status,
                                1 if r.untrusted else None, r.id))
                 continue
-            params.append((status, result, result_file, r.result_preview, error, r.output, r.started,
-                           r.finished, r.worker, status, 1 if r.untrusted else None, r.id))
+            params.append(r)   # bound as it is: _FINISH names FinishedJob's fields by position
         if folded:   # as _thd_running then the UPDATE below: SET reads the row as it was before
             c.executemany("UPDATE jobs SET status=?, result=?, result_file=?, result_preview=?, error=?, "
                           "output=?, attempts=CASE WHEN status IN ('queued','running') THEN ? ELSE attempts END, "
@@ -265,10 +278,7 @@ class SqliteStore:
                           "worker=COALESCE(?, CASE WHEN status IN ('queued','running') THEN ? ELSE worker END), "
                           "progress=CASE WHEN ?='completed' THEN 1.0 ELSE progress END, payload=NULL, "
                           "result_untrusted=? WHERE id=?", folded)
-        c.executemany("UPDATE jobs SET status=?, result=?, result_file=?, result_preview=?, error=?, output=?, "
-                      "started=COALESCE(?, started), finished=?, worker=COALESCE(?, worker), "
-                      "progress=CASE WHEN ?='completed' THEN 1.0 ELSE progress END, payload=NULL, "
-                      "result_untrusted=? WHERE id=?", params)
+        c.executemany(_FINISH, params)
         self._thd_exceptions(c, rows)
         return refused
 
@@ -477,6 +487,10 @@ class SqliteStore:
             if status:
                 where.append("status = ?")
                 args.append(status)
+                if status in (JobStatus.QUEUED, JobStatus.RUNNING):   # the partial indexes (schema.py)
+                    where.append(OPEN_JOBS)
+                elif status != JobStatus.COMPLETED:
+                    where.append(ENDED_JOBS)
             if text:
                 where.append("(name LIKE ? OR code LIKE ?)")
                 args += [f"%{text}%", f"%{text}%"]
@@ -489,8 +503,15 @@ class SqliteStore:
     def count_by_status(self, owner: str | None = None) -> Deferred:
         """Fires with ``{status: count}``, for one owner or everyone."""
         def thd(c: sqlite3.Connection) -> dict[str, int]:
-            if owner is None:
-                rows = c.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
+            if owner is None:   # the partial indexes, not the table: completed = all - the rest
+                counts = dict(c.execute(f"SELECT status, COUNT(*) FROM jobs WHERE {OPEN_JOBS} "
+                                        "GROUP BY status").fetchall())
+                counts.update(c.execute(f"SELECT status, COUNT(*) FROM jobs WHERE {ENDED_JOBS} "
+                                        "GROUP BY status").fetchall())
+                completed = c.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] - sum(counts.values())
+                if completed:
+                    counts[JobStatus.COMPLETED] = completed
+                return counts
             else:
                 rows = c.execute("SELECT status, COUNT(*) FROM jobs WHERE owner=? GROUP BY status",
                                  (owner,)).fetchall()
@@ -514,7 +535,7 @@ class SqliteStore:
         finished, or that no job ever used); fires with how many went."""
         return self._write(lambda c: c.execute(
             "DELETE FROM blobs WHERE id NOT IN (SELECT blob_id FROM jobs WHERE blob_id IS NOT NULL "
-            "AND status IN ('queued', 'running'))").rowcount)
+            f"AND {OPEN_JOBS})").rowcount)
 
     def get_blob(self, blob_id: str) -> Deferred:
         """Fires with a blob's bytes, or None."""

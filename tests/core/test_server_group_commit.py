@@ -124,3 +124,85 @@ def test_pending_writes_waits_for_every_write(gc):
     done = []
     gc.pending_writes().addCallback(done.append)
     assert done and status(gc, 1) == "queued"
+
+
+class SlowStore:
+    """A store whose record() answers only when the test says so (a commit in flight)."""
+
+    def __init__(self):
+        self.calls = []   # (running, finished, new, deferred)
+
+    def record(self, running, finished, new=None):
+        from twisted.internet.defer import Deferred
+        d = Deferred()
+        self.calls.append((list(running), list(finished), list(new or ()), d))
+        return d
+
+
+@pytest.fixture
+def slow():
+    owner = Owner()
+    g = GroupCommit(SlowStore(), Clock(), owner.on_committed, owner.on_failed)
+    g.owner = owner
+    return g
+
+
+def test_one_commit_in_flight(slow):
+    """Flushes while a commit runs wait for it and then go as one transaction; what waited is
+    acknowledged only once that transaction committed."""
+    slow.new_rows.append(new(1))
+    first = slow.flush(want_result=True)
+    slow.finished_rows.append((finished(1), "job1"))
+    slow.flush()
+    slow.new_rows.append(new(2))
+    second = slow.flush(want_result=True)
+    slow.finished_rows.append((finished(2), "job2"))
+    slow.flush()
+    assert len(slow.store.calls) == 1
+    assert second is not None and not second.called
+    slow.store.calls[0][3].callback([])
+    assert first.called and not second.called
+    assert len(slow.store.calls) == 2   # everything that waited, in one transaction
+    _, ends, news, d = slow.store.calls[1]
+    assert [r.id for r in news] == [2] and [r.id for r, in zip(ends)] == [1, 2]
+    assert slow.owner.committed == []
+    d.callback([])
+    assert second.called
+    assert slow.owner.committed == [([], ["job1", "job2"])]
+    slow.flush()
+    assert len(slow.store.calls) == 2   # nothing pending, nothing written
+
+
+def test_settle_issues_a_waiting_flush(slow):
+    """A reader's settle() does not wait for the commit in flight: what waits is issued now (the
+    store runs calls in order, so the read issued next sees it); pending_writes() too."""
+    slow.new_rows.append(new(1))
+    slow.flush()
+    slow.new_rows.append(new(2))
+    slow.flush()
+    assert len(slow.store.calls) == 1
+    slow.settle()
+    assert [r.id for r in slow.store.calls[1][2]] == [2]
+    slow.settle()   # nothing waits: no empty transaction
+    assert len(slow.store.calls) == 2
+    slow.new_rows.append(new(3))
+    slow.flush()
+    done = slow.pending_writes()
+    assert [r.id for r in slow.store.calls[2][2]] == [3]
+    for call in slow.store.calls:
+        call[3].callback([])
+    assert done.called
+    assert len(slow.store.calls) == 3
+
+
+def test_failed_commit_in_flight_lets_the_next_go(slow):
+    """A commit that failed still lets the flush that waited for it go (and fail on its own)."""
+    slow.finished_rows.append((finished(1), "job1"))
+    slow.flush()
+    slow.finished_rows.append((finished(2), "job2"))
+    slow.flush()
+    slow.store.calls[0][3].errback(RuntimeError("disk"))
+    assert len(slow.store.calls) == 2
+    slow.store.calls[1][3].callback([])
+    assert [jobs for _, jobs in slow.owner.failed] == [["job1"]]
+    assert slow.owner.committed == [([], ["job2"])]

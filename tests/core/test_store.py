@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dsage_core.store import (FinishedJob, InlineRunner, InviteError, NewJob, RunningJob, SqliteStore,
                               StoreError, StoreUnavailable, ThreadRunner)
-from dsage_core.store.schema import MIGRATIONS, migrate
+from dsage_core.store.schema import ENDED_JOBS, MIGRATIONS, OPEN_JOBS, migrate
 
 
 def new(i, owner="alice", **kw):
@@ -84,6 +84,42 @@ class SchemaTests(StoreCase):
         self.assertIn("result_file", cols)
         self.assertEqual(s._conn().execute("PRAGMA user_version").fetchone()[0], len(MIGRATIONS))
         self.ok(s.close())
+
+    def test_migrate_status_index_to_partial_indexes(self):
+        """A version-6 database (one status index over every job) gets the partial indexes of open
+        and of ended-but-not-completed jobs; its rows, counts, listings and snapshot are unchanged,
+        and the queries by status use the new indexes."""
+        old = self.path.parent / "v6.sqlite"
+        c = sqlite3.connect(old, isolation_level=None)
+        migrate(c, MIGRATIONS[:6])
+        for i, st in enumerate(["queued", "running", "completed", "completed", "failed", "killed"], 1):
+            c.execute("INSERT INTO jobs (id, owner, status) VALUES (?, 'a', ?)", (i, st))
+        c.close()
+        s = SqliteStore(old, InlineRunner())
+        snap = self.ok(s.open())
+        self.assertEqual([r["id"] for r in snap.active], [1, 2])
+        conn = s._conn()
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index' "
+                                              "AND tbl_name='jobs' AND sql IS NOT NULL")}
+        self.assertEqual(indexes, {"jobs_owner", "jobs_open", "jobs_ended"})
+        self.assertEqual(conn.execute("PRAGMA user_version").fetchone()[0], len(MIGRATIONS))
+        self.assertEqual(self.ok(s.count_by_status()),
+                         {"queued": 1, "running": 1, "completed": 2, "failed": 1, "killed": 1})
+        for st, ids in [("queued", [1]), ("running", [2]), ("completed", [3, 4]), ("failed", [5]),
+                        ("killed", [6]), ("lost", [])]:
+            self.assertEqual([r["id"] for r in self.ok(s.list_jobs(status=st))], ids, st)
+        self.assertEqual([r["id"] for r in self.ok(s.list_jobs(status="failed", newest_first=True))], [5])
+
+        def plan(sql, *args):
+            return " ".join(r[-1] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, args))
+        self.assertIn("jobs_open", plan(f"SELECT id FROM jobs WHERE {OPEN_JOBS} ORDER BY id"))
+        self.assertIn("jobs_open", plan(f"SELECT id FROM jobs WHERE status=? AND {OPEN_JOBS} ORDER BY id",
+                                        "queued"))
+        self.assertIn("jobs_ended", plan(f"SELECT id FROM jobs WHERE status=? AND {ENDED_JOBS} ORDER BY id",
+                                         "failed"))
+        self.ok(s.close())
+        # the empty store counts nothing (no completed key from the subtraction)
+        self.assertEqual(self.ok(self.store.count_by_status()), {})
 
     def test_open_newer_schema_refused(self):
         """A database written by a newer dsage is refused with a clear error instead of being damaged."""
@@ -188,6 +224,28 @@ class JobTests(StoreCase):
             self.assertEqual({k: ra[k] for k in cols}, {k: rb[k] for k in cols})
         self.assertEqual(self.ok(s.get_job(13))["status"], "queued")
         self.assertEqual([r["id"] for r in self.reopen().active], [1, 11, 13])
+
+    def test_an_end_writes_each_column_it_names(self):
+        """An end stores status, result, preview, error, output, finish time and the untrusted mark;
+        a None start time or worker keeps the dispatch's; the payload goes; a completed job's
+        progress is 1.0, another's is kept."""
+        s = self.store
+        self.ok(s.insert_jobs([new(1), new(2), new(3)]))
+        self.ok(s.record([RunningJob(1, 1, "w1", 1.5), RunningJob(2, 1, "w2", 1.5), RunningJob(3, 1, "w3", 1.5)],
+                         []))
+        self.ok(s.record([], [done(1, untrusted=True),
+                              done(2, status="failed", result=None, error="boom", output=None,
+                                   started=None, worker=None, exc=b"\x80"),
+                              done(3, untrusted=False, started=2.5, worker="w9")]))
+        one, two, three = (self.ok(s.get_job(i)) for i in (1, 2, 3))
+        self.assertEqual((one["status"], bytes(one["result"]), one["result_preview"], one["error"], one["output"],
+                          one["started"], one["finished"], one["worker"], one["progress"], one["result_untrusted"],
+                          one["payload"]),
+                         ("completed", b"P\x04", "4", None, "out", 2.0, 3.0, "w", 1.0, 1, None))
+        self.assertEqual((two["status"], two["result"], two["error"], two["output"], two["started"], two["worker"],
+                          two["progress"], two["result_untrusted"], bytes(two["exc"])),
+                         ("failed", None, "boom", None, 1.5, "w2", None, None, b"\x80"))
+        self.assertEqual((three["started"], three["worker"], three["result_untrusted"]), (2.5, "w9", None))
 
     def test_large_results_live_in_files(self):
         """A result over the threshold is stored in a file beside the database and read back whole."""
