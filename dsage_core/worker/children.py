@@ -65,6 +65,9 @@ class ChildEvents:
     ready: Callable[["ChildProcess"], None]
     drained: Callable[["ChildProcess"], None] = lambda child: None
     started: Callable[[Assigned], None] = lambda a: None   #: a job became current (see ChildPool)
+    #: the dones of one frame at once: ``dones(child, [(job, ChildDone)], now)`` (None: ``done``
+    #: per job)
+    dones: Callable[["ChildProcess", list, float], None] | None = None
 
 
 def describe_exit(reason: Any) -> tuple[int | None, int | None]:
@@ -306,8 +309,7 @@ class ChildProcess(protocol.ProcessProtocol):
     def _message(self, msg: list[Any]) -> None:
         kind = msg[0]
         if kind == "done":
-            for entry in msg[1]:
-                self._done(entry)
+            self._dones(msg[1])
             self.events.drained(self)
         elif kind == "out":
             a = self._find(msg[1])
@@ -330,16 +332,54 @@ class ChildProcess(protocol.ProcessProtocol):
                 return a
         return None
 
-    def _done(self, entry: Any) -> None:
-        done = ChildDone.from_wire(entry)
-        if not self.inflight or self.inflight[0].job_id != done.job_id:
-            log.warn("dsage.worker.unexpected_done", child=self.index, job=done.job_id)
-            return
-        a = self.inflight.popleft()
-        _cancel_timers(a)
-        self.avg_wall, self.avg_key = planner.pace(self.avg_wall, self.avg_key, a.blob_id, done.wall or 0.0)
-        self._became_current(planner.done_time(done.end_time, self.reactor.seconds()))
-        self.events.done(self, a, done)
+    def _dones(self, entries: list[Any]) -> None:
+        """The dones of one frame, handled as one unit: each job leaves the pipeline in order, and
+        a job that became current and ended within the frame gets no clocks (no timeout or CPU
+        timer, no start mark: its done says when it ran); only the job current after the frame
+        does. The pool then hears of all of them in one call (ChildEvents.dones). A malformed
+        entry ends the frame there: the ones before it are handled, then its error is raised."""
+        error: Exception | None = None
+        try:
+            dones = list(map(ChildDone.from_wire, entries))
+        except Exception:
+            dones = []
+            for entry in entries:
+                try:
+                    dones.append(ChildDone.from_wire(entry))
+                except Exception as e:
+                    error = e
+                    break
+        inflight = self.inflight
+        now = self.reactor.seconds()
+        ended: list[tuple[Assigned, ChildDone]] = []
+        pace, done_time = planner.pace, planner.done_time
+        last = len(dones) - 1
+        for i, done in enumerate(dones):
+            if not inflight or inflight[0].job_id != done.job_id:
+                log.warn("dsage.worker.unexpected_done", child=self.index, job=done.job_id)
+                continue
+            a = inflight.popleft()
+            if a.timer is not None or a.cpu_timer is not None:
+                _cancel_timers(a)
+            self.avg_wall, self.avg_key = pace(self.avg_wall, self.avg_key, a.blob_id, done.wall or 0.0)
+            if inflight:
+                nxt = inflight[0]
+                t = done_time(done.end_time, now)
+                if i < last and dones[i + 1].job_id == nxt.job_id:
+                    # it ends in this frame too: only when it started (as planner.current sets it)
+                    t = now if t is None else t
+                    nxt.started = t if nxt.sent is None or t >= nxt.sent else nxt.sent
+                else:
+                    self._became_current(t)
+            ended.append((a, done))
+        if ended:
+            if self.events.dones is not None:
+                self.events.dones(self, ended, now)
+            else:
+                for a, done in ended:
+                    self.events.done(self, a, done)
+        if error is not None:
+            raise error
 
     def wants_more(self, key: str | None = None) -> int:
         """How many jobs to send now (see planner.wants_more)."""

@@ -145,7 +145,7 @@ class ChildPool:
                    CYSIGNALS_CRASH_NDEBUG="1", PYTHONUNBUFFERED="1")
         events = ChildEvents(done=self._on_done, output=self._on_output, progress=self._on_progress,
                              ended=self._on_ended, ready=lambda c: self._on_ready(c),
-                             drained=lambda c: self._pump(), started=self._on_started)
+                             drained=lambda c: self._pump(), started=self._on_started, dones=self._on_dones)
         child = ChildProcess(idx, self.reactor, env, events, policy, self.planner)
         child.scratch = scratch  # type: ignore[attr-defined]
         child.result_home = self._local_home
@@ -352,6 +352,47 @@ class ChildPool:
         ahead = 0.0 if self.closing else child.load + len(self.queue) / max(1, self.target)
         hold = self.planner.done(child, a, done.wall, ahead, now, ended)
         self._report_done(a, status, result, done.preview, error, done.cpu, done.wall, hold, in_file, ended, exc)
+
+    def _on_dones(self, child: ChildProcess, ended: list[tuple[Assigned, ChildDone]], now: float) -> None:
+        """The dones of one frame of *child* (in order; *now*: when it was read), as one report.
+
+        A plain done (completed, its result in the done and small enough to go as it is, the job
+        not marked for a kill) becomes its DoneEvent right here; any other goes through
+        :meth:`_on_done`, after the plain ones before it (the order stays the child's). The
+        frame's report may wait as long as its most urgent done may (planner.done, per job)."""
+        events: list[DoneEvent] = []
+        hold: float | None = None
+        unmarked = self._unmarked
+        limit = self.max_result if self.local_home is None else min(self.max_result, local_results.LARGE)
+        closing = self.closing
+        queued = len(self.queue) / max(1, self.target)
+        load = child.load + len(ended)   # the jobs its slot had ahead as each done was read
+        plan = self.planner.done
+        for a, done in ended:
+            load -= 1
+            result = done.result
+            if (done.status != COMPLETED or a.kill_reason is not None or isinstance(done.file_size, int)
+                    or not (result is None or (type(result) is bytes and len(result) <= limit))):
+                if events:
+                    self.jobs_done += len(events)
+                    self.report(events, hold or 0.0)
+                    events, hold = [], None
+                self._on_done(child, a, done)
+                continue
+            if unmarked:
+                unmarked.pop(a.job_id, None)
+            t = done_time(done.end_time, now)
+            fin = now if t is None else t
+            wall = done.wall
+            if hold != 0.0:
+                h = plan(child, a, wall, 0.0 if closing else load + queued, now, t)
+                hold = h if hold is None or h < hold else hold
+            started = fin - wall if wall else (a.started if a.started is not None else fin)
+            events.append(DoneEvent(DONE, a.job_id, a.attempt, COMPLETED, result, done.preview, done.error,
+                                    started, fin, done.cpu))
+        if events:
+            self.jobs_done += len(events)
+            self.report(events, hold or 0.0)
 
     def _adopt_result_file(self, child: ChildProcess, a: Assigned, size: int) -> str | None:
         """Move the large result the child wrote in its own scratch directory (the only place it
