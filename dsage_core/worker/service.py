@@ -287,11 +287,17 @@ def _event_size(e: Any) -> int:
     kind = e[0] if e else None
     if kind == DONE:
         n = 100
-        for v in (e[_RESULT], e[_PREVIEW], e[_ERROR]):
-            if isinstance(v, (bytes, str)):
-                n += len(v)
+        v = e[_RESULT]
+        if isinstance(v, bytes):
+            n += len(v)
+        v = e[_PREVIEW]
+        if isinstance(v, str):
+            n += len(v)
+        v = e[_ERROR]
+        if isinstance(v, str):
+            n += len(v)
         x = e[_EXTRA] if len(e) > _EXTRA else None
-        if isinstance(x, dict):
+        if x is not None and isinstance(x, dict):
             n += 200
             extra = x.get("exc")
             if isinstance(extra, dict):

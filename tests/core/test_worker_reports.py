@@ -149,3 +149,22 @@ def test_dones_without_a_frame_handler_go_one_by_one(tmp_path, monkeypatch):
     c._fd3_data(pack_frame(["done", [[1, "completed", b"r1", None, None, 0.0, 0.01],
                                      [2, "completed", b"r2", None, None, 0.0, 0.01]]]))
     assert [[e.job_id for e in events] for events, _ in reports] == [[1], [2]]
+
+
+def test_jobs_from_the_server_are_read_the_same_on_the_fast_and_the_general_path(tmp_path, monkeypatch):
+    """Well-formed run entries become jobs at once (no RunEntry between); default limits or a
+    malformed entry take the general path (limits merged; WireError as before)."""
+    from dsage_core.model.records import WireError
+    reactor, pool, c, reports = _pool_with_child(tmp_path, monkeypatch)
+    c.ready = False   # keep them queued
+    pool.add_jobs([[1, 2, b"p", "f", 5.0, {"cpu": 1.0}], [3, 1, b"q", None, None, None, {"replicas": 2}]], {})
+    a, b = pool.queue
+    assert (a.job_id, a.attempt, a.payload, a.blob_id, a.timeout, a.limits, a.extra) == \
+        (1, 2, b"p", "f", 5.0, {"cpu": 1.0}, None)
+    assert (b.job_id, b.limits, b.extra) == (3, None, {"replicas": 2})
+    pool.queue.clear()
+    pool.default_limits = {"mem": 100}
+    pool.add_jobs([[1, 2, b"p", "f", 5.0, {"cpu": 1.0}]], {})
+    assert pool.queue[0].limits == {"mem": 100, "cpu": 1.0}
+    with pytest.raises(WireError):
+        pool.add_jobs([[1, 2, b"p"]], {})
