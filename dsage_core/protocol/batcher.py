@@ -21,6 +21,7 @@ needed only for holding.
 from __future__ import annotations
 
 from collections import deque
+from itertools import islice
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
@@ -56,6 +57,10 @@ class Batcher:
         self._on_failure = on_failure
         self._size_of = size_of
         self._max_bytes = max_bytes
+        #: with *size_of*: each queued item's size (in queue order) and their sum, sized once as
+        #: they come (a batch that fits whole is then taken without looking at each item)
+        self._sizes: deque[int] = deque()
+        self._bytes = 0
         self._idle_waiters: list[Deferred] = []
         self._clock = clock
         self._send_only = send_only if clock is not None else None
@@ -78,6 +83,10 @@ class Batcher:
 
     def add(self, item: Any) -> None:
         self._queue.append(item)
+        if self._size_of is not None:
+            s = self._size_of(item)
+            self._sizes.append(s)
+            self._bytes += s
         self._cancel_hold()
         self._pump()
 
@@ -88,6 +97,10 @@ class Batcher:
         holding = self._holding
         was_empty = not self._queue
         self._queue.extend(items)
+        if self._size_of is not None:
+            sizes = list(map(self._size_of, items))
+            self._sizes.extend(sizes)
+            self._bytes += sum(sizes)
         if hold > 0 and self._hold is not None and (holding or was_empty):
             # a hold about to end goes now, with these items: its timer would wake us once more
             if not (holding and self._hold.due_within(hold * PIGGYBACK)):
@@ -107,6 +120,10 @@ class Batcher:
     def requeue_front(self, items: list[Any]) -> None:
         """Put items back at the head (e.g. a batch whose send failed), without sending yet."""
         self._queue.extendleft(reversed(items))
+        if self._size_of is not None:
+            sizes = list(map(self._size_of, items))
+            self._sizes.extendleft(reversed(sizes))
+            self._bytes += sum(sizes)
 
     def when_idle(self) -> Deferred:
         """Fires when nothing is queued or in flight."""
@@ -119,18 +136,29 @@ class Batcher:
 
     def _take(self) -> list[Any]:
         q = self._queue
-        if self._size_of is None:
-            n = min(len(q), self._max_items)
-            return [q.popleft() for _ in range(n)]
-        batch: list[Any] = []
-        size = 0
-        while q and len(batch) < self._max_items:
-            s = self._size_of(q[0])
-            if batch and size + s > self._max_bytes:
-                break
-            batch.append(q.popleft())
-            size += s
-        return batch
+        n = min(len(q), self._max_items)
+        if self._size_of is not None:
+            sizes = self._sizes
+            if n < len(q) or self._bytes > self._max_bytes:
+                # the whole queue does not fit: as many items as fit in max_bytes (at least one)
+                k, size = 0, 0
+                for s in islice(sizes, n):
+                    if k and size + s > self._max_bytes:
+                        break
+                    k += 1
+                    size += s
+                n = k
+                for _ in range(n):
+                    sizes.popleft()
+                self._bytes -= size
+            else:
+                sizes.clear()
+                self._bytes = 0
+        if n == len(q):
+            batch = list(q)
+            q.clear()
+            return batch
+        return [q.popleft() for _ in range(n)]
 
     def _pump(self) -> None:
         if self._holding:

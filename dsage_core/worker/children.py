@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 from collections import deque
+from itertools import repeat, starmap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -65,6 +66,9 @@ class ChildEvents:
     ready: Callable[["ChildProcess"], None]
     drained: Callable[["ChildProcess"], None] = lambda child: None
     started: Callable[[Assigned], None] = lambda a: None   #: a job became current (see ChildPool)
+    #: the dones of one frame at once: ``dones(child, [(job, ChildDone, ended)], now)`` (*ended*:
+    #: planner.done_time of the done; None: ``done`` per job)
+    dones: Callable[["ChildProcess", list, float], None] | None = None
 
 
 def describe_exit(reason: Any) -> tuple[int | None, int | None]:
@@ -306,8 +310,7 @@ class ChildProcess(protocol.ProcessProtocol):
     def _message(self, msg: list[Any]) -> None:
         kind = msg[0]
         if kind == "done":
-            for entry in msg[1]:
-                self._done(entry)
+            self._dones(msg[1])
             self.events.drained(self)
         elif kind == "out":
             a = self._find(msg[1])
@@ -330,16 +333,54 @@ class ChildProcess(protocol.ProcessProtocol):
                 return a
         return None
 
-    def _done(self, entry: Any) -> None:
-        done = ChildDone.from_wire(entry)
-        if not self.inflight or self.inflight[0].job_id != done.job_id:
-            log.warn("dsage.worker.unexpected_done", child=self.index, job=done.job_id)
-            return
-        a = self.inflight.popleft()
-        _cancel_timers(a)
-        self.avg_wall, self.avg_key = planner.pace(self.avg_wall, self.avg_key, a.blob_id, done.wall or 0.0)
-        self._became_current(planner.done_time(done.end_time, self.reactor.seconds()))
-        self.events.done(self, a, done)
+    def _dones(self, entries: list[Any]) -> None:
+        """The dones of one frame, handled as one unit: each job leaves the pipeline in order, and
+        a job that became current and ended within the frame gets no clocks (no timeout or CPU
+        timer, no start mark: its done says when it ran); only the job current after the frame
+        does. The pool then hears of all of them in one call (ChildEvents.dones). A malformed
+        entry ends the frame there: the ones before it are handled, then its error is raised."""
+        error: Exception | None = None
+        if all(map(isinstance, entries, _LISTS)) and set(map(len, entries)) <= _DONE_LENGTHS:
+            dones = list(starmap(ChildDone, entries))   # ChildDone.from_wire of each, at C speed
+        else:
+            dones = []
+            for entry in entries:
+                try:
+                    dones.append(ChildDone.from_wire(entry))
+                except Exception as e:
+                    error = e
+                    break
+        inflight = self.inflight
+        now = self.reactor.seconds()
+        ended: list[tuple[Assigned, ChildDone, float | None]] = []
+        pace, done_time = planner.pace, planner.done_time
+        last = len(dones) - 1
+        for i, done in enumerate(dones):
+            if not inflight or inflight[0].job_id != done.job_id:
+                log.warn("dsage.worker.unexpected_done", child=self.index, job=done.job_id)
+                continue
+            a = inflight.popleft()
+            if a.timer is not None or a.cpu_timer is not None:
+                _cancel_timers(a)
+            self.avg_wall, self.avg_key = pace(self.avg_wall, self.avg_key, a.blob_id, done.wall or 0.0)
+            t = done_time(done.end_time, now)
+            if inflight:
+                nxt = inflight[0]
+                if i < last and dones[i + 1].job_id == nxt.job_id:
+                    # it ends in this frame too: only when it started (as planner.current sets it)
+                    s0 = now if t is None else t
+                    nxt.started = s0 if nxt.sent is None or s0 >= nxt.sent else nxt.sent
+                else:
+                    self._became_current(t)
+            ended.append((a, done, t))
+        if ended:
+            if self.events.dones is not None:
+                self.events.dones(self, ended, now)
+            else:
+                for a, done, _ in ended:
+                    self.events.done(self, a, done)
+        if error is not None:
+            raise error
 
     def wants_more(self, key: str | None = None) -> int:
         """How many jobs to send now (see planner.wants_more)."""
@@ -359,6 +400,10 @@ class ChildProcess(protocol.ProcessProtocol):
             _cancel_timers(a)
         self.events.ended(self, left, reason)
 
+
+#: the shapes ChildDone.from_wire accepts (msgpack reads arrays as lists), checked a frame at a time
+_LISTS = repeat(list)
+_DONE_LENGTHS = frozenset(range(len(ChildDone._fields) - len(ChildDone._field_defaults), len(ChildDone._fields) + 1))
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 

@@ -15,6 +15,8 @@ import os
 import shutil
 import stat as _stat
 from collections import deque
+from itertools import repeat, starmap
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,6 +42,12 @@ Report = Callable[..., None]   #: report(events, hold=0.0): see Batcher.add_many
 
 COMPLETED, FAILED, KILLED = JobStatus.COMPLETED.value, JobStatus.FAILED.value, JobStatus.KILLED.value
 
+
+#: the shapes RunEntry.from_wire accepts (msgpack reads arrays as lists), for add_jobs' fast path
+_LISTS = repeat(list)
+_RUN_LENGTHS = frozenset(range(len(RunEntry._fields) - len(RunEntry._field_defaults), len(RunEntry._fields) + 1))
+_has_ext = attrgetter("extra")
+assert tuple(Assigned.__dataclass_fields__)[:len(RunEntry._fields)] == RunEntry._fields[:-1] + ("extra",)
 
 #: what a job's environment never holds: where dsage keeps its keys, the desktop app's pid
 PRIVATE_ENV = ("DSAGE_HOME", "DSAGE_SETTINGS_DIR", "DSAGE_EXIT_WITH_PID", "DSAGE_KEY")
@@ -145,7 +153,7 @@ class ChildPool:
                    CYSIGNALS_CRASH_NDEBUG="1", PYTHONUNBUFFERED="1")
         events = ChildEvents(done=self._on_done, output=self._on_output, progress=self._on_progress,
                              ended=self._on_ended, ready=lambda c: self._on_ready(c),
-                             drained=lambda c: self._pump(), started=self._on_started)
+                             drained=lambda c: self._pump(), started=self._on_started, dones=self._on_dones)
         child = ChildProcess(idx, self.reactor, env, events, policy, self.planner)
         child.scratch = scratch  # type: ignore[attr-defined]
         child.result_home = self._local_home
@@ -161,6 +169,20 @@ class ChildPool:
         """Jobs from the server: ``[job_id, attempt, payload, blob_id, timeout, limits(, extra)]``
         (*extra*: the options of ``dsage_core.model.ext`` the worker is given)."""
         self.blobs.update(blobs)
+        if (not self.default_limits and all(map(isinstance, jobs, _LISTS))
+                and set(map(len, jobs)) <= _RUN_LENGTHS):
+            # RunEntry's fields are Assigned's first ones: each job at C speed, no record between
+            new = list(starmap(Assigned, jobs))
+            if any(map(_has_ext, new)):
+                for a in new:
+                    if a.extra and a.extra.get("packages"):
+                        self._with_packages(a, a.extra["packages"])
+                    else:
+                        self.queue.append(a)
+            else:
+                self.queue.extend(new)
+            self._pump()
+            return
         for entry in jobs:
             r = RunEntry.from_wire(entry)
             lim = dict(self.default_limits)
@@ -352,6 +374,48 @@ class ChildPool:
         ahead = 0.0 if self.closing else child.load + len(self.queue) / max(1, self.target)
         hold = self.planner.done(child, a, done.wall, ahead, now, ended)
         self._report_done(a, status, result, done.preview, error, done.cpu, done.wall, hold, in_file, ended, exc)
+
+    def _on_dones(self, child: ChildProcess, ended: list[tuple[Assigned, ChildDone, float | None]],
+                  now: float) -> None:
+        """The dones of one frame of *child* (in order, each with when it ended: planner.done_time;
+        *now*: when the frame was read), as one report.
+
+        A plain done (completed, its result in the done and small enough to go as it is, the job
+        not marked for a kill) becomes its DoneEvent right here; any other goes through
+        :meth:`_on_done`, after the plain ones before it (the order stays the child's). The
+        frame's report may wait as long as its most urgent done may (planner.done, per job)."""
+        events: list[DoneEvent] = []
+        hold: float | None = None
+        unmarked = self._unmarked
+        limit = self.max_result if self.local_home is None else min(self.max_result, local_results.LARGE)
+        closing = self.closing
+        queued = len(self.queue) / max(1, self.target)
+        load = child.load + len(ended)   # the jobs its slot had ahead as each done was read
+        plan = self.planner.done
+        for a, done, t in ended:
+            load -= 1
+            result = done.result
+            if (done.status != COMPLETED or a.kill_reason is not None or isinstance(done.file_size, int)
+                    or not (result is None or (type(result) is bytes and len(result) <= limit))):
+                if events:
+                    self.jobs_done += len(events)
+                    self.report(events, hold or 0.0)
+                    events, hold = [], None
+                self._on_done(child, a, done)
+                continue
+            if unmarked:
+                unmarked.pop(a.job_id, None)
+            fin = now if t is None else t
+            wall = done.wall
+            if hold != 0.0:
+                h = plan(child, a, wall, 0.0 if closing else load + queued, now, t)
+                hold = h if hold is None or h < hold else hold
+            started = fin - wall if wall else (a.started if a.started is not None else fin)
+            events.append(DoneEvent(DONE, a.job_id, a.attempt, COMPLETED, result, done.preview, done.error,
+                                    started, fin, done.cpu))
+        if events:
+            self.jobs_done += len(events)
+            self.report(events, hold or 0.0)
 
     def _adopt_result_file(self, child: ChildProcess, a: Assigned, size: int) -> str | None:
         """Move the large result the child wrote in its own scratch directory (the only place it

@@ -277,22 +277,32 @@ class WorkerService:
 
 #: where a report event's fields sit in its wire form (model/records.py; every event starts with
 #: its kind): the batcher sizes each event, so it reads them without building the record
-_RESULT, _ERROR, _EXTRA = (DoneEvent._fields.index(f) for f in ("result", "error", "extra"))
+_RESULT, _PREVIEW, _ERROR, _EXTRA = (DoneEvent._fields.index(f) for f in ("result", "preview", "error", "extra"))
 _TEXT = OutEvent._fields.index("text")
 
 
 def _event_size(e: Any) -> int:
-    """About how many bytes report event *e* (a wire tuple of a records.py event) takes."""
+    """About how many bytes report event *e* (a wire tuple of a records.py event) takes: a done
+    counts its result, preview and traceback text, and a failure's exception pickle."""
     kind = e[0] if e else None
-    if kind == DONE and len(e) > _EXTRA:   # a failure's traceback text and exception count too
-        x = e[_EXTRA]
-        extra = x.get("exc") if isinstance(x, dict) else None
-        n = len(e[_ERROR]) if isinstance(e[_ERROR], str) else 0
-        if isinstance(extra, dict):
-            n += sum(len(v) for v in (extra.get("pickle"), extra.get("args")) if isinstance(v, bytes))
-        return n + 300
-    if kind == DONE and isinstance(e[_RESULT], bytes):
-        return len(e[_RESULT]) + 100
+    if kind == DONE:
+        n = 100
+        v = e[_RESULT]
+        if isinstance(v, bytes):
+            n += len(v)
+        v = e[_PREVIEW]
+        if isinstance(v, str):
+            n += len(v)
+        v = e[_ERROR]
+        if isinstance(v, str):
+            n += len(v)
+        x = e[_EXTRA] if len(e) > _EXTRA else None
+        if x is not None and isinstance(x, dict):
+            n += 200
+            extra = x.get("exc")
+            if isinstance(extra, dict):
+                n += sum(len(v) for v in (extra.get("pickle"), extra.get("args")) if isinstance(v, bytes))
+        return n
     if kind == OUT:
         return len(e[_TEXT]) + 50
     return 60

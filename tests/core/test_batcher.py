@@ -191,3 +191,18 @@ def test_reactor_sleeps_past_cancelled_and_postponed_timers():
         assert postponed.active() and not cancelled.active()
     finally:
         r.waker.connectionLost(None)
+
+
+def test_size_limit_holds_for_items_requeued_and_added_one_by_one():
+    """Sizes are counted once as items come (add, add_many, requeue_front): a pile that fits goes
+    whole, one that does not is split at max_bytes, and what is left is sized right after."""
+    send = FakeSend()
+    b = Batcher(None, max_in_flight=10, size_of=len, max_bytes=10)
+    b.add(b"a" * 4)
+    b.add_many([b"b" * 4, b"c" * 4])
+    b.requeue_front([b"x" * 9, b"y"])
+    b.attach(send)
+    assert [c[0] for c in send.calls] == [[b"x" * 9, b"y"], [b"a" * 4, b"b" * 4], [b"c" * 4]]
+    b.add_many([b"d" * 3, b"e" * 3, b"f" * 3])
+    assert send.calls[-1][0] == [b"d" * 3, b"e" * 3, b"f" * 3]   # 9 bytes: whole
+    assert b._bytes == 0 and not b._sizes
