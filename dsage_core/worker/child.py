@@ -50,6 +50,10 @@ RSS_EVERY = latency.current().rss_every
 #: cost ~9 us of a no-op job's ~25 us in the child; one stat costs ~1.5 us)
 SCRATCH_CTIME_AGE_NS = 100_000_000
 RSS_SECONDS = latency.current().rss_seconds
+#: bytes asked for per read of the monitor's pipe: what a default pipe holds (64 KiB), so no read
+#: returns less for it; a larger request costs an mmap and munmap of its buffer per read (~25 us
+#: here, for a frame of ~100 no-op jobs), and a frame larger than this arrives over several reads
+READ_SIZE = 64 * 1024
 
 
 class Channel:
@@ -84,7 +88,7 @@ class Inbox:
             if not ready:
                 return
         try:
-            data = os.read(self.fd, 1 << 20)
+            data = os.read(self.fd, READ_SIZE)
         except InterruptedError:
             return
         if not data:

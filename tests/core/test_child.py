@@ -343,3 +343,23 @@ def test_an_untouched_scratch_dir_costs_one_stat(tmp_path, monkeypatch):
     (tmp_path / "x").write_text("x")         # a change: the next clean scans and removes it
     c._clean_scratch()
     assert scans == [tmp_path] and not (tmp_path / "x").exists()
+
+
+def test_inbox_reads_frames_larger_than_one_read():
+    """A frame of several reads' worth (a large payload or function blob) arrives whole, and the
+    frames after it in order, though each read asks for READ_SIZE bytes only."""
+    import threading
+    from dsage_core.worker import child as child_mod
+    r, w = os.pipe()
+    big = os.urandom(5 * child_mod.READ_SIZE + 123)
+    data = pack_frame(["run", [[1, big, None, None, {}], [2, b"x", None, None, {}]]]) + pack_frame(["exit"])
+    writer = threading.Thread(target=lambda: (os.write(w, data[:7]), os.write(w, data[7:]), os.close(w)))
+    writer.start()
+    try:
+        inbox = child_mod.Inbox(r)
+        got = [inbox.get() for _ in range(3)]
+    finally:
+        writer.join()
+        os.close(r)
+    assert [k for k, _ in got] == ["job", "job", "exit"]
+    assert got[0][1][1] == big and got[1][1][0] == 2
