@@ -223,7 +223,8 @@ def test_as_completed_from_another_thread(env):
 # ------------------------------------------------------------------------------ wait
 class CountingCondition:
     """threading.Condition that counts notify_all and wait, and runs a hook at the first wait
-    (the reactor finishing jobs while the caller waits)."""
+    (the reactor finishing jobs while the caller waits); a second wait fails the test (nothing
+    else would ever finish a job)."""
 
     instances: list["CountingCondition"] = []
     on_wait = None
@@ -247,10 +248,9 @@ class CountingCondition:
     def wait(self, timeout=None):
         self.waits += 1
         hook, CountingCondition.on_wait = CountingCondition.on_wait, None
-        if hook is not None:
-            hook()
-            return True
-        return self.c.wait(timeout)
+        assert hook is not None, "waited again after the hook finished what the test finishes"
+        hook()
+        return True
 
 
 @pytest.fixture
@@ -299,6 +299,14 @@ def test_wait_a_job_listed_twice_counts_for_both_entries(env, cond):
     done, not_done = wait([a, a, b], timeout=30)
     assert done == {a, b} and not not_done
     assert env.many_calls == [2]
+
+
+def test_wait_a_finished_job_listed_twice_counts_for_both_entries(env, cond):
+    a, b = env.jobs(2)
+    finish(a._s)
+    cond.on_wait = lambda: finish(b._s)
+    assert wait([a, b, a], timeout=30) == ({a, b}, set())
+    assert env.many_calls == [1] and cond.instances[0].waits == 1
 
 
 def test_wait_with_everything_finished_registers_nothing(env, cond):
