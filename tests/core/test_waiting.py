@@ -15,7 +15,7 @@ from dsage_core.client.api import Client
 from dsage_core.client.core import AsyncClient
 from dsage_core.client.job import Job, JobTracker
 from dsage_core.model.records import JobUpdate
-from dsage_core.waiting import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
+from dsage_core.waiting import FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
 
 pytestmark = pytest.mark.timeout(60)
 
