@@ -63,6 +63,7 @@ class Driver:
                                      preexec_fn=lambda: os.dup2(w, 3))
         os.close(w)
         self.r = r
+        self.scratch = scratch
         self.wfd = self.proc.stdin.fileno()
         self.dec = FrameDecoder()
         if contain:
@@ -94,7 +95,9 @@ class Driver:
                                     use_bin_type=True)
             blob = None if self.blob_sent else self.blob
             self.blob_sent = True
-            out.append([self.next_id, payload, "noop", blob, {}])
+            # ChildRun's seven fields, as worker/children.py sends them: a result path (the server
+            # shares the home: start_all, W1) and no ext options
+            out.append([self.next_id, payload, "noop", blob, {}, f"{self.scratch}/r{self.next_id}", None])
         return out
 
     def run(self, n: int, window: int) -> tuple[float, float]:
