@@ -54,8 +54,9 @@ class Driver:
         scratch.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, DSAGE_SCRATCH=str(scratch), TMPDIR=str(scratch), DSAGE_NICE="0",
                    PYTHONUNBUFFERED="1")
-        if pythonpath:
-            env["PYTHONPATH"] = pythonpath
+        # the child runs in its scratch dir: without this it would import whichever dsage_core the
+        # interpreter has installed (another checkout's, for a venv shared between worktrees)
+        env["PYTHONPATH"] = pythonpath or str(Path(__file__).resolve().parent.parent)
         if contain:
             env["DSAGE_CONTAIN_FRAME"] = "1"
         self.proc = subprocess.Popen([sys.executable, "-m", "dsage_core.worker.child"], stdin=subprocess.PIPE,
