@@ -54,8 +54,9 @@ class Driver:
         scratch.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, DSAGE_SCRATCH=str(scratch), TMPDIR=str(scratch), DSAGE_NICE="0",
                    PYTHONUNBUFFERED="1")
-        if pythonpath:
-            env["PYTHONPATH"] = pythonpath
+        # the child runs in its scratch dir: without this it would import whichever dsage_core the
+        # interpreter has installed (another checkout's, for a venv shared between worktrees)
+        env["PYTHONPATH"] = pythonpath or str(Path(__file__).resolve().parent.parent)
         if contain:
             env["DSAGE_CONTAIN_FRAME"] = "1"
         self.proc = subprocess.Popen([sys.executable, "-m", "dsage_core.worker.child"], stdin=subprocess.PIPE,
@@ -63,6 +64,7 @@ class Driver:
                                      preexec_fn=lambda: os.dup2(w, 3))
         os.close(w)
         self.r = r
+        self.scratch = scratch
         self.wfd = self.proc.stdin.fileno()
         self.dec = FrameDecoder()
         if contain:
@@ -94,7 +96,9 @@ class Driver:
                                     use_bin_type=True)
             blob = None if self.blob_sent else self.blob
             self.blob_sent = True
-            out.append([self.next_id, payload, "noop", blob, {}])
+            # ChildRun's seven fields, as worker/children.py sends them: a result path (the server
+            # shares the home: start_all, W1) and no ext options
+            out.append([self.next_id, payload, "noop", blob, {}, f"{self.scratch}/r{self.next_id}", None])
         return out
 
     def run(self, n: int, window: int) -> tuple[float, float]:

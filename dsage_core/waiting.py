@@ -60,14 +60,16 @@ def as_completed(jobs: Iterable[Any], timeout: float | None = None) -> Iterator[
     by_state: dict[int, Any] = {}
     groups: dict[int, list[Any]] = {}
     others: list[Any] = []
-    seen: set[int] = set()   #: the pending objects (one given twice is yielded once)
+    seen: set[int] = set()   #: the objects met so far (one given twice is yielded once)
     for j in jobs:
-        if j.done():
-            yield j
-            continue
+        # checked before done(): a job met again after it finished (done before the call, or
+        # while the consumer ran between two yields) must not be yielded a second time
         if id(j) in seen:
             continue
         seen.add(id(j))
+        if j.done():
+            yield j
+            continue
         client = getattr(j, "_client", None)
         s = getattr(j, "_s", None)
         if client is None or s is None or not hasattr(client, "aclient"):

@@ -69,10 +69,16 @@ class Capture:
         sys.stdout, sys.stderr = self.stdout, self.stderr
 
     def end(self) -> None:
+        """Restore sys.stdout/stderr and send what is buffered (one lock: it runs after every job)."""
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
-        self.flush()
         with self.lock:
-            self.job_id = None
+            jid, self.job_id = self.job_id, None
+            if not self.buf or jid is None:
+                return
+            text = "".join(self.buf)
+            self.buf, self.sent, self.buffered = [], self.sent + self.buffered, 0
+            self.last_send = time.monotonic()
+        self.chan.send(["out", jid, text])
 
     def write(self, s: str) -> None:
         with self.lock:

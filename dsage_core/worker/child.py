@@ -215,12 +215,15 @@ class Child:
 
     def _clean_scratch(self) -> None:
         """Empty the scratch dir and make it the cwd again. One ``stat(".")`` when the job changed
-        neither (see :meth:`_scratch_untouched`); a scan otherwise."""
+        neither: the cwd is the scratch dir, it was empty after the last scan, and no entry was
+        created, removed or renamed in it since (its ctime, which every such change sets, is
+        unchanged); a scan otherwise."""
         try:
             st = os.stat(".")
         except OSError:   # the job removed the cwd
             st = None
-        if st is not None and self._scratch_untouched(st):
+        if (st is not None and st.st_ctime_ns == self._clean_ctime and st.st_ino == self._scratch_id[1]
+                and st.st_dev == self._scratch_id[0] and st.st_nlink > 0):   # untouched (inline: every job)
             return
         self._clean_ctime = None
         if st is None or st.st_nlink == 0 or (st.st_dev, st.st_ino) != self._scratch_id:
@@ -247,12 +250,6 @@ class Child:
         # where the file system's clock is coarse (one tick, ~4 ms), and a job cannot set ctime
         if not leftovers and time.time_ns() - st.st_ctime_ns > SCRATCH_CTIME_AGE_NS:
             self._clean_ctime = st.st_ctime_ns
-
-    def _scratch_untouched(self, st: os.stat_result) -> bool:
-        """The cwd is the scratch dir, it was empty after the last scan, and no entry was created,
-        removed or renamed in it since (its ctime, which every such change sets, is unchanged)."""
-        return (st.st_ctime_ns == self._clean_ctime and st.st_ino == self._scratch_id[1]
-                and st.st_dev == self._scratch_id[0] and st.st_nlink > 0)
 
     def flush_done(self) -> None:
         with self.done_lock:
@@ -282,10 +279,19 @@ class Child:
     # ------------------------------------------------------------------ one job
     def run_one(self, entry: Any) -> float:
         """Run one job (a ``ChildRun`` on the wire) and queue its done entry; returns its wall time."""
-        run = ChildRun.from_wire(entry)
-        job_id, payload_bytes, blob_id, blob, limits = run.job_id, run.payload, run.blob_id, run.blob, run.limits
-        result_path = run.result_path   # where a large result goes (local server)
-        extra = run.ext                 # dsage_core.model.ext options
+        # ChildRun's wire shapes (what ChildRun.from_wire accepts), unpacked without building the
+        # record; result_path: where a large result goes (local server); extra: dsage_core.model.ext options
+        n = len(entry) if type(entry) in _SEQUENCES else 0
+        if n == 7:   # what worker/children.py sends: every field
+            job_id, payload_bytes, blob_id, blob, limits, result_path, extra = entry
+        elif n == 5 or n == 6:
+            job_id, payload_bytes, blob_id, blob, limits = entry[:5] if n == 6 else entry
+            result_path, extra = (entry[5] if n == 6 else None), None
+        else:   # a record, or a malformed entry (WireError)
+            run = ChildRun.from_wire(entry)
+            job_id, payload_bytes, blob_id, blob, limits = run.job_id, run.payload, run.blob_id, run.blob, run.limits
+            result_path = run.result_path   # where a large result goes (local server)
+            extra = run.ext                 # dsage_core.model.ext options
         if extra and extra.get("env_path"):   # the job's packages (worker/envs.py), first on the path
             import importlib
             sys.path.insert(0, extra["env_path"])
@@ -293,7 +299,7 @@ class Child:
             self.recycle_after = True   # its modules stay imported: the next job gets a fresh child
         limits = limits or {}
         restore = self._apply_limits(limits)   # may raise NeedsFreshChild: nothing started yet
-        if self.pending_done:
+        if self.pending_done and not self.job_started.is_set():   # set() again is a no-op
             self.job_started.set()
         t0 = time.perf_counter()
         scratch = self.scratch
@@ -340,8 +346,11 @@ class Child:
                 result, size = None, len(result)
             except OSError:
                 pass  # the bytes go to the monitor as usual
-        done = ChildDone(job_id, status, result, error, preview, self._job_cpu(wall), wall, size, time.time(), exc)
-        entry = done.to_wire()
+        cpu = self._job_cpu(wall)
+        if exc is None:   # ChildDone's wire form (ChildDone.to_wire), without building the record first
+            entry = (job_id, status, result, error, preview, cpu, wall, size, time.time())
+        else:
+            entry = ChildDone(job_id, status, result, error, preview, cpu, wall, size, time.time(), exc).to_wire()
         with self.done_lock:
             if not self.pending_done:
                 self.oldest_done = t0  # when the batch's first job started: a job that ran
@@ -363,7 +372,7 @@ class Child:
                  extra: dict[str, Any] | None = None) -> Any:
         kind = p.get("k")
         if kind == "func":
-            import cloudpickle
+            cloudpickle = _cloudpickle or _import_cloudpickle()
             for name, data in p.get("files") or []:   # files= of a function job: its working dir
                 (scratch / Path(name).name).write_bytes(data)
             fn = self._function(blob_id, blob)
@@ -391,10 +400,11 @@ class Child:
         return value
 
     def _function(self, blob_id: str | None, blob: bytes | None) -> Any:
-        import cloudpickle
-        if blob_id in self.blobs:
-            self.blobs.move_to_end(blob_id)
-            return self.blobs[blob_id]
+        fn = self.blobs.get(blob_id, _MISSING)   # type: ignore[arg-type]
+        if fn is not _MISSING:
+            self.blobs.move_to_end(blob_id)   # type: ignore[arg-type]
+            return fn
+        cloudpickle = _cloudpickle or _import_cloudpickle()
         if blob is None:
             raise RuntimeError(f"function blob {blob_id} was not sent to this process")
         fn = cloudpickle.loads(blob)
@@ -450,8 +460,10 @@ class Child:
     def _apply_limits(self, limits: dict[str, Any]) -> Any:
         """Set the job's limits. Memory: a hard RLIMIT_AS the job cannot raise; a child whose hard
         limit is lower than this job may have raises NeedsFreshChild."""
+        mem, cpu = limits.get("mem"), limits.get("cpu")
+        if not (mem or cpu) and self._mem_hard is None:
+            return _nothing   # nothing to set, nothing to undo
         undo = []
-        mem = limits.get("mem")
         if mem or self._mem_hard is not None:
             soft, hard = resource.getrlimit(resource.RLIMIT_AS)
             if hard != resource.RLIM_INFINITY and (not mem or int(mem) > hard):
@@ -459,7 +471,6 @@ class Child:
             if mem:
                 resource.setrlimit(resource.RLIMIT_AS, (int(mem), int(mem)))
                 self._mem_hard = int(mem)
-        cpu = limits.get("cpu")
         if cpu:
             csoft, chard = resource.getrlimit(resource.RLIMIT_CPU)
             used = int(_cpu()) + 1
@@ -482,6 +493,20 @@ class Child:
 
 def _nothing() -> None:
     pass
+
+
+_SEQUENCES = (list, tuple)
+_MISSING = object()
+_cloudpickle: Any = None   #: the cloudpickle module once a function job imported it
+
+
+def _import_cloudpickle() -> Any:
+    """cloudpickle, imported on first use (a child that runs only code jobs never loads it); an
+    ``import`` statement on every job cost a module lookup each."""
+    global _cloudpickle
+    import cloudpickle
+    _cloudpickle = cloudpickle
+    return cloudpickle
 
 
 def _cpu() -> float:

@@ -363,3 +363,121 @@ def test_inbox_reads_frames_larger_than_one_read():
         os.close(r)
     assert [k for k, _ in got] == ["job", "job", "exit"]
     assert got[0][1][1] == big and got[1][1][0] == 2
+
+
+def test_run_entries_of_every_wire_shape(child):
+    """ChildRun's wire shapes (5 fields, 6 with a result path, 7 with ext options: what the monitor
+    sends) all run, unpacked directly; the done is ChildDone's wire form (9 fields, 10 with the
+    exception)."""
+    from dsage_core.model.records import ChildDone
+    child.run(code(1, "1"), code(2, "2") + [None], code(3, "3") + [None, None], code(4, "1/0") + [None],
+              code(5, "5") + [None, {"unused": 1}], code(6, "1/0") + [None, None])
+    d = child.dones(6)
+    assert [decoded(d[i]) for i in (1, 2, 3, 5)] == [1, 2, 3, 5]
+    for i in (1, 2, 3, 4, 5, 6):
+        rec = ChildDone.from_wire(d[i])
+        assert rec.job_id == i and rec.wall >= 0 and rec.end_time
+        assert len(d[i]) == (10 if i in (4, 6) else 9)
+    for i in (4, 6):
+        rec = ChildDone.from_wire(d[i])
+        assert rec.status == "failed" and rec.exc and "ZeroDivisionError" in rec.error
+
+
+def test_malformed_run_entries_are_wire_errors():
+    """An entry of another shape than ChildRun's is refused as before (WireError), before any job state."""
+    from dsage_core.model.records import ChildRun, WireError
+    from dsage_core.worker import child as child_mod
+    c = child_mod.Child.__new__(child_mod.Child)
+    for bad in ([1, b"", None, None], [1, b"", None, None, {}, None, None, None], {"job_id": 1}, "12345"):
+        with pytest.raises(WireError):
+            c.run_one(bad)
+    assert ChildRun._fields[5:] == ("result_path", "ext")   # the order run_one unpacks
+
+
+@pytest.mark.parametrize("ext", [False, True])
+def test_a_large_result_goes_to_the_result_path(child, tmp_path, ext):
+    """A result past local_results.LARGE is written at the entry's result path (6 and 7 fields):
+    the done carries its size instead of the bytes; a small one comes back in the done."""
+    from dsage_core import codec, local_results
+    big, small = tmp_path / "res" / "r1", tmp_path / "res" / "r2"
+    tail = [None] if ext else []
+    child.run(code(1, f"b'x' * {local_results.LARGE + 10}") + [str(big)] + tail,
+              code(2, "'small'") + [str(small)] + tail)
+    d = child.dones(2)
+    assert d[1][1] == "completed" and d[1][2] is None and d[1][7] == big.stat().st_size
+    assert codec.decode_value(big.read_bytes()) == b"x" * (local_results.LARGE + 10)
+    assert decoded(d[2]) == "small" and d[2][7] is None and not small.exists()
+
+
+def test_a_function_blob_never_sent_fails_the_job(child):
+    """A function job naming a blob this child has not seen (and without its bytes) fails; a
+    cached blob is still found after it."""
+    blob = cloudpickle.dumps(lambda x: x + 1)
+    p = lambda x: msgpack.packb({"k": "func", "args": cloudpickle.dumps(((x,), {}))})
+    child.run([1, p(1), "unknown", None, {}], [2, p(1), "b", blob, {}], [3, p(2), "b", None, {}])
+    d = child.dones(3)
+    assert d[1][1] == "failed" and "function blob unknown was not sent" in d[1][3]
+    assert decoded(d[2]) == 2 and decoded(d[3]) == 3
+
+
+def test_a_job_without_limits_has_nothing_to_undo(tmp_path, monkeypatch):
+    """No memory or CPU limit (and no hard memory limit left by an earlier job): no rlimit is read."""
+    from dsage_core.worker import child as child_mod
+    c = child_mod.Child.__new__(child_mod.Child)
+    c._mem_hard = None
+    calls = []
+    monkeypatch.setattr(child_mod.resource, "getrlimit", lambda *a: calls.append(a))
+    assert c._apply_limits({"out": 10}) is child_mod._nothing and calls == []
+
+
+def _out(child, job_id):
+    return "".join(m[2] for m in child.inbox if m[0] == "out" and m[1] == job_id)
+
+
+def test_output_of_a_job_thread_writing_while_the_job_ends(child):
+    """A thread the job started writes on while the job returns: the job's output is a whole,
+    in-order prefix of what the thread wrote, at least all it wrote before the job ended; once the
+    job is over the thread's writes are not the ended job's (the next job stops and joins it)."""
+    start = (
+        "import sys, threading\n"
+        "stop, written = threading.Event(), threading.Event()\n"
+        "def bg(out):\n"
+        "    i = 0\n"
+        "    while not stop.is_set() and i < 10**6:\n"
+        "        out.write(f'{i}\\n'); i += 1\n"
+        "        if i == 300: written.set()\n"
+        "    written.set()\n"
+        "t = threading.Thread(target=bg, args=(sys.stdout,), daemon=True)\n"
+        "t.start(); written.wait()\n"
+        "sys._dsage_test_bg = (stop, t)\n")
+    finish = "import sys\nstop, t = sys._dsage_test_bg\nstop.set(); t.join()\n'joined'"
+    child.run([1, msgpack.packb({"k": "exec", "code": start}), None, None, {"out": 1 << 30}],
+              code(2, finish), code(3, "print('third'); 3"))
+    d = child.dones(3)
+    assert d[1][1] == "completed" and decoded(d[2]) == "joined" and decoded(d[3]) == 3
+    first = _out(child, 1).split("\n")
+    assert first[-1] == "" and len(first) - 1 >= 300
+    assert first[:-1] == [str(i) for i in range(len(first) - 1)]
+    second = _out(child, 2).split("\n")[:-1]   # the thread's writes until job 2 stopped it
+    assert all(int(x) >= len(first) - 1 for x in second) and second == sorted(second, key=int)
+    assert _out(child, 3) == "third\n"
+
+
+def test_output_then_an_exception(child):
+    """Output a job wrote before it raised is sent; the done is a failure with the traceback."""
+    child.run(code(1, "print('before'); import sys; sys.stderr.write('err\\n'); 1/0", "exec"), code(2, "2"))
+    d = child.dones(2)
+    assert d[1][1] == "failed" and "ZeroDivisionError" in d[1][3]
+    assert _out(child, 1) == "before\nerr\n" and _out(child, 2) == ""
+
+
+def test_a_cpu_limit_hit_while_the_job_prints(child):
+    """The CPU limit's exception can land inside a write (the capture's lock held): the job fails
+    with its reason, its output (truncated) is sent, and the next job's output still works."""
+    child.run([1, msgpack.packb({"k": "exec", "code": "while True: print('x' * 50)"}), None, None,
+               {"cpu": 1, "out": 20000}],
+              code(2, "print('after'); 2"))
+    d = child.dones(2, timeout=30)
+    assert d[1][1] == "failed" and "CPU time limit" in d[1][3]
+    assert "output truncated after 20000 bytes" in _out(child, 1)
+    assert decoded(d[2]) == 2 and _out(child, 2) == "after\n"
